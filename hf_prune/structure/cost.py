@@ -1,0 +1,112 @@
+"""Analytic MACs of a candidate plan, without copying, pruning or re-tracing the model.
+
+One measured count per module (``FlopCounterMode``) is scaled by the fraction of input and
+output channels a plan keeps: a convolution or linear layer costs ``out * in * k`` MACs per
+position, so removing channels scales its cost by the kept fractions of both dimensions. The
+attention core (QK^T and AV) of a head group scales with the fraction of heads kept. Searches
+call :meth:`MacsModel.macs` thousands of times; it is pure arithmetic over a few hundred terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from hf_prune.structure.attention import find_attention
+from hf_prune.structure.counting import count_module_macs
+from hf_prune.structure.graph import StructureGraph
+
+
+@dataclass(frozen=True)
+class _Shrink:
+    """Group ``group`` removes ``per_unit`` of the ``size`` entries of one dimension per unit."""
+
+    group: str
+    per_unit: int
+    size: int
+
+
+@dataclass(frozen=True)
+class _Term:
+    macs: int
+    dims: tuple[tuple[_Shrink, ...], ...]  # one tuple of shrinks per dimension that scales the cost
+
+
+class MacsModel:
+    """Predicts the MACs of the graph's model after removing some units of some groups.
+
+    Args:
+        graph: the structure of the model now.
+        example_inputs: the input the MACs are counted for (batch 1 gives per-image MACs).
+    """
+
+    def __init__(self, graph: StructureGraph, example_inputs: Any) -> None:
+        per_module = count_module_macs(graph.model, example_inputs)
+        self.base_macs = per_module[""]
+        self._terms = _layer_terms(graph, per_module) + _attention_terms(graph, per_module)
+        self._constant = self.base_macs - sum(t.macs for t in self._terms)
+
+    def macs(self, removed_units: Mapping[str, int]) -> float:
+        """MACs after removing ``removed_units[group]`` units from each named group."""
+        total = float(self._constant)
+        for term in self._terms:
+            cost = float(term.macs)
+            for shrinks in term.dims:
+                removed = sum(removed_units.get(s.group, 0) * s.per_unit for s in shrinks)
+                if removed:
+                    cost *= max(0.0, 1.0 - removed / shrinks[0].size)
+            total += cost
+        return total
+
+    def reduction(self, removed_units: Mapping[str, int]) -> float:
+        """Fraction of the current MACs that removing these units saves."""
+        return 1.0 - self.macs(removed_units) / self.base_macs
+
+    def macs_per_unit(self, group: str) -> float:
+        """MACs saved by removing one unit of ``group`` alone."""
+        return self.base_macs - self.macs({group: 1})
+
+
+def _layer_terms(graph: StructureGraph, per_module: Mapping[str, int]) -> list[_Term]:
+    """One term per conv/linear layer, scaled on its output and input dimensions."""
+    shrinks: dict[tuple[str, int], dict[str, _Shrink]] = {}
+    params = dict(graph.model.named_parameters())
+    for group in graph.groups:
+        for s in group.slices:
+            dim = s.dim % params[s.param_name].dim()
+            # A depthwise conv appears twice in its group (as producer and consumer): count once.
+            shrinks.setdefault((s.param_name, dim), {})[group.name] = _Shrink(
+                group.name, s.index.shape[1], params[s.param_name].shape[dim]
+            )
+    terms = []
+    for name, module in graph.model.named_modules():
+        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or name not in per_module:
+            continue
+        weight = f"{name}.weight"
+        dims = tuple(tuple(shrinks[(weight, d)].values()) for d in (0, 1) if (weight, d) in shrinks)
+        terms.append(_Term(per_module[name], dims))
+    return terms
+
+
+def _attention_terms(graph: StructureGraph, per_module: Mapping[str, int]) -> list[_Term]:
+    """The attention core of each attention module, scaled by the fraction of heads kept."""
+    head_group = {
+        s.param_name: g for g in graph.groups if g.kind == "head" for s in g.slices if s.produces
+    }
+    terms = []
+    for name, attention, family in find_attention(graph.model):
+        linear_macs = sum(
+            per_module.get(f"{name}.{child}", 0)
+            for child, m in attention.named_modules()
+            if child and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+        )
+        core = per_module.get(name, 0) - linear_macs
+        projection = graph.name_of(family.head_projections(attention)[0])
+        group = head_group.get(f"{projection}.weight")
+        if core <= 0 or group is None:
+            continue
+        terms.append(_Term(core, ((_Shrink(group.name, 1, group.num_units),),)))
+    return terms

@@ -1,0 +1,68 @@
+"""MACs and parameter counting on top of ``torch.utils.flop_counter.FlopCounterMode``.
+
+MACs are FLOPs / 2 (one multiply-accumulate is two floating-point operations). Only matrix
+products, convolutions and attention are counted, as in the papers' tables; normalization and
+activations are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+aten = torch.ops.aten
+
+
+def _cpu_flash_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """FLOPs of the CPU flash-attention kernel, which torch 2.13's counter does not know (it counts 0)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_EXTRA_FLOP_FORMULAS = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_sdpa_flops}
+
+
+def run_model(model: nn.Module, example_inputs: Any) -> Any:
+    """Call ``model`` on a tensor, a sequence of positional inputs or a mapping of keyword inputs."""
+    if isinstance(example_inputs, Mapping):
+        return model(**example_inputs)
+    if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, torch.Tensor):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+def count_module_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+    """MACs of one inference pass, per module name ('' is the whole model; parents include children)."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    try:
+        with torch.no_grad(), counter:
+            run_model(model, example_inputs)
+    finally:
+        model.train(was_training)
+    per_module = {}
+    for tracked_name, op_flops in counter.get_flop_counts().items():
+        if tracked_name == "Global":
+            continue
+        # The tracker prefixes the root module's class name: "ResNet.layer1.0.conv1".
+        _, _, name = tracked_name.partition(".")
+        per_module[name] = sum(op_flops.values()) // 2
+    per_module[""] = counter.get_total_flops() // 2
+    return per_module
+
+
+def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
+    """Return ``(macs, params)`` of ``model`` for one forward pass on ``example_inputs``.
+
+    Args:
+        model: any ``nn.Module`` (timm or transformers model, pruned or not).
+        example_inputs: a batch tensor (MACs scale with its batch size; use batch 1 for per-image
+            figures), a tuple of positional inputs or a dict of keyword inputs.
+    """
+    macs = count_module_macs(model, example_inputs)[""]
+    params = sum(p.numel() for p in model.parameters())
+    return macs, params
