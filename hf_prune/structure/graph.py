@@ -219,29 +219,52 @@ class StructureGraph:
         """The module's name in the model."""
         return self._names[module]
 
-    def apply(self, keep: Mapping[str, Sequence[int]]) -> None:
-        """Physically remove every unit not listed in ``keep[group_name]`` (sorted unit ids).
+    def apply(self, keep: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Physically remove every unit not listed in ``keep[group_name]``.
 
-        Groups absent from ``keep`` are left whole. Attention head counts are fixed afterwards.
+        Groups absent from ``keep`` are left whole; attention head counts are fixed afterwards.
         The graph is stale after this call: build a new one for the slimmer model.
+
+        Returns:
+            For every parameter name, a tensor shaped like the new parameter holding the flat
+            index of the old element each new element came from: what optimizer state (momentum,
+            Adam moments) needs to follow the weights exactly.
         """
+        removals = self._removed_root_indices(keep)
+        params = dict(self.model.named_parameters())
+        values = {name: p.data for name, p in params.items()}
+        # Prune tensors of element positions instead of values (float64 counts exactly to 2**53):
+        # torch-pruning slices them like the weights, and then every kept element is traceable.
+        for p in params.values():
+            p.data = torch.arange(p.numel(), dtype=torch.float64, device=p.device).view(p.shape)
+        try:
+            modules = dict(self.model.named_modules())
+            for name, removed in removals.items():
+                pruner = self._dg.get_pruner_of_module(modules[name])
+                self._dg.get_pruning_group(modules[name], pruner.prune_out_channels, removed).prune(record_history=False)
+        finally:
+            index_maps = {}
+            for name, p in self.model.named_parameters():
+                index_maps[name] = p.data.long()
+                p.data = values[name].flatten()[index_maps[name].flatten()].view(p.shape)
+        for attention, (_, family) in self._attention.items():
+            family.sync_num_heads(attention)
+        return index_maps
+
+    def _removed_root_indices(self, keep: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
         by_name = {g.name: g for g in self.groups}
         unknown = set(keep) - set(by_name)
         if unknown:
             raise KeyError(f"plan names groups this graph does not have: {sorted(unknown)}")
+        removals = {}
         for name, kept_units in keep.items():
-            group = by_name[name]
-            kept = set(kept_units)
-            if not kept:
-                raise ValueError(f"plan removes every unit of group '{name}': keep at least one")
+            group, kept = by_name[name], set(kept_units)
+            if not kept or not kept <= set(range(group.num_units)):
+                raise ValueError(f"plan for group '{name}' must keep between 1 and {group.num_units} valid units")
             removed = [i for u in range(group.num_units) if u not in kept for i in group._root_indices[u]]
-            if not removed:
-                continue
-            root = dict(self.model.named_modules())[name]
-            pruner = self._dg.get_pruner_of_module(root)
-            self._dg.get_pruning_group(root, pruner.prune_out_channels, removed).prune(record_history=False)
-        for attention, (_, family) in self._attention.items():
-            family.sync_num_heads(attention)
+            if removed:
+                removals[name] = removed
+        return removals
 
 
 def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tensor:

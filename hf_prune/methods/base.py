@@ -1,0 +1,80 @@
+"""The protocol between the PruningTrainer and a pruning method.
+
+A method decides *what* to prune and *when*; the trainer applies the plan physically and
+rebuilds optimizer, scheduler and wrappers. Methods never touch those, and keep all their state
+on the instance (returned by ``state_dict`` for checkpoints), so two trainers in one process
+cannot interfere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+from transformers import TrainerState
+
+from hf_prune.structure import MacsModel, StructureGraph
+
+if TYPE_CHECKING:
+    from hf_prune.trainer.pruning_config import PruningArguments
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """Units each named group keeps (groups not named stay whole), and why."""
+
+    keep: dict[str, list[int]]
+    reason: str = ""
+
+
+@dataclass
+class PruningContext:
+    """What a method may look at when deciding.
+
+    Attributes:
+        model: the unwrapped model being trained.
+        graph: its structure now (rebuilt after every prune).
+        macs: analytic MACs model of the current structure.
+        dense_macs: MACs of the model before any pruning (targets are relative to it).
+        args: the run's arguments.
+        state: the Trainer's state (global step, epoch, max steps).
+        log: records metrics in the Trainer's logs (``report_to`` carries them).
+    """
+
+    model: nn.Module
+    graph: StructureGraph
+    macs: MacsModel
+    dense_macs: int
+    args: PruningArguments
+    state: TrainerState
+    log: Callable[[dict[str, float]], None] = field(repr=False)
+
+    @property
+    def steps_per_epoch(self) -> float:
+        return self.state.max_steps / max(self.state.num_train_epochs, 1)
+
+
+class PruningMethod:
+    """Base class: override the hooks you need; each may return a :class:`PruningPlan`."""
+
+    name: str = "none"
+
+    def on_train_begin(self, context: PruningContext) -> None:
+        """Validate settings against the model (fail before training) and set up state."""
+
+    def on_step_end(self, context: PruningContext) -> PruningPlan | None:
+        """After an optimizer step (gradients are zero): the safe point to prune."""
+        return None
+
+    def on_epoch_end(self, context: PruningContext) -> PruningPlan | None:
+        """After the last step of an epoch."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable state saved with checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""

@@ -1,0 +1,52 @@
+"""One-shot magnitude pruning: the baseline the paper methods are measured against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
+from hf_prune.structure import select_lowest, unit_saliency
+
+
+class MagnitudePruning(PruningMethod):
+    """Removes the lowest-norm units of all groups at once, at ``prune_epoch``.
+
+    Units are ranked globally by :func:`~hf_prune.structure.unit_saliency` (fan-normalized
+    squared group norm) and removed until the MACs reduction reaches ``target_flops_reduction``,
+    keeping at least ``1 - layer_prune_limit`` of every group.
+    """
+
+    name = "magnitude"
+
+    def __init__(self) -> None:
+        self.prune_step: int | None = None
+        self.done = False
+
+    def on_train_begin(self, context: PruningContext) -> None:
+        args = context.args
+        epoch = args.prune_epoch if args.prune_epoch is not None else 0.25 * context.state.num_train_epochs
+        self.prune_step = max(1, round(epoch * context.steps_per_epoch))
+        if self.prune_step >= context.state.max_steps:
+            raise ValueError(
+                f"prune_epoch={epoch} falls at step {self.prune_step}, but training has only "
+                f"{context.state.max_steps} steps: lower prune_epoch or train longer"
+            )
+        self._select(context)  # an unreachable target fails now, not after hours of training
+
+    def on_step_end(self, context: PruningContext) -> PruningPlan | None:
+        if self.done or context.state.global_step != self.prune_step:
+            return None
+        self.done = True
+        return PruningPlan(self._select(context).keep, reason=f"one-shot magnitude at step {self.prune_step}")
+
+    def _select(self, context: PruningContext):
+        scores = {g.name: unit_saliency(context.model, g) for g in context.graph.groups}
+        return select_lowest(
+            context.graph.groups, scores, context.macs, context.args.target_flops_reduction, context.args.layer_prune_limit
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prune_step": self.prune_step, "done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prune_step, self.done = state["prune_step"], state["done"]

@@ -1,0 +1,23 @@
+"""Structure engine: coupled channel groups, MACs counting, physical pruning and shape specs."""
+
+from hf_prune.structure.cost import MacsModel
+from hf_prune.structure.counting import count_macs_params
+from hf_prune.structure.graph import ChannelGroup, StructureGraph, TensorSlice, UnprunableLayerError
+from hf_prune.structure.selection import Selection, UnreachableTargetError, select_lowest, unit_saliency
+from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
+
+__all__ = [
+    "ChannelGroup",
+    "MacsModel",
+    "Selection",
+    "ShapeSpecError",
+    "StructureGraph",
+    "TensorSlice",
+    "UnprunableLayerError",
+    "UnreachableTargetError",
+    "apply_shape_spec",
+    "count_macs_params",
+    "export_shape_spec",
+    "select_lowest",
+    "unit_saliency",
+]
