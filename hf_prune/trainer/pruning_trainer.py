@@ -1,0 +1,253 @@
+"""``PruningTrainer``: a ``transformers.Trainer`` that physically prunes while it trains.
+
+The training loop is the Trainer's own. A callback asks the pruning method for a plan after
+every optimizer step and at every epoch end; when one comes, the trainer removes the channels
+and rebuilds everything that held the old parameters: optimizer (state sliced or reset), LR
+scheduler at the same position, the accelerate/DDP wrapper and the callback handler's
+references. Only two Trainer methods are overridden: ``compute_loss`` (timm models return bare
+logits) and ``training_step`` (the loop keeps the wrapper of the epoch's start in a local).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.utils import logging
+
+from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
+from hf_prune.structure import MacsModel, StructureGraph, export_shape_spec
+from hf_prune.trainer.pruning_config import PruningArguments
+
+logger = logging.get_logger(__name__)
+
+SHAPE_SPEC_NAME = "shape_spec.json"
+
+
+def _logits(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+class _PruningCallback(TrainerCallback):
+    """Forwards the Trainer's events to the pruning method and applies its plans."""
+
+    def __init__(self, trainer: PruningTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._on_train_begin()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._maybe_prune(self.trainer.pruning_method.on_step_end)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer._maybe_prune(self.trainer.pruning_method.on_epoch_end)
+
+
+class PruningTrainer(Trainer):
+    """Trains an image classifier and prunes it structurally during training.
+
+    Args:
+        model: a timm model (returns logits) or a transformers image classifier.
+        args: :class:`PruningArguments`.
+        pruning_method: a :class:`~hf_prune.methods.PruningMethod`; by default the one named by
+            ``args.pruning_method``.
+        example_inputs: a batch used to trace the model and count MACs; by default one image
+            of the training set.
+        **kwargs: everything else ``transformers.Trainer`` accepts (datasets, collator,
+            ``compute_metrics``, callbacks, ...).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: PruningArguments,
+        pruning_method: PruningMethod | None = None,
+        example_inputs: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, PruningArguments):
+            raise TypeError(f"PruningTrainer needs PruningArguments, got {type(args).__name__}")
+        if args.label_names is None:
+            args.label_names = ["labels"]  # timm forwards have no `labels` argument to infer it from
+        super().__init__(model=model, args=args, **kwargs)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError(
+                "FSDP and DeepSpeed are not supported by hf_prune yet (the accelerate config enables one): "
+                "use DDP (accelerate launch --multi_gpu) instead."
+            )
+        self.model_accepts_loss_kwargs = False  # compute_loss returns a batch mean
+        self.pruning_method = pruning_method or create_method(args.pruning_method)
+        self.example_inputs = example_inputs
+        self.dense_macs: int | None = None
+        self.pruning_events: list[dict[str, Any]] = []
+        self._graph: StructureGraph | None = None
+        self._macs: MacsModel | None = None
+        self.add_callback(_PruningCallback(self))
+
+    # ------------------------------------------------------------------ Trainer overrides
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy on the logits of a timm or transformers model (label smoothing honoured)."""
+        logits = _logits(model(inputs["pixel_values"]))
+        loss = F.cross_entropy(logits.float(), inputs["labels"], label_smoothing=self.args.label_smoothing_factor)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Train ``self.model_wrapped``: after a prune the loop's local ``model`` is the stale wrapper."""
+        return super().training_step(self.model_wrapped, inputs, num_items_in_batch)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        spec = export_shape_spec(self.model)
+        spec["pruning_events"] = self.pruning_events
+        _write_json_atomic(os.path.join(output_dir, SHAPE_SPEC_NAME), spec)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def structure(self) -> StructureGraph:
+        """The prunable structure of the model now (rebuilt lazily after every prune)."""
+        if self._graph is None:
+            self._graph = StructureGraph(self.model, self._example_inputs(), self.args.ignored_layers)
+        return self._graph
+
+    @property
+    def macs_model(self) -> MacsModel:
+        """Analytic MACs of the current structure, per image."""
+        if self._macs is None:
+            self._macs = MacsModel(self.structure, self._example_inputs())
+        return self._macs
+
+    def _example_inputs(self) -> torch.Tensor:
+        if self.example_inputs is None:
+            if self.train_dataset is None:
+                raise ValueError("PruningTrainer needs a train_dataset or example_inputs to trace the model")
+            pixels = self.data_collator([self.train_dataset[0]])["pixel_values"]
+            self.example_inputs = pixels[:1]
+        return self.example_inputs.to(next(self.model.parameters()).device)
+
+    def _context(self) -> PruningContext:
+        return PruningContext(
+            model=self.model,
+            graph=self.structure,
+            macs=self.macs_model,
+            dense_macs=self.dense_macs,
+            args=self.args,
+            state=self.state,
+            log=self.log,
+        )
+
+    def _on_train_begin(self) -> None:
+        if self.pruning_method.name == "none":
+            return  # a dense run: nothing to trace
+        if self.dense_macs is None:
+            self.dense_macs = self.macs_model.base_macs
+        self.pruning_method.on_train_begin(self._context())
+
+    def _maybe_prune(self, hook) -> None:
+        plan = hook(self._context())
+        if plan is not None:
+            self.apply_pruning_plan(plan)
+
+    # ------------------------------------------------------------------ pruning
+    def apply_pruning_plan(self, plan: PruningPlan) -> dict[str, Any]:
+        """Prune the model physically and rebuild optimizer, scheduler and wrappers.
+
+        Returns the logged event: MACs/params before and after, reduction vs. the dense model,
+        and the width of every changed group.
+        """
+        macs_before = self.macs_model.base_macs
+        params_before = sum(p.numel() for p in self.model.parameters())
+        widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
+        old_params = dict(self.model.named_parameters())
+        index_maps = self.structure.apply(plan.keep)
+        self._graph = self._macs = None
+        self._rebuild_optimizer(old_params, index_maps)
+        self._rewrap_model()
+
+        macs_after = self.macs_model.base_macs
+        event = {
+            "global_step": self.state.global_step,
+            "epoch": self.state.epoch,
+            "reason": plan.reason,
+            "macs_before": macs_before,
+            "macs_after": macs_after,
+            "params_before": params_before,
+            "params_after": sum(p.numel() for p in self.model.parameters()),
+            "macs_reduction": 1.0 - macs_after / self.dense_macs,
+            "widths": widths,
+        }
+        self.pruning_events.append(event)
+        self.log({f"pruning/{k}": float(event[k]) for k in ("macs_after", "params_after", "macs_reduction")})
+        logger.info(
+            f"pruned at step {event['global_step']}: MACs {macs_before / 1e6:.2f}M -> {macs_after / 1e6:.2f}M, "
+            f"params {event['params_before'] / 1e6:.3f}M -> {event['params_after'] / 1e6:.3f}M ({plan.reason})"
+        )
+        return event
+
+    def _rebuild_optimizer(self, old_params: dict[str, nn.Parameter], index_maps: dict[str, torch.Tensor]) -> None:
+        """New optimizer over the new parameters (state sliced or reset), scheduler at the same step."""
+        if self.optimizer is None:
+            return  # pruned before training started: train() builds everything
+        old_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        current_lrs = [group["lr"] for group in old_optimizer.param_groups]
+        scheduler_state = self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None
+        self._forget_in_accelerator(self.optimizer, self.lr_scheduler)
+
+        self.optimizer = self.lr_scheduler = None
+        self.create_optimizer()
+        new_optimizer = self.optimizer
+        if self.args.optimizer_state_after_prune == "slice":
+            _slice_optimizer_state(old_optimizer, new_optimizer, old_params, dict(self.model.named_parameters()), index_maps)
+        self.optimizer = self.accelerator.prepare_optimizer(new_optimizer)
+        self.create_scheduler(num_training_steps=self.state.max_steps, optimizer=self.optimizer)
+        if scheduler_state is not None:
+            self.lr_scheduler.load_state_dict(scheduler_state)
+        for group, lr in zip(new_optimizer.param_groups, current_lrs):
+            group["lr"] = lr  # a new scheduler sets its step-0 LR; continue at the current one
+        for attr in ("model", "optimizer", "lr_scheduler"):
+            setattr(self.callback_handler, attr, getattr(self, attr))
+
+    def _rewrap_model(self) -> None:
+        """Wrap the pruned model again (DDP buckets and compiled graphs hold the old tensors)."""
+        if self.model_wrapped is self.model:
+            return
+        self.accelerator._models = [m for m in self.accelerator._models if m is not self.model_wrapped]
+        original_forward = getattr(self.model, "_original_forward", None)
+        if original_forward is not None:
+            self.model.forward = original_forward  # accelerate re-applies its autocast wrapper once
+        self.model_wrapped = self.accelerator.prepare_model(self.model, device_placement=False)
+
+    def _forget_in_accelerator(self, optimizer, scheduler) -> None:
+        """Drop references that would keep the old parameters alive and be saved with state."""
+        acc = self.accelerator
+        acc._optimizers = [o for o in acc._optimizers if o is not optimizer]
+        acc._schedulers = [s for s in acc._schedulers if s is not scheduler]
+
+
+def _slice_optimizer_state(old, new, old_params, new_params, index_maps) -> None:
+    """Carry each parameter's optimizer state over to its surviving elements."""
+    for name, new_param in new_params.items():
+        state = old.state.get(old_params.get(name))
+        if not state:
+            continue
+        old_shape = old_params[name].shape
+        flat_index = index_maps[name].flatten()
+        new.state[new_param] = {
+            key: value.flatten()[flat_index].view(new_param.shape).clone()
+            if torch.is_tensor(value) and value.shape == old_shape
+            else value
+            for key, value in state.items()
+        }
+
+
+def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
