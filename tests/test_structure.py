@@ -1,0 +1,251 @@
+"""Structure engine: groups, physical pruning, analytic MACs and shape spec over a model zoo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from torch import nn
+from transformers import (
+    ConvNextConfig,
+    ConvNextForImageClassification,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+import hf_prune  # noqa: F401  (registers the CIFAR models)
+from hf_prune.structure import (
+    MacsModel,
+    ShapeSpecError,
+    StructureGraph,
+    UnprunableLayerError,
+    UnreachableTargetError,
+    apply_shape_spec,
+    count_macs_params,
+    export_shape_spec,
+    select_lowest,
+    unit_saliency,
+)
+
+
+def _timm(name: str, size: int):
+    return lambda: timm.create_model(name, num_classes=10), size
+
+
+ZOO = {
+    "cifar_resnet20": _timm("cifar_resnet20", 32),
+    "cifar_resnet56": _timm("cifar_resnet56", 32),
+    "cifar_vgg16": _timm("cifar_vgg16", 32),
+    "resnet18": _timm("resnet18", 64),
+    "resnet50": _timm("resnet50", 64),
+    "mobilenetv3_small_100": _timm("mobilenetv3_small_100", 64),
+    "efficientnet_b0": _timm("efficientnet_b0", 64),
+    "convnext_atto": _timm("convnext_atto", 64),
+    "vit_tiny_patch16_224": _timm("vit_tiny_patch16_224", 224),
+    "deit_tiny_patch16_224": _timm("deit_tiny_patch16_224", 224),
+    "hf_vit": (
+        lambda: ViTForImageClassification(
+            ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=128, num_labels=10)
+        ),
+        32,
+    ),
+    "hf_resnet": (
+        lambda: ResNetForImageClassification(
+            ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
+        ),
+        64,
+    ),
+    "hf_convnext": (
+        lambda: ConvNextForImageClassification(
+            ConvNextConfig(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
+        ),
+        64,
+    ),
+}
+
+
+def _logits(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def _build(name: str):
+    torch.manual_seed(0)
+    build, size = ZOO[name]
+    return build().eval(), build, torch.randn(2, 3, size, size)
+
+
+def _half_plan(graph: StructureGraph) -> dict[str, list[int]]:
+    """Keep every second unit of every group (not a prefix, so index bookkeeping is exercised)."""
+    return {g.name: list(range(1, g.num_units, 2)) or [0] for g in graph.groups}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_half_plan_prunes_physically_and_round_trips(name):
+    model, build, x = _build(name)
+    graph = StructureGraph(model, x[:1])
+    assert graph.groups, "every zoo model has prunable groups"
+    macs_model = MacsModel(graph, x[:1])
+    macs_before, params_before = count_macs_params(model, x[:1])
+    assert macs_model.base_macs == macs_before
+    plan = _half_plan(graph)
+    predicted = macs_model.macs({g.name: g.num_units - len(plan[g.name]) for g in graph.groups})
+
+    graph.apply(plan)
+
+    macs_after, params_after = count_macs_params(model, x[:1])
+    assert macs_after < 0.75 * macs_before and params_after < params_before
+    assert abs(predicted - macs_after) / macs_after < 0.01
+    out = _logits(model(x))
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters() if p.requires_grad)
+
+    # The shape spec rebuilds the slim model from a fresh original: strict load, same outputs.
+    fresh = build().eval()
+    spec = json.loads(json.dumps(export_shape_spec(model, reference=fresh)))
+    apply_shape_spec(fresh, spec)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(_logits(fresh(x)), _logits(model(x)))
+
+
+def test_classifier_output_and_residual_stream_are_never_pruned():
+    model, _, x = _build("vit_tiny_patch16_224")
+    graph = StructureGraph(model, x[:1])
+    touched = {m for g in graph.groups for m in g.modules}
+    assert "head" not in touched and "patch_embed.proj" not in touched and "norm" not in touched
+    assert {g.kind for g in graph.groups} == {"head", "channel"}
+    assert len(graph.groups) == 24  # 12 blocks x (heads, MLP hidden)
+
+
+def test_removing_a_head_equals_zeroing_its_value_rows():
+    """Physically removing head h gives the output the dense model gives with head h silenced."""
+    model, _, x = _build("vit_tiny_patch16_224")
+    attn = model.blocks[0].attn
+    dim, head_dim = attn.qkv.in_features, attn.head_dim
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=10).eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        v_rows = slice(2 * dim + 1 * head_dim, 2 * dim + 2 * head_dim)  # value rows of head 1
+        reference.blocks[0].attn.qkv.weight[v_rows] = 0
+        reference.blocks[0].attn.qkv.bias[v_rows] = 0
+        expected = reference(x)
+
+    graph = StructureGraph(model, x[:1])
+    graph.apply({"blocks.0.attn.qkv": [0, 2]})
+
+    assert (attn.num_heads, attn.attn_dim, attn.qkv.out_features) == (2, 2 * head_dim, 6 * head_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_hf_vit_head_counts_follow_the_prune():
+    model, _, x = _build("hf_vit")
+    graph = StructureGraph(model, x[:1])
+    head_groups = [g for g in graph.groups if g.kind == "head"]
+    assert [g.num_units for g in head_groups] == [4, 4]
+    graph.apply({head_groups[0].name: [1, 3]})
+    attention = model.vit.layers[0].attention
+    assert attention.num_attention_heads == 2 and attention.q_proj.out_features == 2 * attention.head_dim
+
+
+def test_index_maps_trace_every_kept_element():
+    model, _, x = _build("cifar_resnet20")
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    old_weight = conv.weight.detach().clone()
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if any(s.param_name.endswith(".weight") and s.produces and s.dim == 0
+                                                 and s.index.shape[1] == 1 for s in g.slices))
+    weight_name = next(n for n, p in model.named_parameters() if p is conv.weight)
+    keep = list(range(0, group.num_units, 3))
+    maps = graph.apply({group.name: keep})
+    new_weight = dict(model.named_parameters())[weight_name]
+    assert torch.equal(new_weight.detach(), old_weight.flatten()[maps[weight_name].flatten()].view(new_weight.shape))
+
+
+def test_unit_saliency_matches_a_hand_count():
+    model, _, x = _build("cifar_resnet20")
+    graph = StructureGraph(model, x[:1])
+    group = graph.groups[0]
+    params = dict(model.named_parameters())
+    expected = torch.zeros(group.num_units)
+    weights = [s for s in group.slices if not s.param_name.endswith("bias")]
+    for s in weights:
+        w = params[s.param_name].detach().movedim(s.dim, 0)
+        for unit in range(group.num_units):
+            channel = w[s.index[unit]]
+            expected[unit] += channel.pow(2).sum() / w[0].numel()
+    torch.testing.assert_close(unit_saliency(model, group), expected / len(weights))
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_selection_hits_the_target_on_the_real_model(target):
+    model, _, x = _build("cifar_resnet56")
+    graph = StructureGraph(model, x[:1])
+    macs_model = MacsModel(graph, x[:1])
+    scores = {g.name: unit_saliency(model, g) for g in graph.groups}
+    selection = select_lowest(graph.groups, scores, macs_model, target, max_prune_ratio=0.8)
+    graph.apply(selection.keep)
+    real = 1 - count_macs_params(model, x[:1])[0] / macs_model.base_macs
+    assert target <= real < target + 0.005
+    assert real == pytest.approx(selection.reduction, abs=1e-9)
+
+
+def test_unreachable_target_names_the_limit():
+    model, _, x = _build("cifar_resnet20")
+    graph = StructureGraph(model, x[:1])
+    scores = {g.name: unit_saliency(model, g) for g in graph.groups}
+    with pytest.raises(UnreachableTargetError, match="layer_prune_limit"):
+        select_lowest(graph.groups, scores, MacsModel(graph, x[:1]), 0.95, max_prune_ratio=0.5)
+
+
+class _Unsupported(nn.Module):
+    """Conv features attended over by nn.MultiheadAttention, a layer the engine cannot slice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.mixer = nn.MultiheadAttention(8, num_heads=2, batch_first=True)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        tokens = self.conv(x).flatten(2).transpose(1, 2)
+        return self.fc(self.mixer(tokens, tokens, tokens)[0].mean(1))
+
+
+def test_unknown_layer_in_a_group_is_named_with_the_fix():
+    model = _Unsupported().eval()
+    with pytest.raises(UnprunableLayerError, match=r"'mixer'.*ignored_layers=\['mixer'\]"):
+        StructureGraph(model, torch.randn(1, 3, 16, 16))
+    graph = StructureGraph(model, torch.randn(1, 3, 16, 16), ignored_layers=["mixer"])
+    assert all("conv" not in g.modules for g in graph.groups)
+
+
+def test_ignored_layers_must_exist():
+    model, _, x = _build("cifar_resnet20")
+    with pytest.raises(ValueError, match="no_such_layer"):
+        StructureGraph(model, x[:1], ignored_layers=["no_such_layer"])
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda spec: spec["modules"].update({"../../etc": spec["modules"].popitem()[1]}), "does not have"),
+        (lambda spec: next(iter(spec["modules"].values())).update(out_channels=0), "sizes"),
+        (lambda spec: next(iter(spec["modules"].values())).update(out_channels=10_000), "sizes"),
+        (lambda spec: spec.update(format="pickle"), "format"),
+    ],
+)
+def test_bad_shape_specs_are_refused(corrupt, message):
+    model, build, x = _build("cifar_resnet20")
+    graph = StructureGraph(model, x[:1])
+    graph.apply(_half_plan(graph))
+    spec = export_shape_spec(model, reference=build())
+    corrupt(spec)
+    with pytest.raises(ShapeSpecError, match=message):
+        apply_shape_spec(build(), spec)
