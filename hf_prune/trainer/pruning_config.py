@@ -47,6 +47,10 @@ class PruningArguments(TrainingArguments):
             "channels, 'reset' starts the optimizer afresh."
         },
     )
+    eval_around_prune: bool = field(
+        default=False,
+        metadata={"help": "Evaluate right before and right after every prune event (recorded in the event)."},
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: image transforms produce the model inputs on the fly."}
     )

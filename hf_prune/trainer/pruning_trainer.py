@@ -161,6 +161,7 @@ class PruningTrainer(Trainer):
         Returns the logged event: MACs/params before and after, reduction vs. the dense model,
         and the width of every changed group.
         """
+        metrics_before = self._evaluate_for_event("before")
         macs_before = self.macs_model.base_macs
         params_before = sum(p.numel() for p in self.model.parameters())
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
@@ -172,6 +173,8 @@ class PruningTrainer(Trainer):
 
         macs_after = self.macs_model.base_macs
         event = {
+            "metrics_before": metrics_before,
+            "metrics_after": self._evaluate_for_event("after"),
             "global_step": self.state.global_step,
             "epoch": self.state.epoch,
             "reason": plan.reason,
@@ -189,6 +192,11 @@ class PruningTrainer(Trainer):
             f"params {event['params_before'] / 1e6:.3f}M -> {event['params_after'] / 1e6:.3f}M ({plan.reason})"
         )
         return event
+
+    def _evaluate_for_event(self, when: str) -> dict[str, float] | None:
+        if not self.args.eval_around_prune or self.eval_dataset is None:
+            return None
+        return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
 
     def _rebuild_optimizer(self, old_params: dict[str, nn.Parameter], index_maps: dict[str, torch.Tensor]) -> None:
         """New optimizer over the new parameters (state sliced or reset), scheduler at the same step."""
