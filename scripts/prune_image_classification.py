@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from safetensors.torch import load_file
@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
         "pruned": {"macs": macs, "params": params, "top1": final.get("eval_top1"), "top5": final.get("eval_top5")},
         "macs_reduction": 1 - macs / dense_macs,
         "pruning_events": trainer.pruning_events,
-        "reload_max_abs_diff": _reload_difference(trainer, loaded, example) if trainer.is_world_process_zero() else None,
+        "reload_max_abs_diff": (
+            _reload_difference(trainer, loaded.name, len(data.labels), example) if trainer.is_world_process_zero() else None
+        ),
     }
     if trainer.is_world_process_zero():
         _write_report(training_args.output_dir, report)
@@ -138,13 +140,12 @@ def _metrics_before_prune(trainer: PruningTrainer) -> dict:
     return {"top1": metrics.get("eval_before_prune_top1"), "top5": metrics.get("eval_before_prune_top5")}
 
 
-def _reload_difference(trainer: PruningTrainer, loaded, example: torch.Tensor) -> float:
+def _reload_difference(trainer: PruningTrainer, model_name: str, num_labels: int, example: torch.Tensor) -> float:
     """Rebuild the original architecture, apply the saved shape spec, load strictly, compare logits."""
     output_dir = trainer.args.output_dir
     with open(os.path.join(output_dir, "shape_spec.json")) as f:
         spec = json.load(f)
-    fresh = load_model(loaded.name, num_labels=loaded.model_args.get("num_classes", trainer.model.num_classes)
-                       if loaded.source == "timm" else trainer.model.config.num_labels).model
+    fresh = load_model(model_name, num_labels=num_labels).model
     apply_shape_spec(fresh, spec)
     fresh.load_state_dict(load_file(os.path.join(output_dir, "model.safetensors")), strict=True)
     fresh.to(example.device).eval()
