@@ -1,0 +1,178 @@
+"""PruningTrainer: a physical prune mid-training, and everything rebuilt around it."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch.utils.data import Dataset
+
+import hf_prune  # noqa: F401  (registers the CIFAR models)
+from hf_prune import PruningArguments, PruningTrainer, count_macs_params
+from hf_prune.methods import PruningMethod, PruningPlan
+from hf_prune.structure import UnreachableTargetError
+
+
+class _Blobs(Dataset):
+    """Four linearly separable classes of 32x32 images (class = which quadrant is bright)."""
+
+    def __init__(self, n: int = 256, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, 4, (n,), generator=g)
+        self.images = torch.randn(n, 3, 32, 32, generator=g) * 0.3
+        for i, label in enumerate(self.labels.tolist()):
+            r, c = divmod(label, 2)
+            self.images[i, :, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] += 3.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.images[i], "labels": int(self.labels[i])}
+
+
+def _args(tmp_path, **overrides) -> PruningArguments:
+    settings = dict(
+        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=32, learning_rate=0.05,
+        optim="sgd", optim_args="momentum=0.9", report_to=[], save_strategy="no", use_cpu=True,
+        logging_steps=1, seed=0, target_flops_reduction=0.5, disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return PruningArguments(**settings)
+
+
+def _trainer(tmp_path, model=None, **overrides) -> PruningTrainer:
+    torch.manual_seed(0)
+    model = model or timm.create_model("cifar_resnet20", num_classes=4)
+    return PruningTrainer(model=model, args=_args(tmp_path, **overrides), train_dataset=_Blobs(), eval_dataset=_Blobs(64, 1))
+
+
+class _Spy(PruningMethod):
+    """Prunes half of every group at a fixed step and records what the trainer held afterwards."""
+
+    name = "spy"
+
+    def __init__(self, step: int) -> None:
+        self.step, self.seen = step, []
+
+    def on_step_end(self, context):
+        self.seen.append((context.state.global_step, sum(p.numel() for p in context.model.parameters())))
+        if context.state.global_step == self.step:
+            return PruningPlan({g.name: list(range(0, g.num_units, 2)) for g in context.graph.groups}, "spy")
+        return None
+
+
+def test_prune_mid_training_rebuilds_optimizer_and_scheduler(tmp_path):
+    trainer = _trainer(tmp_path, pruning_method="none")
+    trainer.pruning_method = _Spy(step=5)
+    captured = {}
+    original = trainer._rebuild_optimizer
+
+    def capture(old_params, index_maps):
+        captured["momentum"] = {n: trainer.optimizer.optimizer.state[p]["momentum_buffer"].clone()
+                                for n, p in old_params.items() if p in trainer.optimizer.optimizer.state}
+        captured["lr"] = trainer.optimizer.param_groups[0]["lr"]
+        captured["scheduler_step"] = trainer.lr_scheduler.last_epoch
+        original(old_params, index_maps)
+        captured["maps"] = index_maps
+
+    trainer._rebuild_optimizer = capture
+    trainer.train()
+
+    (event,) = trainer.pruning_events
+    assert event["global_step"] == 5 and event["macs_after"] < 0.4 * event["macs_before"]
+    # The optimizer updates exactly the model's (new) parameters, nothing else.
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in trainer.model.parameters()}
+    # Training went on after the prune with the smaller model, to the planned last step.
+    assert trainer.state.global_step == trainer.state.max_steps == 16
+    assert trainer.pruning_method.seen[-1][1] == trainer.pruning_method.seen[5][1] < trainer.pruning_method.seen[0][1]
+    # Scheduler continued from the same position (not restarted).
+    assert trainer.lr_scheduler.last_epoch == trainer.state.max_steps
+    assert captured["scheduler_step"] == 5
+
+
+def test_momentum_is_sliced_to_the_surviving_channels(tmp_path):
+    trainer = _trainer(tmp_path, pruning_method="none", max_steps=6)
+    trainer.pruning_method = _Spy(step=5)
+    snapshots = {}
+    original = trainer._rebuild_optimizer
+
+    def capture(old_params, index_maps):
+        state = trainer.optimizer.optimizer.state
+        snapshots["old"] = {n: state[p]["momentum_buffer"].clone() for n, p in old_params.items() if p in state}
+        original(old_params, index_maps)
+        state = trainer.optimizer.optimizer.state
+        snapshots["new"] = {n: state[p]["momentum_buffer"].clone() for n, p in trainer.model.named_parameters()}
+        snapshots["maps"] = index_maps
+
+    trainer._rebuild_optimizer = capture
+    trainer.train()
+    changed = 0
+    for name, new in snapshots["new"].items():
+        old = snapshots["old"][name]
+        assert torch.equal(new, old.flatten()[snapshots["maps"][name].flatten()].view(new.shape))
+        changed += new.shape != old.shape
+    assert changed > 10
+
+
+def test_reset_policy_starts_the_optimizer_afresh(tmp_path):
+    trainer = _trainer(tmp_path, pruning_method="none", max_steps=6, optimizer_state_after_prune="reset")
+    trainer.pruning_method = _Spy(step=6)
+    trainer.train()
+    assert not trainer.optimizer.optimizer.state  # pruned at the last step: no step taken since
+
+
+def test_magnitude_run_reaches_the_target_and_logs_it(tmp_path):
+    trainer = _trainer(tmp_path, pruning_method="magnitude", eval_around_prune=True, num_train_epochs=4)
+    x = torch.randn(1, 3, 32, 32)
+    dense_macs, _ = count_macs_params(trainer.model, x)
+    trainer.train()
+
+    macs, _ = count_macs_params(trainer.model, x)
+    assert 0.5 <= 1 - macs / dense_macs < 0.51
+    (event,) = trainer.pruning_events
+    assert event["global_step"] == 8  # a quarter of 4 epochs x 8 steps
+    assert event["metrics_before"]["eval_before_prune_loss"] > 0 and "eval_after_prune_loss" in event["metrics_after"]
+    logged = [h for h in trainer.state.log_history if "pruning/macs_reduction" in h]
+    assert len(logged) == 1 and logged[0]["pruning/macs_reduction"] == pytest.approx(1 - macs / dense_macs)
+    assert trainer.evaluate()["eval_loss"] < 1.0  # ln(4) = 1.39 is chance
+
+
+def test_transformers_vit_trains_through_a_head_prune(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                                num_attention_heads=4, intermediate_size=128, num_labels=4))
+    trainer = _trainer(tmp_path, model=model, pruning_method="magnitude", optim="adamw_torch", learning_rate=1e-3)
+    trainer.train()
+    heads = [layer.attention.num_attention_heads for layer in trainer.model.vit.layers]
+    assert trainer.pruning_events and min(heads) >= 1 and trainer.pruning_events[0]["macs_reduction"] >= 0.5
+    assert all(p.shape[0] == 4 for n, p in trainer.model.named_parameters() if n.startswith("classifier"))
+
+
+def test_unreachable_target_fails_before_training(tmp_path):
+    trainer = _trainer(tmp_path, target_flops_reduction=0.97, layer_prune_limit=0.5)
+    with pytest.raises(UnreachableTargetError, match="unreachable"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"target_flops_reduction": 1.2}, r"target_flops_reduction must lie in \(0, 1\)"),
+        ({"target_flops_reduction": 0.0}, r"target_flops_reduction must lie in \(0, 1\)"),
+        ({"pruning_method": "prune-everything"}, "unknown pruning_method 'prune-everything'"),
+        ({"fsdp": "full_shard"}, "FSDP and DeepSpeed are not supported"),
+        ({"optimizer_state_after_prune": "keep"}, "optimizer_state_after_prune"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_fix(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **overrides)
+
+
+def test_unimplemented_methods_say_so(tmp_path):
+    with pytest.raises(NotImplementedError, match="laasp"):
+        _trainer(tmp_path, pruning_method="laasp")
