@@ -1,0 +1,283 @@
+"""Load an image classifier from timm or transformers, with the data config its inputs need.
+
+`load_model` resolves a name in this order:
+
+1. a local directory (it must hold a ``config.json``): a transformers model (``AutoModelForImageClassification``),
+   or a timm model when the config is timm's (it has ``architecture`` and no ``model_type``);
+2. ``hf-hub:<repo>`` / ``local-dir:<path>``: handed to ``timm.create_model`` as is;
+3. a timm registry name, optionally prefixed ``timm/`` (``resnet18``, ``timm/resnet50.a1_in1k``,
+   ``cifar_resnet56``);
+4. any other name with a ``/``: a transformers Hub id.
+
+Anything else raises ``ValueError`` with the closest timm names.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import timm.data
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
+
+logger = logging.getLogger(__name__)
+
+# Inputs this small are CIFAR-like: augment with pad-and-crop instead of RandomResizedCrop.
+CIFAR_STYLE_MAX_SIZE = 64
+_TIMM_PREFIX = "timm/"
+_TIMM_SOURCES = ("hf-hub:", "local-dir:")
+# PIL resample codes used by transformers image processors -> torchvision interpolation names.
+_PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+
+@dataclass
+class ImageDataConfig:
+    """What the input transforms need to know about a model.
+
+    Attributes:
+        input_size: (channels, height, width) the model expects.
+        mean: Per-channel normalization mean.
+        std: Per-channel normalization std.
+        interpolation: torchvision interpolation name used when resizing.
+        crop_pct: Eval center-crop fraction: resize to size / crop_pct, then crop to size.
+        cifar_style: Small (<= 64 px) inputs: train with RandomCrop(padding=4) + flip.
+    """
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    cifar_style: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A freshly built model and what is needed to rebuild it and feed it.
+
+    Attributes:
+        model: The model (timm ``nn.Module`` or transformers ``PreTrainedModel``).
+        source: ``"timm"`` or ``"transformers"``.
+        name: timm model name (no ``timm/`` prefix) or transformers Hub id / directory.
+        model_args: timm: kwargs for ``timm.create_model(name, **model_args)``; transformers: ``{}``
+            (the architecture lives on ``model.config``).
+        data_config: Input size and normalization for the transforms.
+    """
+
+    model: torch.nn.Module
+    source: str
+    name: str
+    model_args: dict[str, Any]
+    data_config: ImageDataConfig
+
+
+def load_model(
+        name_or_path: str,
+        num_labels: int,
+        *,
+        pretrained: bool = False,
+        id2label: dict[int, str] | None = None,
+        image_size: int | None = None,
+) -> LoadedModel:
+    """Build an image classifier with `num_labels` outputs from a timm name, Hub id or local dir.
+
+    Args:
+        name_or_path: timm name (``resnet18``, ``timm/resnet50.a1_in1k``, ``cifar_resnet56``,
+            ``hf-hub:...``), transformers Hub id (``google/vit-base-patch16-224``) or a local
+            directory holding a ``config.json``.
+        num_labels: Number of classes; the classifier is (re)built with this many outputs.
+        pretrained: Load weights (from the Hub, unless `name_or_path` is a local directory).
+            Without it the architecture is randomly initialized.
+        id2label: Class names for transformers configs (default ``LABEL_i``).
+        image_size: Input resolution overriding the model's default (timm models with a fixed
+            input size, e.g. ViTs, are built for it; for transformers it is set on the config,
+            and pretrained position embeddings of another size are re-initialized).
+
+    Returns:
+        The model, how to rebuild it, and its data config.
+
+    Raises:
+        ValueError: Unknown name (the message lists close timm names) or inconsistent labels.
+        OSError: A config or weights download failed (e.g. offline).
+        RuntimeError: `pretrained` was asked for a timm model that has no weights.
+    """
+    if id2label is not None and len(id2label) != num_labels:
+        raise ValueError(f"id2label has {len(id2label)} entries but num_labels is {num_labels}")
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise ValueError(f"Model directory {name_or_path!r} has no config.json")
+        if _is_timm_config_dir(name_or_path):
+            return _load_timm("local-dir:" + name_or_path, num_labels, pretrained, image_size)
+        return _load_transformers(name_or_path, num_labels, pretrained, id2label, image_size, local=True)
+    timm_name = _resolve_timm_name(name_or_path)
+    if timm_name is not None:
+        return _load_timm(timm_name, num_labels, pretrained, image_size)
+    if "/" in name_or_path:
+        return _load_transformers(name_or_path, num_labels, pretrained, id2label, image_size, local=False)
+    raise _unknown_model_error(name_or_path)
+
+
+def _is_timm_config_dir(path: str) -> bool:
+    """True for a directory saved by timm (its config.json has `architecture`, not `model_type`)."""
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    return "architecture" in config and "model_type" not in config
+
+
+def _resolve_timm_name(name: str) -> str | None:
+    """The name to pass to `timm.create_model`, or None when timm does not know `name`."""
+    if name.startswith(_TIMM_SOURCES):
+        return name
+    stripped = name.removeprefix(_TIMM_PREFIX)
+    if timm.is_model(stripped):
+        return stripped
+    if name.startswith(_TIMM_PREFIX):
+        # A timm/ Hub repo always names a registry architecture: this is a typo or an old timm.
+        raise _unknown_model_error(name)
+    return None
+
+
+def _unknown_model_error(name: str) -> ValueError:
+    """ValueError naming `name` and the closest timm model names."""
+    candidates = timm.list_models()
+    matches = difflib.get_close_matches(name.removeprefix(_TIMM_PREFIX).split(".")[0], candidates, n=5)
+    hint = f" Did you mean: {', '.join(matches)}?" if matches else ""
+    return ValueError(
+        f"Unknown model {name!r}: not a local directory with a config.json, not a timm model name "
+        f"(timm {timm.__version__} knows {len(candidates)}) and not a Hub id of the form owner/name.{hint}"
+    )
+
+
+def _download_error(name: str, what: str, err: Exception) -> OSError:
+    """OSError explaining that the `what` of `name` could not be fetched and how to proceed offline."""
+    config_note = " A Hub id needs the Hub for its config even without --pretrained." if what == "config" else ""
+    return OSError(
+        f"Could not fetch the {what} of model {name!r} from the Hugging Face Hub "
+        f"({type(err).__name__}: {err}). Loading pretrained weights (--pretrained / pretrained=True) needs "
+        f"network access to the Hub, or a local directory holding the model (config.json + weights).{config_note} "
+        "To proceed offline, pass pretrained=False with a timm model name (e.g. cifar_resnet56, resnet18), "
+        "or pass the path of a local model directory."
+    )
+
+
+def _load_timm(name: str, num_labels: int, pretrained: bool, image_size: int | None) -> LoadedModel:
+    """Create a timm model with `num_labels` classes and resolve its data config."""
+    kwargs: dict[str, Any] = {"num_classes": num_labels}
+    if not name.startswith(_TIMM_SOURCES):
+        default_cfg = timm.models.get_pretrained_cfg(name)
+        if pretrained and (default_cfg is None or not default_cfg.has_weights):
+            raise RuntimeError(
+                f"timm model {name!r} has no pretrained weights; use pretrained=False (random init) "
+                "or load a trained checkpoint directory instead."
+            )
+        # Models with position embeddings (ViTs) bake the input size in at construction.
+        if image_size is not None and default_cfg is not None and default_cfg.fixed_input_size:
+            kwargs["img_size"] = image_size
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except OSError as err:
+        raise _download_error(name, "pretrained weights" if pretrained else "config", err) from err
+    data = timm.data.resolve_data_config({}, model=model)
+    channels = data["input_size"][0]
+    input_size = (channels, image_size, image_size) if image_size else tuple(data["input_size"])
+    data_config = ImageDataConfig(
+        input_size=input_size,
+        mean=tuple(data["mean"]),
+        std=tuple(data["std"]),
+        interpolation=data["interpolation"],
+        crop_pct=data["crop_pct"],
+        cifar_style=max(input_size[1:]) <= CIFAR_STYLE_MAX_SIZE,
+    )
+    # Prefixed sources resolve to a registry architecture; rebuilding from it needs no network.
+    rebuild_name = model.pretrained_cfg.get("architecture", name) if name.startswith(_TIMM_SOURCES) else name
+    model_args = dict(getattr(model, "_model_args", kwargs))
+    return LoadedModel(model=model, source="timm", name=rebuild_name, model_args=model_args, data_config=data_config)
+
+
+def _load_transformers(
+        name: str,
+        num_labels: int,
+        pretrained: bool,
+        id2label: dict[int, str] | None,
+        image_size: int | None,
+        *,
+        local: bool,
+) -> LoadedModel:
+    """Build an AutoModelForImageClassification from a local dir or Hub id."""
+    config_kwargs: dict[str, Any] = {"num_labels": num_labels}
+    if id2label is not None:
+        config_kwargs["id2label"] = {int(i): label for i, label in id2label.items()}
+        config_kwargs["label2id"] = {label: int(i) for i, label in id2label.items()}
+    if image_size is not None:
+        config_kwargs["image_size"] = image_size
+    try:
+        config = AutoConfig.from_pretrained(name, **config_kwargs)
+    except OSError as err:
+        if local:
+            raise
+        raise _download_error(name, "config", err) from err
+    if pretrained:
+        try:
+            # The checkpoint's classifier has its own number of classes; it is re-initialized.
+            model = AutoModelForImageClassification.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
+        except OSError as err:
+            if local:
+                raise
+            raise _download_error(name, "pretrained weights", err) from err
+    else:
+        model = AutoModelForImageClassification.from_config(config)
+    return LoadedModel(
+        model=model,
+        source="transformers",
+        name=name,
+        model_args={},
+        data_config=_transformers_data_config(name, config, local=local),
+    )
+
+
+def _transformers_data_config(name: str, config: PretrainedConfig, *, local: bool) -> ImageDataConfig:
+    """Input size from the model config; normalization from the image processor when there is one."""
+    size = getattr(config, "image_size", 224)
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    channels = getattr(config, "num_channels", 3)
+    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    interpolation, crop_pct = "bilinear", 1.0
+    processor = _image_processor(name, local=local)
+    if processor is not None:
+        mean = getattr(processor, "image_mean", None) or mean
+        std = getattr(processor, "image_std", None) or std
+        resample = getattr(processor, "resample", None)
+        if resample is not None:
+            interpolation = _PIL_RESAMPLE_NAMES.get(int(resample), interpolation)
+        crop_pct = getattr(processor, "crop_pct", None) or crop_pct
+    if len(mean) != channels:
+        # Processors carry RGB statistics; a grayscale (num_channels=1) model gets their average.
+        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    return ImageDataConfig(
+        input_size=(channels, height, width),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        interpolation=interpolation,
+        crop_pct=float(crop_pct),
+        cifar_style=max(height, width) <= CIFAR_STYLE_MAX_SIZE,
+    )
+
+
+def _image_processor(name: str, *, local: bool) -> Any | None:
+    """The model's image processor, or None when it has none (ImageNet statistics are used then).
+
+    A Hub id only reaches this point after its config was fetched, so the Hub is reachable.
+    """
+    if local and not os.path.isfile(os.path.join(name, "preprocessor_config.json")):
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        logger.warning("No usable image processor for %s (%s); using ImageNet mean/std.", name, err)
+        return None
