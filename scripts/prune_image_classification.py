@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
         id2label=dict(enumerate(data.labels)),
         image_size=model_args.image_size,
     )
-    data = with_transforms(data, loaded.data_config)
+    # Mirrored digits are other glyphs: no horizontal flips for the builtin digit sets.
+    hflip = not (data_args.dataset_name or "").startswith("builtin:")
+    data = with_transforms(data, loaded.data_config, hflip=hflip)
     trainer = PruningTrainer(
         model=loaded.model,
         args=training_args,
