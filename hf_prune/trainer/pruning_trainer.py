@@ -102,8 +102,13 @@ class PruningTrainer(Trainer):
         return super().training_step(self.model_wrapped, inputs, num_items_in_batch)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save weights (safetensors), the shape spec and the arguments as JSON: no pickles."""
         super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
+        args_pickle = os.path.join(output_dir, "training_args.bin")
+        if os.path.exists(args_pickle):
+            os.remove(args_pickle)
+        _write_text_atomic(os.path.join(output_dir, "training_args.json"), self.args.to_json_string())
         spec = export_shape_spec(self.model)
         spec["pruning_events"] = self.pruning_events
         _write_json_atomic(os.path.join(output_dir, SHAPE_SPEC_NAME), spec)
@@ -255,7 +260,11 @@ def _slice_optimizer_state(old, new, old_params, new_params, index_maps) -> None
 
 
 def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+    _write_text_atomic(path, json.dumps(payload, indent=2))
+
+
+def _write_text_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
+        f.write(text)
     os.replace(tmp, path)

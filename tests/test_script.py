@@ -1,0 +1,42 @@
+"""The embedded default job, shortened: trains, prunes, saves, reloads and reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prune_image_classification", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_job_prunes_saves_and_reloads(tmp_path):
+    script = _load_script()
+    report = script.main([
+        "--output_dir", str(tmp_path), "--num_train_epochs", "3", "--max_train_samples", "2048",
+        "--max_eval_samples", "300", "--use_cpu", "--disable_tqdm", "true",
+    ])
+    assert 0.5 <= report["macs_reduction"] < 0.51
+    assert report["pruned"]["macs"] < report["dense"]["macs"] and report["pruned"]["params"] < report["dense"]["params"]
+    assert report["reload_max_abs_diff"] == 0.0
+    assert report["pruned"]["top1"] > 0.5  # 10 classes: chance is 0.1
+    saved = json.loads((tmp_path / "pruning_report.json").read_text())
+    assert saved["pruned"]["macs"] == report["pruned"]["macs"]
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "shape_spec.json").exists()
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
+
+
+def test_unknown_model_is_refused_before_training(tmp_path):
+    script = _load_script()
+    with pytest.raises(ValueError, match="cifar_resnet2O"):
+        script.main(["--output_dir", str(tmp_path), "--model_name_or_path", "cifar_resnet2O"])
