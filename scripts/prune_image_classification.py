@@ -24,6 +24,7 @@ from transformers import HfArgumentParser, set_seed
 from hf_prune import PruningArguments, PruningTrainer, apply_shape_spec, count_macs_params
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.metrics import compute_topk_metrics
+from hf_prune.structure.counting import logits_of
 from hf_prune.models import load_model
 
 # Defaults of the embedded job; any flag given on the command line overrides them.
@@ -154,8 +155,7 @@ def _reload_difference(trainer: PruningTrainer, model_name: str, num_labels: int
     trainer.model.eval()
     with torch.no_grad():
         a, b = fresh(example), trainer.model(example)
-    a, b = (t if isinstance(t, torch.Tensor) else t.logits for t in (a, b))
-    return float((a - b).abs().max())
+    return float((logits_of(a) - logits_of(b)).abs().max())
 
 
 def _write_report(output_dir: str, report: dict) -> None:

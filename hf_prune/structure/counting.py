@@ -34,6 +34,17 @@ def run_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a timm (bare tensor) or transformers (``ModelOutput``) forward."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, Mapping):
+        return next(v for v in output.values() if isinstance(v, torch.Tensor))
+    return output[0]
+
+
 def count_module_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     """MACs of one inference pass, per module name ('' is the whole model; parents include children)."""
     was_training = model.training

@@ -18,7 +18,7 @@ import torch_pruning as tp
 from torch import nn
 
 from hf_prune.structure.attention import AttentionFamily, find_attention
-from hf_prune.structure.counting import run_model
+from hf_prune.structure.counting import logits_of, run_model
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -60,17 +60,6 @@ class ChannelGroup:
     slices: tuple[TensorSlice, ...]
     modules: tuple[str, ...]
     _root_indices: list[list[int]] = field(repr=False, default_factory=list)
-
-
-def _first_tensor(output: Any) -> torch.Tensor:
-    """The logits of a timm (tensor) or transformers (ModelOutput) forward."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, Mapping):
-        return next(v for v in output.values() if isinstance(v, torch.Tensor))
-    return output[0]
 
 
 def _tensor_dims(module: nn.Module, produces: bool) -> list[tuple[str, int]]:
@@ -141,7 +130,7 @@ class StructureGraph:
                 return tp.DependencyGraph().build_dependency(
                     self.model,
                     example_inputs,
-                    forward_fn=lambda m, x: _first_tensor(run_model(m, x)),
+                    forward_fn=lambda m, x: logits_of(run_model(m, x)),
                     ignored_layers=[],
                     verbose=False,
                 )

@@ -22,15 +22,12 @@ from transformers.utils import logging
 
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
 from hf_prune.structure import MacsModel, StructureGraph, export_shape_spec
+from hf_prune.structure.counting import logits_of
 from hf_prune.trainer.pruning_config import PruningArguments
 
 logger = logging.get_logger(__name__)
 
 SHAPE_SPEC_NAME = "shape_spec.json"
-
-
-def _logits(output: Any) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output.logits
 
 
 class _PruningCallback(TrainerCallback):
@@ -93,7 +90,7 @@ class PruningTrainer(Trainer):
     # ------------------------------------------------------------------ Trainer overrides
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Cross-entropy on the logits of a timm or transformers model (label smoothing honoured)."""
-        logits = _logits(model(inputs["pixel_values"]))
+        logits = logits_of(model(inputs["pixel_values"]))
         loss = F.cross_entropy(logits.float(), inputs["labels"], label_smoothing=self.args.label_smoothing_factor)
         return (loss, {"logits": logits}) if return_outputs else loss
 
