@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import timm
 import torch
@@ -149,6 +151,82 @@ def test_transformers_vit_trains_through_a_head_prune(tmp_path):
     heads = [layer.attention.num_attention_heads for layer in trainer.model.vit.layers]
     assert trainer.pruning_events and min(heads) >= 1 and trainer.pruning_events[0]["macs_reduction"] >= 0.5
     assert all(p.shape[0] == 4 for n, p in trainer.model.named_parameters() if n.startswith("classifier"))
+
+
+class _TwoStep(PruningMethod):
+    """At step 3 prunes a quarter of every group twice in a row, with recovery after each."""
+
+    name = "two-step"
+
+    def __init__(self) -> None:
+        self.calls, self.snapshots = 0, []
+
+    def on_step_end(self, context):
+        if context.state.global_step != 3 or self.calls == 2:
+            return None
+        self.calls += 1
+        self.snapshots.append({n: p.detach().clone() for n, p in context.model.named_parameters()})
+        keep = {g.name: list(range(g.num_units - g.num_units // 4)) for g in context.graph.groups}
+        return PruningPlan(keep, f"step {self.calls}", recovery_steps=4, continues=self.calls == 1)
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+def test_multi_step_plan_recovers_without_moving_the_schedule(tmp_path):
+    trainer = _trainer(tmp_path, pruning_method="none", max_steps=5)
+    trainer.pruning_method = method = _TwoStep()
+    steps_seen = []
+    original_recover = trainer.recover
+
+    def recover(num_steps):
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        loss = original_recover(num_steps)
+        after = dict(trainer.model.named_parameters())
+        steps_seen.append((trainer.state.global_step, trainer.lr_scheduler.last_epoch, lr,
+                           trainer.optimizer.param_groups[0]["lr"], loss))
+        assert all(not torch.equal(before[n], after[n]) for n in before if n.endswith("conv1.weight"))
+        return loss
+
+    trainer.recover = recover
+    trainer.train()
+
+    assert [e["reason"] for e in trainer.pruning_events] == ["step 1", "step 2"]
+    assert all(e["global_step"] == 3 for e in trainer.pruning_events)
+    # The second step saw the first one's result: each group lost a quarter twice.
+    first, second = trainer.pruning_events
+    assert all(second["widths"][n][0] == first["widths"][n][1] for n in second["widths"])
+    for global_step, scheduler_step, lr_before, lr_after, loss in steps_seen:
+        assert (global_step, scheduler_step) == (3, 3) and lr_before == lr_after and loss > 0
+    recovery_logs = [h for h in trainer.state.log_history if "pruning/recovery_loss" in h]
+    assert [h["pruning/recovery_steps"] for h in recovery_logs] == [4.0, 4.0]
+    assert trainer.state.global_step == 5
+
+
+def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(tmp_path):
+    trainer = _trainer(tmp_path, pruning_method="none", max_steps=5, save_strategy="steps", save_steps=4)
+    trainer.pruning_method = _TwoStep()
+    trainer.train()
+    saved = json.loads((tmp_path / "checkpoint-4" / "pruning_state.json").read_text())
+    assert saved["method"] == "two-step" and saved["method_state"] == {"calls": 2}
+    assert [e["reason"] for e in saved["pruning_events"]] == ["step 1", "step 2"]
+
+    resumed = _trainer(tmp_path, pruning_method="none", max_steps=5)
+    resumed.pruning_method = _TwoStep()
+    resumed._read_pruning_state(str(tmp_path / "checkpoint-4"))
+    resumed._on_train_begin()
+    assert resumed.pruning_method.calls == 2 and len(resumed.pruning_events) == 2
+
+
+def test_resuming_with_another_method_is_refused(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=4)
+    trainer.train()
+    with pytest.raises(ValueError, match="pruning_method='magnitude'.*resume with the same method"):
+        _trainer(tmp_path, pruning_method="none", max_steps=5).train(resume_from_checkpoint=True)
 
 
 def test_unreachable_target_fails_before_training(tmp_path):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
+from torch.utils.data import Dataset
 from transformers import TrainerState
 
 from hf_prune.structure import MacsModel, StructureGraph
@@ -23,10 +24,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Units each named group keeps (groups not named stay whole), and why."""
+    """Units each named group keeps (groups not named stay whole), and why.
+
+    Attributes:
+        keep: unit indices kept, per group name.
+        reason: a short description recorded with the prune event.
+        recovery_steps: optimizer steps the trainer runs right after the prune, at the current
+            learning rate and without advancing the LR schedule or the global step.
+        continues: ask the same hook again at once (for searches that prune in several steps
+            before training resumes).
+    """
 
     keep: dict[str, list[int]]
     reason: str = ""
+    recovery_steps: int = 0
+    continues: bool = False
 
 
 @dataclass
@@ -40,6 +52,9 @@ class PruningContext:
         dense_macs: MACs of the model before any pruning (targets are relative to it).
         args: the run's arguments.
         state: the Trainer's state (global step, epoch, max steps).
+        learning_rate: the optimizer's learning rate now (first parameter group).
+        train_dataset: the training set (items are dicts with ``pixel_values`` and ``labels``).
+        data_collator: turns a list of items into a batch.
         log: records metrics in the Trainer's logs (``report_to`` carries them).
     """
 
@@ -49,6 +64,9 @@ class PruningContext:
     dense_macs: int
     args: PruningArguments
     state: TrainerState
+    learning_rate: float
+    train_dataset: Dataset | None = field(repr=False)
+    data_collator: Callable[[list[Any]], dict[str, Any]] = field(repr=False)
     log: Callable[[dict[str, float]], None] = field(repr=False)
 
     @property
@@ -72,8 +90,11 @@ class PruningMethod:
         """After the last step of an epoch."""
         return None
 
+    def on_train_end(self, context: PruningContext) -> None:
+        """Training finished: write summaries and plots to ``context.args.output_dir``."""
+
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serializable state saved with checkpoints."""
+        """JSON-serializable state saved with checkpoints (restored after ``on_train_begin``)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
+from hf_prune.plots import plot_layer_widths
 from hf_prune.structure import MacsModel, StructureGraph, export_shape_spec
 from hf_prune.structure.counting import logits_of
 from hf_prune.trainer.pruning_config import PruningArguments
@@ -28,6 +32,8 @@ from hf_prune.trainer.pruning_config import PruningArguments
 logger = logging.get_logger(__name__)
 
 SHAPE_SPEC_NAME = "shape_spec.json"
+PRUNING_STATE_NAME = "pruning_state.json"
+WIDTHS_PLOT_NAME = "pruned_widths.png"
 
 
 class _PruningCallback(TrainerCallback):
@@ -44,6 +50,9 @@ class _PruningCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer._maybe_prune(self.trainer.pruning_method.on_epoch_end)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer._on_train_end()
 
 
 class PruningTrainer(Trainer):
@@ -85,6 +94,8 @@ class PruningTrainer(Trainer):
         self.pruning_events: list[dict[str, Any]] = []
         self._graph: StructureGraph | None = None
         self._macs: MacsModel | None = None
+        self._restored_method_state: dict[str, Any] | None = None
+        self._recovery_batches: Iterator[dict[str, Any]] | None = None
         self.add_callback(_PruningCallback(self))
 
     # ------------------------------------------------------------------ Trainer overrides
@@ -93,6 +104,16 @@ class PruningTrainer(Trainer):
         logits = logits_of(model(inputs["pixel_values"]))
         loss = F.cross_entropy(logits.float(), inputs["labels"], label_smoothing=self.args.label_smoothing_factor)
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """``Trainer.train``; a resumed run also restores the pruning method's state and events."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint")
+        if resume_from_checkpoint:
+            self._read_pruning_state(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Train ``self.model_wrapped``: after a prune the loop's local ``model`` is the stale wrapper."""
@@ -109,6 +130,31 @@ class PruningTrainer(Trainer):
         spec = export_shape_spec(self.model)
         spec["pruning_events"] = self.pruning_events
         _write_json_atomic(os.path.join(output_dir, SHAPE_SPEC_NAME), spec)
+        _write_json_atomic(
+            os.path.join(output_dir, PRUNING_STATE_NAME),
+            {
+                "method": self.pruning_method.name,
+                "method_state": self.pruning_method.state_dict(),
+                "dense_macs": self.dense_macs,
+                "pruning_events": self.pruning_events,
+            },
+        )
+
+    def _read_pruning_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, PRUNING_STATE_NAME)
+        if not os.path.exists(path):
+            logger.warning(f"{checkpoint} has no {PRUNING_STATE_NAME}: the pruning method starts afresh")
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["method"] != self.pruning_method.name:
+            raise ValueError(
+                f"{checkpoint} was written by pruning_method='{saved['method']}', but this run uses "
+                f"'{self.pruning_method.name}': resume with the same method"
+            )
+        self._restored_method_state = saved["method_state"]
+        self.dense_macs = saved["dense_macs"]
+        self.pruning_events = saved["pruning_events"]
 
     # ------------------------------------------------------------------ structure
     @property
@@ -141,8 +187,16 @@ class PruningTrainer(Trainer):
             dense_macs=self.dense_macs,
             args=self.args,
             state=self.state,
+            learning_rate=self._current_learning_rate(),
+            train_dataset=self.train_dataset,
+            data_collator=self.data_collator,
             log=self.log,
         )
+
+    def _current_learning_rate(self) -> float:
+        if self.optimizer is None:
+            return self.args.learning_rate
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _on_train_begin(self) -> None:
         if self.pruning_method.name == "none":
@@ -150,11 +204,58 @@ class PruningTrainer(Trainer):
         if self.dense_macs is None:
             self.dense_macs = self.macs_model.base_macs
         self.pruning_method.on_train_begin(self._context())
+        if self._restored_method_state is not None:
+            self.pruning_method.load_state_dict(self._restored_method_state)
+            self._restored_method_state = None
 
     def _maybe_prune(self, hook) -> None:
         plan = hook(self._context())
-        if plan is not None:
+        while plan is not None:
             self.apply_pruning_plan(plan)
+            if plan.recovery_steps:
+                self.recover(plan.recovery_steps)
+            plan = hook(self._context()) if plan.continues else None
+
+    def _on_train_end(self) -> None:
+        if self.pruning_method.name == "none":
+            return
+        self.pruning_method.on_train_end(self._context())
+        if self.pruning_events and self.args.should_save:
+            first = {n: w[0] for e in reversed(self.pruning_events) for n, w in e["widths"].items()}
+            groups = {g.name: g.num_units for g in self.structure.groups}
+            widths = {n: (first[n], groups.get(n, first[n])) for n in groups if n in first}
+            plot_layer_widths(widths, os.path.join(self.args.output_dir, WIDTHS_PLOT_NAME),
+                              title=f"{self.pruning_method.name}: kept units per group")
+
+    def recover(self, num_steps: int) -> float:
+        """Train ``num_steps`` extra optimizer steps at the current learning rate.
+
+        The LR schedule, the global step and the epoch do not move (recovery between the steps
+        of a multi-step prune, as in LAASP). Returns the mean training loss of those steps.
+        """
+        model = self.model_wrapped
+        model.train()
+        losses = []
+        for _ in tqdm(range(num_steps), desc="recovery", leave=False, disable=self.args.disable_tqdm):
+            loss = self.training_step(model, self._next_recovery_batch())
+            if self.args.max_grad_norm:
+                self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            losses.append(float(loss))
+        mean_loss = sum(losses) / max(len(losses), 1)
+        self.log({"pruning/recovery_loss": mean_loss, "pruning/recovery_steps": float(num_steps)})
+        return mean_loss
+
+    def _next_recovery_batch(self) -> dict[str, Any]:
+        for _ in range(2):
+            if self._recovery_batches is None:
+                self._recovery_batches = iter(self.get_train_dataloader())
+            batch = next(self._recovery_batches, None)
+            if batch is not None:
+                return batch
+            self._recovery_batches = None  # epoch exhausted: start a new pass
+        raise ValueError("the training set yields no batches for recovery training")
 
     # ------------------------------------------------------------------ pruning
     def apply_pruning_plan(self, plan: PruningPlan) -> dict[str, Any]:
