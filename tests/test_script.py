@@ -20,13 +20,15 @@ def _load_script():
     return module
 
 
-def test_default_job_prunes_saves_and_reloads(tmp_path):
+@pytest.mark.parametrize("method, epochs, samples", [("magnitude", 3, 2048), ("ocsp", 4, 1536)])
+def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples):
     script = _load_script()
     report = script.main([
-        "--output_dir", str(tmp_path), "--num_train_epochs", "3", "--max_train_samples", "2048",
-        "--max_eval_samples", "300", "--use_cpu", "--disable_tqdm", "true",
+        "--output_dir", str(tmp_path), "--num_train_epochs", str(epochs), "--max_train_samples", str(samples),
+        "--max_eval_samples", "300", "--use_cpu", "--disable_tqdm", "true", "--pruning_method", method,
     ])
     assert 0.5 <= report["macs_reduction"] < 0.51
+    assert len(json.loads((tmp_path / "shape_spec.json").read_text())["pruning_events"]) == 1
     assert report["pruned"]["macs"] < report["dense"]["macs"] and report["pruned"]["params"] < report["dense"]["params"]
     assert report["reload_max_abs_diff"] == 0.0
     assert report["pruned"]["top1"] > 0.5  # 10 classes: chance is 0.1

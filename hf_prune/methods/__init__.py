@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.magnitude import MagnitudePruning
+from hf_prune.methods.ocsp import OCSPruning
 
 METHODS: dict[str, Callable[[], PruningMethod]] = {
     "none": PruningMethod,
     "magnitude": MagnitudePruning,
+    "ocsp": OCSPruning,
 }
-PLANNED_METHODS = ("ocsp", "laasp")
+PLANNED_METHODS = ("laasp",)
 
 
 def create_method(name: str) -> PruningMethod:
@@ -23,4 +25,4 @@ def create_method(name: str) -> PruningMethod:
     return METHODS[name]()
 
 
-__all__ = ["METHODS", "MagnitudePruning", "PruningContext", "PruningMethod", "PruningPlan", "create_method"]
+__all__ = ["METHODS", "MagnitudePruning", "OCSPruning", "PruningContext", "PruningMethod", "PruningPlan", "create_method"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
-from hf_prune.structure import select_lowest, unit_saliency
+from hf_prune.structure import group_saliencies, select_lowest
 
 
 class MagnitudePruning(PruningMethod):
@@ -40,7 +40,7 @@ class MagnitudePruning(PruningMethod):
         return PruningPlan(self._select(context).keep, reason=f"one-shot magnitude at step {self.prune_step}")
 
     def _select(self, context: PruningContext):
-        scores = {g.name: unit_saliency(context.model, g) for g in context.graph.groups}
+        scores = group_saliencies(context.model, context.graph.groups)
         return select_lowest(
             context.graph.groups, scores, context.macs, context.args.target_flops_reduction, context.args.layer_prune_limit
         )

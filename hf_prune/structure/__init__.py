@@ -3,7 +3,13 @@
 from hf_prune.structure.cost import MacsModel
 from hf_prune.structure.counting import count_macs_params
 from hf_prune.structure.graph import ChannelGroup, StructureGraph, TensorSlice, UnprunableLayerError
-from hf_prune.structure.selection import Selection, UnreachableTargetError, select_lowest, unit_saliency
+from hf_prune.structure.selection import (
+    Selection,
+    UnreachableTargetError,
+    group_saliencies,
+    select_lowest,
+    unit_saliency,
+)
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
 __all__ = [
@@ -18,6 +24,7 @@ __all__ = [
     "apply_shape_spec",
     "count_macs_params",
     "export_shape_spec",
+    "group_saliencies",
     "select_lowest",
     "unit_saliency",
 ]

@@ -24,7 +24,16 @@ def unit_saliency(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     divided by the number of elements per channel of that tensor (its fan), so wide and narrow
     layers compare fairly; 1-D tensors (norm scales) count their squared values as they are.
     """
+    return _saliency(dict(model.named_parameters()), group)
+
+
+def group_saliencies(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, torch.Tensor]:
+    """:func:`unit_saliency` of every group, keyed by group name."""
     params = dict(model.named_parameters())
+    return {group.name: _saliency(params, group) for group in groups}
+
+
+def _saliency(params: Mapping[str, torch.Tensor], group: ChannelGroup) -> torch.Tensor:
     total = torch.zeros(group.num_units)
     count = 0
     for piece in group.slices:
@@ -57,12 +66,14 @@ def select_lowest(
     macs_model: MacsModel,
     target_reduction: float,
     max_prune_ratio: float,
+    tolerance: float = 0.005,
 ) -> Selection:
     """Remove the globally lowest-scored units until the MACs reduction reaches the target.
 
     Each group keeps its ``min_units_kept`` best units. The number of removed units is found by
-    binary search on the analytic MACs model, so the result overshoots the target by at most one
-    unit's MACs.
+    binary search on the analytic MACs model. When the last unit is a costly one (an attention
+    head) and overshoots the target by more than ``tolerance``, the highest-scored of the other
+    removed units are given back while the target stays met.
 
     Raises:
         UnreachableTargetError: even removing every unit above the floors falls short.
@@ -94,10 +105,31 @@ def select_lowest(
             high = mid
         else:
             low = mid + 1
+    chosen = candidates[:low]
+    if macs_model.reduction(removed_counts(low)) > target_reduction + tolerance:
+        chosen = _give_back_surplus(groups, chosen, macs_model, target_reduction, tolerance)
     removed: dict[str, set[int]] = {}
-    for _, g_index, unit in candidates[:low]:
+    for _, g_index, unit in chosen:
         removed.setdefault(groups[g_index].name, set()).add(unit)
     keep = {
         g.name: [u for u in range(g.num_units) if u not in removed[g.name]] for g in groups if g.name in removed
     }
     return Selection(keep, macs_model.reduction({name: len(units) for name, units in removed.items()}))
+
+
+def _give_back_surplus(groups, chosen, macs_model, target, tolerance):
+    """Un-remove the highest-scored chosen units while the reduction stays at or above the target."""
+    chosen, counts = list(chosen), {}
+    for _, g_index, _ in chosen:
+        counts[groups[g_index].name] = counts.get(groups[g_index].name, 0) + 1
+    for candidate in reversed(chosen[:-1]):  # the last one is what crossed the target
+        name = groups[candidate[1]].name
+        trial = {**counts, name: counts[name] - 1}
+        reduction = macs_model.reduction(trial)
+        if reduction < target:
+            continue
+        chosen.remove(candidate)
+        counts = trial
+        if reduction <= target + tolerance:
+            break
+    return chosen

@@ -1,0 +1,251 @@
+"""OCSPruner: one-cycle structured pruning with a stability-driven sub-network search.
+
+Training starts dense. At every monitoring check the method ranks all units by group saliency
+and picks the sub-network that meets the MACs target (the *pruning set* is what it would
+remove now). Once the pruning set stops changing much (a plateau of the stability score),
+structured sparsity regularization shrinks exactly the units in the current pruning set after
+every optimizer step. When the running mean of the stability score reaches the threshold (or
+at the deadline) the model is pruned once, physically, and training continues on the same LR
+schedule with the slim network.
+
+Stability score at check t: the mean over groups of the Jaccard index of the kept-unit sets at
+checks t and t - lag; the decision uses its running mean over ``window`` checks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
+from hf_prune.plots import plot_curves
+from hf_prune.structure import ChannelGroup, MacsModel, Selection, group_saliencies, select_lowest
+
+STABILITY_PLOT_NAME = "ocsp_stability.png"
+# The reference's regularization strengths are per optimizer step of its CIFAR recipe:
+# 300 epochs x 391 steps. Scaling by this over the run's steps keeps the total shrink the same.
+REFERENCE_RUN_STEPS = 300 * 391
+REFERENCE_EPOCHS = 300
+
+
+def jaccard(a: Sequence[int], b: Sequence[int]) -> float:
+    """|a ∩ b| / |a ∪ b| of two sets of unit indices (1.0 for two empty sets)."""
+    a, b = set(a), set(b)
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def stability_score(kept_now: Mapping[str, Sequence[int]], kept_before: Mapping[str, Sequence[int]]) -> float:
+    """Mean over groups of the Jaccard index of the units kept now and before."""
+    return sum(jaccard(kept_now[name], kept_before[name]) for name in kept_now) / max(len(kept_now), 1)
+
+
+def flops_weighted_scores(
+    scores: Mapping[str, torch.Tensor], groups: Sequence[ChannelGroup], macs: MacsModel
+) -> dict[str, torch.Tensor]:
+    """Scales each group's scores by ``1 - softmax(MMACs saved per unit)``: costly units go first."""
+    saved = torch.tensor([macs.macs_per_unit(g.name) / 1e6 for g in groups], dtype=torch.float64)
+    share = torch.softmax(saved, dim=0)
+    return {g.name: scores[g.name] * float(1.0 - share[i]) for i, g in enumerate(groups)}
+
+
+@dataclass
+class _SearchState:
+    """Everything the search must carry across a checkpoint (JSON-serializable)."""
+
+    phase: str = "monitoring"  # monitoring -> regularizing -> pruned
+    checks: int = 0
+    reg: float = 0.0
+    reg_start_check: int | None = None
+    kept_history: list[dict[str, list[int]]] = field(default_factory=list)  # last `lag` checks
+    stability: list[tuple[float, float]] = field(default_factory=list)  # (epoch, score) per check
+    stability_avg: list[tuple[float, float]] = field(default_factory=list)
+    pruning_set: dict[str, list[int]] = field(default_factory=dict)  # units removed if pruned now
+    reg_start_epoch: float | None = None
+    pruned_epoch: float | None = None
+    search_seconds: float = 0.0
+
+
+class OCSPruning(PruningMethod):
+    """One-cycle structured pruning (OCSPruner), configured by the ``ocsp_*`` fields of ``PruningArguments``."""
+
+    name = "ocsp"
+
+    def __init__(self) -> None:
+        self.search = _SearchState()
+        self._steps_per_check = 1
+        self._monitor_start_step = 0
+        self._reg_start_step = 0
+        self._deadline_step = 0
+        self._reg_scale = 1.0
+        self._shrink_slices: list[tuple[str, int, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, context: PruningContext) -> None:
+        args, steps_per_epoch = context.args, context.steps_per_epoch
+        epochs = context.state.max_steps / steps_per_epoch
+        relative = epochs / REFERENCE_EPOCHS
+        # The reference checks once per epoch of 300; in short runs a check every optimizer step would
+        # compare nearly identical weights, so checks are at least a quarter epoch apart.
+        interval = args.ocsp_monitor_interval if args.ocsp_monitor_interval is not None else max(relative, 0.25)
+        self._steps_per_check = max(1, round(interval * steps_per_epoch))
+        monitor_start = args.ocsp_monitor_start if args.ocsp_monitor_start is not None else 2 * relative
+        deadline = args.ocsp_prune_deadline if args.ocsp_prune_deadline is not None else 0.4 * epochs
+        self._monitor_start_step = round(monitor_start * steps_per_epoch)
+        self._deadline_step = max(1, round(deadline * steps_per_epoch))
+        reg_start = args.ocsp_reg_start if args.ocsp_reg_start is not None else 0.1 * epochs
+        self._reg_start_step = round(reg_start * steps_per_epoch)
+        if self._deadline_step >= context.state.max_steps:
+            raise ValueError(
+                f"ocsp_prune_deadline={deadline:g} epochs falls at step {self._deadline_step}, but training has "
+                f"only {context.state.max_steps} steps: lower ocsp_prune_deadline or train longer"
+            )
+        if self._monitor_start_step >= self._deadline_step:
+            raise ValueError(
+                f"ocsp_monitor_start={monitor_start:g} must come before the prune deadline ({deadline:g} epochs)"
+            )
+        self._reg_scale = REFERENCE_RUN_STEPS / context.state.max_steps
+        self._select(context)  # an unreachable target fails now, not after hours of training
+
+    def on_step_end(self, context: PruningContext) -> PruningPlan | None:
+        if self.search.phase == "pruned":
+            return None
+        started = time.perf_counter()
+        step = context.state.global_step
+        if self.search.phase == "regularizing":
+            self._shrink(context)
+        plan = None
+        if step >= self._monitor_start_step and (step % self._steps_per_check == 0 or step >= self._deadline_step):
+            plan = self._check(context)
+        self.search.search_seconds += time.perf_counter() - started
+        return plan
+
+    def on_train_end(self, context: PruningContext) -> None:
+        if not context.args.should_save or not self.search.stability:
+            return
+        markers = {"regularization starts": self.search.reg_start_epoch, "prune": self.search.pruned_epoch}
+        plot_curves(
+            {"stability": self.search.stability, f"running mean ({context.args.ocsp_stability_window})": self.search.stability_avg},
+            os.path.join(context.args.output_dir, STABILITY_PLOT_NAME),
+            xlabel="epoch",
+            ylabel="mean Jaccard of kept units",
+            title=f"OCSPruner sub-network stability (threshold {context.args.ocsp_stability_threshold})",
+            markers={k: v for k, v in markers.items() if v is not None},
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self.search)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.search = _SearchState(**state)
+        self.search.stability = [tuple(p) for p in self.search.stability]
+        self.search.stability_avg = [tuple(p) for p in self.search.stability_avg]
+        self._shrink_slices = []  # rebuilt from the pruning set at the next shrink
+
+    # ------------------------------------------------------------------ search
+    def _check(self, context: PruningContext) -> PruningPlan | None:
+        """Recompute the sub-network, update stability and phase; prune when stable or due."""
+        args, search = context.args, self.search
+        step, epoch = context.state.global_step, float(context.state.epoch or 0.0)
+        selection = self._select(context)
+        groups = context.graph.groups
+        kept = {g.name: selection.keep.get(g.name, list(range(g.num_units))) for g in groups}
+        search.pruning_set = {
+            g.name: sorted(set(range(g.num_units)) - set(selection.keep[g.name])) for g in groups if g.name in selection.keep
+        }
+        self._shrink_slices = []
+        search.checks += 1
+
+        if len(search.kept_history) >= args.ocsp_stability_lag:
+            search.stability.append((epoch, stability_score(kept, search.kept_history[0])))
+            recent = [score for _, score in search.stability[-args.ocsp_stability_window:]]
+            search.stability_avg.append((epoch, sum(recent) / len(recent)))
+        search.kept_history = (search.kept_history + [kept])[-args.ocsp_stability_lag:]
+
+        if search.phase == "monitoring" and self._regularization_due(step, args.ocsp_plateau_tolerance):
+            search.phase, search.reg, search.reg_start_check, search.reg_start_epoch = (
+                "regularizing", args.ocsp_reg_init, search.checks, epoch
+            )
+        elif search.phase == "regularizing" and (search.checks - search.reg_start_check) % args.ocsp_reg_interval == 0:
+            search.reg += args.ocsp_reg_delta
+
+        stable = self._regularized_window_full(args) and search.stability_avg[-1][1] >= args.ocsp_stability_threshold
+        self._log(context, selection)
+        if not stable and step < self._deadline_step:
+            return None
+        search.phase, search.pruned_epoch = "pruned", epoch
+        reason = "stable sub-network" if stable else "prune deadline reached"
+        return PruningPlan(selection.keep, reason=f"ocsp: {reason} at epoch {epoch:.2f}")
+
+    def _regularized_window_full(self, args) -> bool:
+        """Every score in the running window compares two structures found under regularization."""
+        if self.search.phase != "regularizing":
+            return False
+        regularized_checks = self.search.checks - self.search.reg_start_check
+        return regularized_checks >= args.ocsp_stability_lag + args.ocsp_stability_window - 1
+
+    def _regularization_due(self, step: int, tolerance: float) -> bool:
+        """At the latest start step, or earlier once the running stability stops rising (a plateau)."""
+        if step >= self._reg_start_step:
+            return True
+        averages = [score for _, score in self.search.stability_avg]
+        return self.search.checks > 3 and len(averages) > 2 and averages[-1] - averages[-3] <= tolerance
+
+    def _select(self, context: PruningContext) -> Selection:
+        groups = context.graph.groups
+        scores = group_saliencies(context.model, groups)
+        if context.args.ocsp_flops_weighting:
+            scores = flops_weighted_scores(scores, groups, context.macs)
+        return select_lowest(groups, scores, context.macs, context.args.target_flops_reduction, context.args.layer_prune_limit)
+
+    def _log(self, context: PruningContext, selection: Selection) -> None:
+        search = self.search
+        record = {
+            "pruning/reg": search.reg,
+            "pruning/predicted_reduction": selection.reduction,
+            "pruning/pruning_set_size": float(sum(len(v) for v in search.pruning_set.values())),
+            "pruning/search_seconds": search.search_seconds,
+        }
+        if search.stability:
+            record["pruning/stability"] = search.stability[-1][1]
+            record["pruning/stability_avg"] = search.stability_avg[-1][1]
+        context.log(record)
+
+    # ------------------------------------------------------------------ regularization
+    def _shrink(self, context: PruningContext) -> None:
+        """Decoupled shrink ``w *= 1 - reg * lr`` of every coupled slice of the pruning set (biases spared)."""
+        factor = 1.0 - self.search.reg * self._reg_scale * context.learning_rate
+        factor = max(factor, 0.0)
+        if not self._shrink_slices:
+            self._shrink_slices = _shrink_slices(context.graph.groups, self.search.pruning_set)
+        params = dict(context.model.named_parameters())
+        with torch.no_grad():
+            for param_name, dim, index in self._shrink_slices:
+                param = params[param_name]
+                index = index.to(param.device)
+                param.index_copy_(dim, index, param.index_select(dim, index) * factor)
+
+
+def _shrink_slices(
+    groups: Sequence[ChannelGroup], pruning_set: Mapping[str, Sequence[int]]
+) -> list[tuple[str, int, torch.Tensor]]:
+    """(parameter, dim, element indices) of every weight slice holding a unit of the pruning set."""
+    slices = []
+    for group in groups:
+        units = pruning_set.get(group.name)
+        if not units:
+            continue
+        for piece in group.slices:
+            if piece.param_name.endswith("bias"):
+                continue
+            index = piece.index[torch.tensor(units)].flatten()
+            slices.append((piece.param_name, piece.dim, index))
+    return slices
+
+
+__all__ = ["OCSPruning", "flops_weighted_scores", "jaccard", "stability_score"]
