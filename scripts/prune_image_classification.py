@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     example = trainer._example_inputs()
     dense_macs, dense_params = count_macs_params(trainer.model, example)
-    trainer.train()
+    train_output = trainer.train()
     final = trainer.evaluate()
     trainer.save_model()
     macs, params = count_macs_params(trainer.model, example)
@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         "dense": {"macs": dense_macs, "params": dense_params, **_metrics_before_prune(trainer)},
         "pruned": {"macs": macs, "params": params, "top1": final.get("eval_top1"), "top5": final.get("eval_top5")},
         "macs_reduction": 1 - macs / dense_macs,
+        "train_runtime": train_output.metrics["train_runtime"],
         "pruning_events": trainer.pruning_events,
+        "method_state": trainer.pruning_method.state_dict(),
         "reload_max_abs_diff": (
             _reload_difference(trainer, loaded.name, len(data.labels), example) if trainer.is_world_process_zero() else None
         ),

@@ -4,9 +4,9 @@ Training starts dense. At every monitoring check the method ranks all units by g
 and picks the sub-network that meets the MACs target (the *pruning set* is what it would
 remove now). Once the pruning set stops changing much (a plateau of the stability score),
 structured sparsity regularization shrinks exactly the units in the current pruning set after
-every optimizer step. When the running mean of the stability score reaches the threshold (or
-at the deadline) the model is pruned once, physically, and training continues on the same LR
-schedule with the slim network.
+every optimizer step. When the running mean of the stability score reaches the threshold with
+its whole window under regularization (or at the deadline) the model is pruned once,
+physically, and training continues on the same LR schedule with the slim network.
 
 Stability score at check t: the mean over groups of the Jaccard index of the kept-unit sets at
 checks t and t - lag; the decision uses its running mean over ``window`` checks.

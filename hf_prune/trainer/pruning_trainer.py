@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,7 @@ class PruningTrainer(Trainer):
         self._macs: MacsModel | None = None
         self._restored_method_state: dict[str, Any] | None = None
         self._recovery_batches: Iterator[dict[str, Any]] | None = None
+        self._train_started = time.perf_counter()
         self.add_callback(_PruningCallback(self))
 
     # ------------------------------------------------------------------ Trainer overrides
@@ -199,6 +201,7 @@ class PruningTrainer(Trainer):
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _on_train_begin(self) -> None:
+        self._train_started = time.perf_counter()
         if self.pruning_method.name == "none":
             return  # a dense run: nothing to trace
         if self.dense_macs is None:
@@ -280,6 +283,7 @@ class PruningTrainer(Trainer):
             "metrics_after": self._evaluate_for_event("after"),
             "global_step": self.state.global_step,
             "epoch": self.state.epoch,
+            "train_seconds": time.perf_counter() - self._train_started,
             "reason": plan.reason,
             "macs_before": macs_before,
             "macs_after": macs_after,
