@@ -252,5 +252,5 @@ def test_bad_arguments_are_refused_with_the_fix(tmp_path, overrides, message):
 
 
 def test_unimplemented_methods_say_so(tmp_path):
-    with pytest.raises(NotImplementedError, match="laasp"):
-        _trainer(tmp_path, pruning_method="laasp")
+    with pytest.raises(NotImplementedError, match="ocsp"):
+        _trainer(tmp_path, pruning_method="ocsp")

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
+from hf_prune.methods.criteria import CRITERIA, Criterion, get_criterion, register_criterion, unit_weights
+from hf_prune.methods.laasp import LAASPPruning
 from hf_prune.methods.magnitude import MagnitudePruning
 
 METHODS: dict[str, Callable[[], PruningMethod]] = {
     "none": PruningMethod,
     "magnitude": MagnitudePruning,
+    "laasp": LAASPPruning,
 }
-PLANNED_METHODS = ("ocsp", "laasp")
+PLANNED_METHODS = ("ocsp",)
 
 
 def create_method(name: str) -> PruningMethod:
@@ -23,4 +26,17 @@ def create_method(name: str) -> PruningMethod:
     return METHODS[name]()
 
 
-__all__ = ["METHODS", "MagnitudePruning", "PruningContext", "PruningMethod", "PruningPlan", "create_method"]
+__all__ = [
+    "CRITERIA",
+    "METHODS",
+    "Criterion",
+    "LAASPPruning",
+    "MagnitudePruning",
+    "PruningContext",
+    "PruningMethod",
+    "PruningPlan",
+    "create_method",
+    "get_criterion",
+    "register_criterion",
+    "unit_weights",
+]

@@ -3,12 +3,20 @@
 from hf_prune.structure.cost import MacsModel
 from hf_prune.structure.counting import count_macs_params
 from hf_prune.structure.graph import ChannelGroup, StructureGraph, TensorSlice, UnprunableLayerError
-from hf_prune.structure.selection import Selection, UnreachableTargetError, select_lowest, unit_saliency
+from hf_prune.structure.masking import PrefixCache, mask_units, masking_is_exact, unit_output_masks
+from hf_prune.structure.selection import (
+    Selection,
+    UnreachableTargetError,
+    min_units_kept,
+    select_lowest,
+    unit_saliency,
+)
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
 __all__ = [
     "ChannelGroup",
     "MacsModel",
+    "PrefixCache",
     "Selection",
     "ShapeSpecError",
     "StructureGraph",
@@ -18,6 +26,10 @@ __all__ = [
     "apply_shape_spec",
     "count_macs_params",
     "export_shape_spec",
+    "mask_units",
+    "masking_is_exact",
+    "min_units_kept",
     "select_lowest",
+    "unit_output_masks",
     "unit_saliency",
 ]
