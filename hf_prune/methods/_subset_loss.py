@@ -124,6 +124,7 @@ class SubsetLoss:
         self.prefix = prefix
         self.disable_tqdm = disable_tqdm
         self.dense_loss: float | None = None
+        self._outputs: dict[str, Any] = {}  # the prefix outputs recorded on the current batch
 
     def mean_losses(
         self, candidates: Sequence[MaskedCandidate], screen_fraction: float = 0.0, screen_keep: int = 0
@@ -131,23 +132,28 @@ class SubsetLoss:
         """Mean loss of every candidate; ``inf`` for those screened out.
 
         With ``screen_fraction > 0`` all candidates are first scored on that leading fraction of
-        the subset, and only the best ``screen_keep`` (ties: lower index first) on the rest; their
-        losses cover the whole subset.
+        the subset (at least one batch), and only the best ``screen_keep`` (ties: lower index
+        first) on the rest; their losses cover the whole subset. ``dense_loss`` is set too.
         """
-        if not 0.0 < screen_fraction < 1.0 or screen_keep >= len(candidates):
-            sums, counts = self._sums(candidates, self.batches)
-            return [s / max(counts, 1.0) for s in sums]
         split = max(1, math.ceil(screen_fraction * len(self.batches)))
-        sums, counts = self._sums(candidates, self.batches[:split])
+        if screen_fraction <= 0.0 or screen_keep >= len(candidates) or split >= len(self.batches):
+            sums, dense, count = self._sums(candidates, self.batches)
+            self.dense_loss = dense / max(count, 1.0)
+            return [s / max(count, 1.0) for s in sums]
+        sums, dense, count = self._sums(candidates, self.batches[:split])
         ranked = sorted(range(len(candidates)), key=lambda i: (sums[i], i))[:screen_keep]
-        rest_sums, rest_counts = self._sums([candidates[i] for i in ranked], self.batches[split:])
+        rest_sums, rest_dense, rest_count = self._sums([candidates[i] for i in ranked], self.batches[split:])
+        count += rest_count
+        self.dense_loss = (dense + rest_dense) / max(count, 1.0)
         losses = [math.inf] * len(candidates)
         for i, extra in zip(ranked, rest_sums):
-            losses[i] = (sums[i] + extra) / max(counts + rest_counts, 1.0)
+            losses[i] = (sums[i] + extra) / max(count, 1.0)
         return losses
 
-    def _sums(self, candidates: Sequence[MaskedCandidate], batches: Sequence[Batch]) -> tuple[list[float], float]:
-        """Summed loss per candidate and the number of images, over all ranks."""
+    def _sums(
+        self, candidates: Sequence[MaskedCandidate], batches: Sequence[Batch]
+    ) -> tuple[list[float], float, float]:
+        """Summed loss per candidate, of the dense model, and the number of images, over all ranks."""
         device = next(self.model.parameters()).device
         totals = torch.zeros(len(candidates) + 2, dtype=torch.float64, device=device)  # ..., dense, count
         frontiers = [self.prefix.frontier(c.masks) if self.prefix else [] for c in candidates]
@@ -168,8 +174,7 @@ class SubsetLoss:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(totals)
         values = totals.tolist()
-        self.dense_loss = values[-2] / max(values[-1], 1.0)
-        return values[:-2], values[-1]
+        return values[:-2], values[-2], values[-1]
 
     def _dense_sum(self, batch: Batch, recorded: Sequence[str]) -> float:
         if self.prefix is None:
