@@ -192,8 +192,8 @@ def _mnist_trainer(tmp_path, **overrides) -> PruningTrainer:
     settings = dict(
         num_train_epochs=3, per_device_train_batch_size=32, per_device_eval_batch_size=300, learning_rate=0.05,
         optim="sgd", optim_args="momentum=0.9", lr_scheduler_type="cosine", save_strategy="no", logging_steps=50,
-        target_flops_reduction=0.5, laasp_flops_step=0.1, laasp_subset_size=128, laasp_batch_size=64,
-        laasp_screen_fraction=0.5, laasp_screen_keep=4, laasp_recover_flops=0.2, laasp_prune_start=1.0,
+        target_flops_reduction=0.5, laasp_flops_step=0.05, laasp_subset_size=128, laasp_batch_size=64,
+        laasp_screen_fraction=0.5, laasp_screen_keep=4, laasp_recover_flops=0.15, laasp_prune_start=1.0,
     )
     settings.update(overrides)
     torch.manual_seed(0)
@@ -209,13 +209,11 @@ def test_laasp_run_on_mnist_reaches_the_target_with_non_uniform_widths(tmp_path)
     method = trainer.pruning_method
     reductions = [step["reduction"] for step in method.history]
     assert reductions[-1] >= 0.5 and reductions[-2] < 0.5  # stopped at the first step past the target
-    assert reductions[-1] - reductions[-2] < 0.1 + 0.05
+    assert reductions[-1] - reductions[-2] < 0.05 + 0.03  # one step: 5 % of the dense MACs, give or take a unit
     assert trainer.pruning_events[-1]["macs_reduction"] == pytest.approx(reductions[-1], abs=0.005)
     assert method.phase == "done" and trainer.state.global_step == trainer.state.max_steps
-    first = {n: w[0] for e in reversed(trainer.pruning_events) for n, w in e["widths"].items()}
-    last = {n: w[1] for e in trainer.pruning_events for n, w in e["widths"].items()}
-    kept = {round(last[n] / first[n], 2) for n in first}
-    assert len(kept) > 1 and len(first) < len(trainer.structure.groups)  # some groups pruned more, some not at all
+    kept = {round(g.num_units / method.dense_units[g.name], 2) for g in trainer.structure.groups}
+    assert len(kept) > 2  # per-group rates differ
     assert any(step["recovery_steps"] > 0 for step in method.history)
     assert trainer.evaluate()["eval_top1"] > 0.5  # 10 classes: chance is 0.1
     logged = [h for h in trainer.state.log_history if "pruning/laasp_step" in h]

@@ -74,7 +74,7 @@ class PruningArguments(TrainingArguments):
         metadata={"help": "LAASP: training images (stratified, augmented once) on which candidates are scored."},
     )
     laasp_batch_size: int = field(
-        default=128, metadata={"help": "LAASP: images per forward when scoring candidates (per device)."}
+        default=64, metadata={"help": "LAASP: images per forward when scoring candidates (per device)."}
     )
     laasp_recover_flops: float = field(
         default=0.05,
@@ -88,7 +88,7 @@ class PruningArguments(TrainingArguments):
         },
     )
     laasp_screen_fraction: float = field(
-        default=0.25,
+        default=0.125,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
             "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
