@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections import Counter
 
 import pytest
 import timm
@@ -17,6 +18,7 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, PruningTrainer
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import CRITERIA, LAASPPruning, PruningContext, create_method, get_criterion, register_criterion
+from hf_prune.methods._subset_loss import dataset_labels, stratified_indices
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
@@ -131,11 +133,21 @@ def test_groups_at_their_floor_are_no_candidates(tmp_path):
     context = _context(model, _args(tmp_path, layer_prune_limit=0.5, laasp_flops_step=0.2))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units * 2 for g in context.graph.groups}  # as if half were gone already
-    method.dense_units["layer3.0.conv1"] = 64 + 4  # 4 units above the floor of 34
-    assert [c.group for c in method.candidates(context)] == ["layer3.0.conv1"] * len({
-        c.removed for c in method.candidates(context)
-    })
-    assert all(len(c.removed) == 0 or len(c.removed) <= 64 - 34 for c in method.candidates(context))
+    method.dense_units["layer3.0.conv1"] = 120  # floor 60 of the 64 units left: 4 may go
+    candidates = method.candidates(context)
+    assert candidates and all(c.group == "layer3.0.conv1" and len(c.removed) == 4 for c in candidates)
+
+
+def test_loss_subset_is_stratified_and_read_without_decoding_images():
+    labels = [0] * 50 + [1] * 30 + [2] * 5
+    chosen = stratified_indices(labels, 12, seed=0)
+    assert sorted(Counter(labels[i] for i in chosen).values()) == [4, 4, 4]
+    assert chosen[:3] != stratified_indices(labels, 12, seed=1)[:3] and len(set(chosen)) == 12
+    assert sorted(Counter(labels[i] for i in stratified_indices(labels, 30, seed=0)).values()) == [5, 12, 13]
+    data = load_image_classification_data("builtin:digits", seed=0, max_train_samples=200, max_eval_samples=50)
+    loaded = load_model("cifar_resnet20", num_labels=10)
+    train = with_transforms(data, loaded.data_config, hflip=False).train
+    assert dataset_labels(train) == [train[i]["labels"] for i in range(len(train))]
 
 
 # ---------------------------------------------------------------------------------------------- masked == physical
