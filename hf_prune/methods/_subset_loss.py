@@ -77,7 +77,10 @@ def build_loss_subset(
         raise ValueError("LAASP evaluates candidates on training images: give the PruningTrainer a train_dataset")
     indices = stratified_indices(dataset_labels(dataset), size, seed)
     rank, world = _rank_and_world()
-    indices = indices[rank::world]
+    if len(indices) < world:
+        raise ValueError(f"the LAASP subset has {len(indices)} images for {world} processes: raise laasp_subset_size")
+    # Equal shares: every rank then runs the same number of batches, and of all-reduces.
+    indices = indices[: len(indices) - len(indices) % world][rank::world]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the same random crops and flips in every run with this seed
         items = [dataset[i] for i in indices]
