@@ -249,8 +249,3 @@ def test_unreachable_target_fails_before_training(tmp_path):
 def test_bad_arguments_are_refused_with_the_fix(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         _args(tmp_path, **overrides)
-
-
-def test_unimplemented_methods_say_so(tmp_path):
-    with pytest.raises(NotImplementedError, match="laasp"):
-        _trainer(tmp_path, pruning_method="laasp")

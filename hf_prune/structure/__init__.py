@@ -3,10 +3,12 @@
 from hf_prune.structure.cost import MacsModel
 from hf_prune.structure.counting import count_macs_params
 from hf_prune.structure.graph import ChannelGroup, StructureGraph, TensorSlice, UnprunableLayerError
+from hf_prune.structure.masking import PrefixCache, mask_units, masking_is_exact, unit_output_masks
 from hf_prune.structure.selection import (
     Selection,
     UnreachableTargetError,
     group_saliencies,
+    min_units_kept,
     select_lowest,
     unit_saliency,
 )
@@ -15,6 +17,7 @@ from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, expo
 __all__ = [
     "ChannelGroup",
     "MacsModel",
+    "PrefixCache",
     "Selection",
     "ShapeSpecError",
     "StructureGraph",
@@ -25,6 +28,10 @@ __all__ = [
     "count_macs_params",
     "export_shape_spec",
     "group_saliencies",
+    "mask_units",
+    "masking_is_exact",
+    "min_units_kept",
     "select_lowest",
+    "unit_output_masks",
     "unit_saliency",
 ]

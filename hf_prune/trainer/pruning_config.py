@@ -110,6 +110,52 @@ class PruningArguments(TrainingArguments):
         default=False,
         metadata={"help": "Evaluate right before and right after every prune event (recorded in the event)."},
     )
+    laasp_prune_start: float | None = field(
+        default=None,
+        metadata={
+            "help": "LAASP: epoch (fractions allowed) at which the search starts. Default: 0.3 of the run "
+            "(the reference prunes at epoch 60 of 200)."
+        },
+    )
+    laasp_flops_step: float = field(
+        default=0.01,
+        metadata={"help": "LAASP: fraction of the dense MACs one search step removes (sets each group's step size)."},
+    )
+    laasp_criteria: list[str] = field(
+        default_factory=lambda: ["l1", "l2", "fpgm", "cosine"],
+        metadata={
+            "help": "LAASP: filter criteria to choose from each step (hf_prune.methods.CRITERIA; add your own "
+            "with hf_prune.methods.register_criterion)."
+        },
+    )
+    laasp_subset_size: int = field(
+        default=512,
+        metadata={"help": "LAASP: training images (stratified, augmented once) on which candidates are scored."},
+    )
+    laasp_batch_size: int = field(
+        default=64, metadata={"help": "LAASP: images per forward when scoring candidates (per device)."}
+    )
+    laasp_recover_flops: float = field(
+        default=0.05,
+        metadata={"help": "LAASP: run recovery training each time the MACs reduction grew by this much."},
+    )
+    laasp_recovery_epochs: float = field(
+        default=0.1,
+        metadata={
+            "help": "LAASP: length of one recovery, in epochs (converted to optimizer steps at the frozen "
+            "current LR; the LR schedule does not move)."
+        },
+    )
+    laasp_screen_fraction: float = field(
+        default=0.125,
+        metadata={
+            "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
+            "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
+        },
+    )
+    laasp_screen_keep: int = field(
+        default=8, metadata={"help": "LAASP: candidates that pass the screening pass to the whole subset."}
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: image transforms produce the model inputs on the fly."}
     )
@@ -135,6 +181,7 @@ class PruningArguments(TrainingArguments):
                 "FSDP and DeepSpeed are not supported by hf_prune yet: physical pruning changes parameter shapes, "
                 "which sharded optimizers cannot follow. Use DDP (accelerate launch --multi_gpu) instead."
             )
+        self._validate_laasp()
         super().__post_init__()
 
     def _validate_ocsp(self) -> None:
@@ -152,3 +199,21 @@ class PruningArguments(TrainingArguments):
                 raise ValueError(f"{name} is an epoch and must be >= 0, got {value}")
         if self.ocsp_monitor_interval == 0:
             raise ValueError("ocsp_monitor_interval must be > 0 epochs (leave it unset for the default)")
+
+    def _validate_laasp(self) -> None:
+        if self.laasp_prune_start is not None and self.laasp_prune_start < 0:
+            raise ValueError(f"laasp_prune_start must be >= 0 epochs (or None for 0.3 of the run), got {self.laasp_prune_start}")
+        for name in ("laasp_flops_step", "laasp_recover_flops"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1) (a fraction of the dense MACs), got {getattr(self, name)}")
+        if not self.laasp_criteria or len(set(self.laasp_criteria)) != len(self.laasp_criteria):
+            raise ValueError(f"laasp_criteria must name at least one criterion, each once; got {self.laasp_criteria}")
+        for name in ("laasp_subset_size", "laasp_batch_size", "laasp_screen_keep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.laasp_recovery_epochs < 0:
+            raise ValueError(f"laasp_recovery_epochs must be >= 0 (0 turns recovery off), got {self.laasp_recovery_epochs}")
+        if not 0.0 <= self.laasp_screen_fraction < 1.0:
+            raise ValueError(
+                f"laasp_screen_fraction must lie in [0, 1) (0 turns screening off), got {self.laasp_screen_fraction}"
+            )

@@ -1,0 +1,269 @@
+"""LAASP: loss-aware automatic selection of structured pruning criteria (Ghimire et al., 2023).
+
+After training densely for a while, the search removes about ``laasp_flops_step`` of the dense
+MACs per step. Each step tries every (group, criterion) pair: the criterion picks which units of
+the group would go, and the candidate is scored by the training loss of the model without them
+on a small frozen subset. The pair with the lowest loss is pruned; short recovery training runs
+every ``laasp_recover_flops`` of reduction; steps repeat until ``target_flops_reduction``.
+
+Unlike the reference, candidates are not evaluated on pruned copies of the model: their units
+are masked to zero at the output of the modules producing them (exactly the same loss in eval
+mode), the part of the forward before a group's first module is computed once per batch and
+replayed, coupled layers are one candidate (a residual group is scored once, not once per conv),
+and criteria that choose the same units share one evaluation. An optional screening pass scores
+all candidates on a fraction of the subset first and only the best few on all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset
+from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
+from hf_prune.methods.criteria import get_criterion, unit_weights
+from hf_prune.plots import plot_curves
+from hf_prune.structure import PrefixCache, masking_is_exact, min_units_kept, unit_output_masks
+
+logger = logging.get_logger(__name__)
+
+SEARCH_PLOT_NAME = "laasp_search.png"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Removing ``removed`` units of group ``group`` (index ``group_index`` in model order).
+
+    ``criteria`` lists every criterion (in ``laasp_criteria`` order) that selects exactly these
+    units; they share one evaluation and the first one is credited when it wins.
+    """
+
+    group: str
+    group_index: int
+    criteria: tuple[str, ...]
+    criterion_index: int
+    removed: tuple[int, ...]
+
+
+class LAASPPruning(PruningMethod):
+    """Loss-aware selection of a (group, criterion) pair per step, from ``laasp_prune_start`` on.
+
+    Settings are the ``laasp_*`` fields of :class:`~hf_prune.PruningArguments`, plus
+    ``target_flops_reduction`` and ``layer_prune_limit`` (every group keeps at least
+    ``1 - layer_prune_limit`` of its dense units; a group at that floor is no candidate).
+    """
+
+    name = "laasp"
+
+    def __init__(self) -> None:
+        self.prune_step: int | None = None
+        self.phase = "waiting"  # -> "search" -> "done"
+        self.history: list[dict[str, Any]] = []
+        self.last_recovery_reduction = 0.0
+        self.dense_units: dict[str, int] = {}
+        self._recovery_steps = 0
+        self._subset: list[dict[str, torch.Tensor]] | None = None
+        self._bar: tqdm | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, context: PruningContext) -> None:
+        args = context.args
+        start = args.laasp_prune_start if args.laasp_prune_start is not None else 0.3 * context.state.num_train_epochs
+        self.prune_step = max(1, round(start * context.steps_per_epoch))
+        if self.prune_step >= context.state.max_steps:
+            raise ValueError(
+                f"laasp_prune_start={start:g} epochs falls at step {self.prune_step}, but training has only "
+                f"{context.state.max_steps} steps: lower laasp_prune_start or train longer"
+            )
+        for criterion in args.laasp_criteria:
+            get_criterion(criterion)  # an unknown name fails now, not at the prune epoch
+        self.dense_units = {g.name: g.num_units for g in context.graph.groups}
+        self._recovery_steps = round(args.laasp_recovery_epochs * context.steps_per_epoch)
+        inexact = [g.name for g in context.graph.groups if not masking_is_exact(context.model, g)]
+        if inexact:
+            logger.warning(
+                f"LAASP: groups {inexact} are normalized across channels (LayerNorm/GroupNorm); their masked "
+                "candidate losses approximate the loss after a real prune"
+            )
+        reachable = self._floor_reduction(context)
+        if reachable < args.target_flops_reduction:
+            warnings.warn(
+                f"LAASP can reach at most {reachable:.1%} MACs reduction with layer_prune_limit="
+                f"{args.layer_prune_limit} (target {args.target_flops_reduction:.1%}): the search will stop there. "
+                "Raise layer_prune_limit or lower target_flops_reduction.",
+                stacklevel=2,
+            )
+
+    def on_step_end(self, context: PruningContext) -> PruningPlan | None:
+        if self.phase == "waiting" and context.state.global_step >= self.prune_step:
+            self.phase = "search"
+        return self._search_step(context) if self.phase == "search" else None
+
+    def on_train_end(self, context: PruningContext) -> None:
+        usage = Counter(step["criterion"] for step in self.history)
+        context.log({f"pruning/laasp_uses_{c}": float(usage[c]) for c in context.args.laasp_criteria})
+        if self.history and context.args.should_save:
+            plot_curves(
+                {
+                    "loss of the chosen candidate": [(i + 1, s["loss"]) for i, s in enumerate(self.history)],
+                    "MACs reduction": [(i + 1, s["reduction"]) for i, s in enumerate(self.history)],
+                },
+                os.path.join(context.args.output_dir, SEARCH_PLOT_NAME),
+                xlabel="LAASP step", ylabel="subset loss / reduction", title="LAASP search",
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "prune_step": self.prune_step,
+            "phase": self.phase,
+            "history": self.history,
+            "last_recovery_reduction": self.last_recovery_reduction,
+            "dense_units": self.dense_units,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prune_step, self.phase = state["prune_step"], state["phase"]
+        self.history = list(state["history"])
+        self.last_recovery_reduction = state["last_recovery_reduction"]
+        self.dense_units = dict(state["dense_units"])
+
+    # ------------------------------------------------------------------ search
+    def _search_step(self, context: PruningContext) -> PruningPlan | None:
+        args = context.args
+        reduction = 1.0 - context.macs.base_macs / context.dense_macs
+        self._progress(context, reduction)
+        if reduction >= args.target_flops_reduction:
+            return self._finish(reduction)
+        candidates = self.candidates(context)
+        if not candidates:
+            warnings.warn(
+                f"LAASP stopped at a MACs reduction of {reduction:.1%}, short of the target "
+                f"{args.target_flops_reduction:.1%}: every group is at its floor (layer_prune_limit="
+                f"{args.layer_prune_limit}). Raise layer_prune_limit or lower target_flops_reduction.",
+                stacklevel=2,
+            )
+            return self._finish(reduction)
+        started = time.perf_counter()
+        losses, dense_loss = self.evaluate(context, candidates)
+        best = min(range(len(candidates)), key=lambda i: (losses[i], candidates[i].group_index, candidates[i].criterion_index))
+        return self._plan(context, candidates[best], losses[best], dense_loss, len(candidates), time.perf_counter() - started)
+
+    def candidates(self, context: PruningContext) -> list[Candidate]:
+        """Every distinct (group, unit set) the criteria propose for this step, in model order."""
+        args = context.args
+        result = []
+        for group_index, group in enumerate(context.graph.groups):
+            count = self.step_units(context, group.name)
+            if count == 0:
+                continue
+            weights = unit_weights(context.model, group)
+            proposals: dict[tuple[int, ...], list[str]] = {}
+            for criterion in args.laasp_criteria:
+                scores = get_criterion(criterion)(weights)
+                removed = tuple(sorted(torch.argsort(scores, stable=True)[:count].tolist()))
+                proposals.setdefault(removed, []).append(criterion)
+            for removed, criteria in proposals.items():
+                index = args.laasp_criteria.index(criteria[0])
+                result.append(Candidate(group.name, group_index, tuple(criteria), index, removed))
+        return result
+
+    def step_units(self, context: PruningContext, group: str) -> int:
+        """Units of ``group`` one step removes: about ``laasp_flops_step`` of the dense MACs, above the floor."""
+        units = next(g.num_units for g in context.graph.groups if g.name == group)
+        floor = min_units_kept(self.dense_units.get(group, units), context.args.layer_prune_limit)
+        per_unit = context.macs.macs_per_unit(group)
+        if units <= floor or per_unit <= 0:
+            return 0  # at its floor, or removing it saves nothing
+        wanted = max(1, round(context.args.laasp_flops_step * context.dense_macs / per_unit))
+        return min(wanted, units - floor)
+
+    def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
+        """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss."""
+        args = context.args
+        if self._subset is None:
+            device = next(context.model.parameters()).device
+            self._subset = build_loss_subset(
+                context.train_dataset, context.data_collator, args.laasp_subset_size, args.laasp_batch_size,
+                args.seed, device,
+            )
+        groups = {g.name: g for g in context.graph.groups}
+        masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
+        prefix = PrefixCache(context.model, self._subset[0]["pixel_values"][:1])
+        evaluator = SubsetLoss(context.model, self._subset, prefix, disable_tqdm=self._quiet(context))
+        losses = evaluator.mean_losses(masked, args.laasp_screen_fraction, args.laasp_screen_keep)
+        return losses, evaluator.dense_loss
+
+    def _plan(
+        self, context: PruningContext, chosen: Candidate, loss: float, dense_loss: float, evaluated: int, seconds: float
+    ) -> PruningPlan:
+        args = context.args
+        count = len(chosen.removed)
+        reduction = 1.0 - context.macs.macs({chosen.group: count}) / context.dense_macs
+        recover = reduction < args.target_flops_reduction and (
+            reduction - self.last_recovery_reduction >= args.laasp_recover_flops - 1e-12
+        )
+        if recover:
+            self.last_recovery_reduction = reduction
+        self.history.append({
+            "group": chosen.group, "criterion": chosen.criteria[0], "same_units": list(chosen.criteria[1:]),
+            "removed": list(chosen.removed), "loss": loss, "dense_loss": dense_loss, "reduction": reduction,
+            "recovery_steps": self._recovery_steps if recover else 0,
+        })
+        context.log({
+            "pruning/laasp_step": float(len(self.history)),
+            "pruning/laasp_group_index": float(chosen.group_index),
+            "pruning/laasp_criterion_index": float(chosen.criterion_index),
+            "pruning/laasp_loss": loss,
+            "pruning/laasp_dense_loss": dense_loss,
+            "pruning/laasp_reduction": reduction,
+            "pruning/laasp_candidates": float(evaluated),
+            "pruning/laasp_step_seconds": seconds,
+        })
+        units = next(g.num_units for g in context.graph.groups if g.name == chosen.group)
+        removed = set(chosen.removed)
+        return PruningPlan(
+            {chosen.group: [u for u in range(units) if u not in removed]},
+            reason=f"laasp step {len(self.history)}: {chosen.group} -{count} units by {chosen.criteria[0]} "
+            f"(subset loss {loss:.4f}, dense {dense_loss:.4f})",
+            recovery_steps=self._recovery_steps if recover else 0,
+            continues=True,
+        )
+
+    def _finish(self, reduction: float) -> None:
+        self.phase = "done"
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        logger.info(f"LAASP finished after {len(self.history)} steps at a MACs reduction of {reduction:.1%}")
+        return None
+
+    def _floor_reduction(self, context: PruningContext) -> float:
+        """MACs reduction with every group at its floor."""
+        limit = context.args.layer_prune_limit
+        removable = {
+            g.name: max(0, g.num_units - min_units_kept(self.dense_units.get(g.name, g.num_units), limit))
+            for g in context.graph.groups
+        }
+        return context.macs.reduction(removable)
+
+    def _progress(self, context: PruningContext, reduction: float) -> None:
+        if self._bar is None:
+            target = round(100 * context.args.target_flops_reduction)
+            self._bar = tqdm(total=target, desc="laasp search (% MACs removed)", disable=self._quiet(context))
+        self._bar.n = min(round(100 * reduction), self._bar.total)
+        self._bar.refresh()
+
+    @staticmethod
+    def _quiet(context: PruningContext) -> bool:
+        return bool(context.args.disable_tqdm) or context.args.process_index != 0
+
+
+__all__ = ["Candidate", "LAASPPruning"]

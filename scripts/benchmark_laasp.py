@@ -1,0 +1,239 @@
+"""Benchmark LAASP's candidate search against a reference-style search, and a full run against dense.
+
+Two parts (``--mode step``, ``--mode run`` or ``--mode all``):
+
+* step: one search step on ``cifar_resnet56`` (random init, BatchNorm statistics of real images):
+  the same candidates scored by LAASP as implemented (output masks, replayed dense prefix,
+  shared evaluations, optional screening), by masks alone, and reference-style (for each
+  candidate: ``copy.deepcopy`` the model, trace a ``StructureGraph``, prune physically, forward
+  the subset). Masks alone and the reference are timed on a sample of candidates and
+  extrapolated to all of them.
+* run: ``cifar_resnet20`` on ``builtin:mnist5k``, dense (``pruning_method=none``) and LAASP to
+  ``--target`` with the same epochs and seed, through ``scripts/prune_image_classification.py``:
+  top-1, MACs, params and wall time.
+
+Results go to ``--output`` (JSON) and a table is printed::
+
+    python scripts/benchmark_laasp.py --mode all --output outputs/benchmark_laasp.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerState
+
+import hf_prune  # noqa: F401  (registers the CIFAR models)
+from hf_prune import PruningArguments
+from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
+from hf_prune.methods import LAASPPruning, PruningContext
+from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.models import load_model
+from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
+
+SCRIPT = Path(__file__).resolve().parent / "prune_image_classification.py"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("step", "run", "all"), default="all")
+    parser.add_argument("--output", default="outputs/benchmark_laasp.json", help="JSON file for the results.")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's).")
+    parser.add_argument("--seed", type=int, default=0)
+    step = parser.add_argument_group("step")
+    step.add_argument("--model", default="cifar_resnet56")
+    step.add_argument("--subset_size", type=int, default=512)
+    step.add_argument("--batch_size", type=int, default=64)
+    step.add_argument("--screen_fraction", type=float, default=0.125)
+    step.add_argument("--screen_keep", type=int, default=8)
+    step.add_argument("--reference_candidates", type=int, default=6,
+                      help="Candidates (evenly spaced) timed reference-style and with masks alone; extrapolated.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--epochs", type=float, default=4)
+    run.add_argument("--target", type=float, default=0.5)
+    run.add_argument("--max_train_samples", type=int, default=None)
+    run.add_argument("--laasp_args", default="", help="Extra flags for the LAASP run, e.g. '--laasp_flops_step 0.02'.")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- one step
+def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
+    """Time one search step of each kind on the same candidates."""
+    data = load_image_classification_data("builtin:mnist5k", seed=options.seed)
+    loaded = load_model(options.model, num_labels=10)
+    data = with_transforms(data, loaded.data_config, hflip=False)
+    model = loaded.model
+    _calibrate_batchnorm(model, [data.train[i]["pixel_values"] for i in range(64)])
+    args = PruningArguments(
+        output_dir=tempfile.mkdtemp(), pruning_method="laasp", use_cpu=True, report_to=[], seed=options.seed,
+        laasp_subset_size=options.subset_size, laasp_batch_size=options.batch_size,
+        laasp_screen_fraction=options.screen_fraction, laasp_screen_keep=options.screen_keep, disable_tqdm=True,
+    )
+    example = data.train[0]["pixel_values"][None]
+    graph = StructureGraph(model, example)
+    macs = MacsModel(graph, example)
+    context = PruningContext(
+        model=model, graph=graph, macs=macs, dense_macs=macs.base_macs, args=args,
+        state=TrainerState(max_steps=100, num_train_epochs=10, global_step=30), learning_rate=0.1,
+        train_dataset=data.train, data_collator=collate_image_batch, log=lambda metrics: None,
+    )
+    method = LAASPPruning()
+    method.dense_units = {g.name: g.num_units for g in graph.groups}
+    candidates = method.candidates(context)
+    proposals = sum(len(c.criteria) for c in candidates)
+    method.evaluate(context, candidates[:1])  # builds the subset: not part of a step's cost
+
+    results = {"model": options.model, "subset_size": options.subset_size, "groups": len(graph.groups),
+               "criteria_proposals": proposals, "distinct_candidates": len(candidates),
+               "reference_candidates": 4 * sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())}
+    started = time.perf_counter()
+    losses, _ = method.evaluate(context, candidates)
+    results["laasp"] = _timing(time.perf_counter() - started, len(candidates))
+    args.laasp_screen_fraction = 0.0
+    started = time.perf_counter()
+    exact, _ = method.evaluate(context, candidates)
+    results["masks_prefix"] = _timing(time.perf_counter() - started, len(candidates))
+    sample = candidates[:: max(1, len(candidates) // max(options.reference_candidates, 1))][: options.reference_candidates]
+    masked = [MaskedCandidate(unit_output_masks(model, graph.groups[c.group_index], c.removed)) for c in sample]
+    plain = SubsetLoss(model, method._subset, prefix=None)
+    started = time.perf_counter()
+    plain.mean_losses([])  # the dense forward it runs per batch (for dense_loss) is not a candidate's cost
+    dense_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    plain.mean_losses(masked)
+    per_candidate = (time.perf_counter() - started - dense_seconds) / len(sample)
+    results["masks_only"] = _timing(per_candidate * len(candidates), len(candidates))
+    results["reference"] = _reference_timing(model, example, sample, method._subset, len(candidates))
+    best = min(range(len(candidates)), key=lambda i: (losses[i], i))
+    results["screening_kept_the_exact_best"] = best == min(range(len(candidates)), key=lambda i: (exact[i], i))
+    return results
+
+
+def _calibrate_batchnorm(model: torch.nn.Module, images: list[torch.Tensor]) -> None:
+    """Random weights, but BatchNorm statistics of real activations (else the losses are meaningless)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.stack(images))
+    model.eval()
+
+
+def _reference_timing(model, example, picked, subset, step_candidates: int) -> dict[str, float]:
+    """Reference-style evaluation of some candidates (copy, trace, prune, forward), extrapolated to a step."""
+    started = time.perf_counter()
+    for candidate in picked:
+        pruned = copy.deepcopy(model)
+        graph = StructureGraph(pruned, example)
+        units = graph.groups[candidate.group_index].num_units
+        graph.apply({candidate.group: [u for u in range(units) if u not in candidate.removed]})
+        with torch.no_grad():
+            for batch in subset:
+                F.cross_entropy(pruned(batch["pixel_values"]).float(), batch["labels"], reduction="sum")
+    per_candidate = (time.perf_counter() - started) / len(picked)
+    return {"timed_candidates": len(picked), "seconds_per_candidate": per_candidate,
+            "seconds_per_step": per_candidate * step_candidates}
+
+
+def _timing(seconds: float, count: int) -> dict[str, float]:
+    return {"seconds_per_step": seconds, "seconds_per_candidate": seconds / count}
+
+
+# ---------------------------------------------------------------------------------------------- full runs
+def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
+    """Dense and LAASP runs of the demo script with the same epochs and seed."""
+    script = _load_script()
+    common = ["--num_train_epochs", str(options.epochs), "--seed", str(options.seed), "--use_cpu",
+              "--disable_tqdm", "true", "--eval_around_prune", "false", "--logging_steps", "1000"]
+    if options.max_train_samples:
+        common += ["--max_train_samples", str(options.max_train_samples)]
+    results = {}
+    for name, extra in (("dense", ["--pruning_method", "none"]),
+                        ("laasp", ["--pruning_method", "laasp", "--target_flops_reduction", str(options.target),
+                                   *options.laasp_args.split()])):
+        output_dir = tempfile.mkdtemp(prefix=f"laasp-bench-{name}-")
+        started = time.perf_counter()
+        report = script.main(["--output_dir", output_dir, *common, *extra])
+        results[name] = {"seconds": time.perf_counter() - started, "top1": report["pruned"]["top1"],
+                         "macs": report["pruned"]["macs"], "params": report["pruned"]["params"],
+                         "macs_reduction": report["macs_reduction"], "prune_events": len(report["pruning_events"])}
+    results["wall_time_ratio"] = results["laasp"]["seconds"] / results["dense"]["seconds"]
+    results["laasp_args"] = options.laasp_args
+    return results
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prune_image_classification", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------- report
+def format_table(results: dict[str, Any]) -> str:
+    """The results as a plain-text table."""
+    lines = []
+    step = results.get("step")
+    if step:
+        lines += [
+            f"one search step on {step['model']} ({step['groups']} groups; {step['criteria_proposals']} group x "
+            f"criterion proposals -> {step['distinct_candidates']} distinct candidates; the reference evaluates "
+            f"{step['reference_candidates']}), subset {step['subset_size']} images",
+            f"{'evaluation':44} {'s/candidate':>12} {'s/step':>9} {'speed-up':>9}",
+        ]
+        reference = step["reference"]["seconds_per_step"]
+        rows = [("reference-style (copy+trace+prune+forward)", step["reference"]),
+                ("masks only", step["masks_only"]), ("masks + replayed prefix", step["masks_prefix"]),
+                ("masks + prefix + screening (default)", step["laasp"])]
+        for label, row in rows:
+            lines.append(f"{label:44} {row['seconds_per_candidate']:12.4f} {row['seconds_per_step']:9.2f} "
+                         f"{reference / row['seconds_per_step']:8.1f}x")
+        per_conv = step["reference"]["seconds_per_candidate"] * step["reference_candidates"]
+        lines.append(f"reference step with its own {step['reference_candidates']} per-conv candidates: ~{per_conv:.1f} s "
+                     f"({per_conv / step['laasp']['seconds_per_step']:.1f}x the default step); "
+                     f"screening kept the exact best: {step['screening_kept_the_exact_best']}")
+    run = results.get("run")
+    if run:
+        lines += ["", f"{'run (builtin:mnist5k, cifar_resnet20)':40} {'top-1 %':>8} {'MACs (M)':>9} {'params (M)':>10} "
+                  f"{'wall s':>8}"]
+        for name in ("dense", "laasp"):
+            r = run[name]
+            lines.append(f"{name:40} {100 * r['top1']:8.2f} {r['macs'] / 1e6:9.2f} {r['params'] / 1e6:10.3f} "
+                         f"{r['seconds']:8.1f}")
+        lines.append(f"MACs reduction {run['laasp']['macs_reduction']:.1%} in {run['laasp']['prune_events']} steps; "
+                     f"wall time laasp / dense = {run['wall_time_ratio']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    options = make_parser().parse_args(argv)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    if options.mode in ("step", "all"):
+        results["step"] = benchmark_step(options)
+    if options.mode in ("run", "all"):
+        results["run"] = benchmark_run(options)
+    os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
+    with open(options.output, "w") as f:
+        json.dump(results, f, indent=2)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""LAASP: criteria, step sizes, masked == physical losses, full runs, determinism and resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import Counter
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from transformers import TrainerState
+
+import hf_prune  # noqa: F401  (registers the CIFAR models)
+from hf_prune import PruningArguments, PruningTrainer
+from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
+from hf_prune.methods import CRITERIA, LAASPPruning, PruningContext, create_method, get_criterion, register_criterion
+from hf_prune.methods._subset_loss import dataset_labels, stratified_indices
+from hf_prune.methods.criteria import unit_weights
+from hf_prune.metrics import compute_topk_metrics
+from hf_prune.models import load_model
+from hf_prune.structure import MacsModel, StructureGraph
+
+X = torch.randn(1, 3, 32, 32)
+
+
+class _Noise(Dataset):
+    """Random images with balanced labels: enough to drive a search without training."""
+
+    def __init__(self, n: int = 64, classes: int = 10, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(n, 3, 32, 32, generator=g)
+        self.labels = [i % classes for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.images[i], "labels": self.labels[i]}
+
+
+def _args(tmp_path, **overrides) -> PruningArguments:
+    settings = dict(output_dir=str(tmp_path), pruning_method="laasp", report_to=[], use_cpu=True, disable_tqdm=True,
+                    laasp_subset_size=32, laasp_batch_size=16, laasp_screen_fraction=0.0, seed=0)
+    settings.update(overrides)
+    return PruningArguments(**settings)
+
+
+def _context(model, args, dense_macs=None, dataset=None, step=10) -> PruningContext:
+    graph = StructureGraph(model, X)
+    macs = MacsModel(graph, X)
+    state = TrainerState(max_steps=100, num_train_epochs=10, global_step=step)
+    return PruningContext(model=model, graph=graph, macs=macs, dense_macs=dense_macs or macs.base_macs, args=args,
+                          state=state, learning_rate=0.1, train_dataset=dataset or _Noise(),
+                          data_collator=collate_image_batch, log=lambda metrics: None)
+
+
+def _calibrated(name: str, **kwargs) -> torch.nn.Module:
+    """A random-init model with BatchNorm statistics of real activations (sane loss magnitudes)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, **kwargs)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- criteria
+def test_criteria_rank_hand_made_filters():
+    # Norms: row 0 is smallest in both; rows 1/2 swap places between L1 (0.6 vs 0.5) and L2 (0.42 vs 0.5).
+    norms = torch.tensor([[0.1, 0.0], [0.3, 0.3], [0.5, 0.0], [2.0, 2.0]])
+    assert get_criterion("l1")(norms).argsort().tolist() == [0, 2, 1, 3]
+    assert get_criterion("l2")(norms).argsort().tolist() == [0, 1, 2, 3]
+    # Geometric median: (1, 1) is nearest to all others, although (0, 0) has the smallest norm.
+    spread = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [1.0, 1.0]])
+    assert get_criterion("fpgm")(spread).argmin() == 3
+    assert get_criterion("l2")(spread).argmin() == 0
+    # Cosine: three filters point almost the same way (the middle one is the most redundant), one the other way.
+    directions = torch.tensor([[4.0, 0.5], [4.0, 0.0], [4.0, -0.5], [-0.1, 0.0]])
+    scores = get_criterion("cosine")(directions)
+    assert scores.argmin() == 1 and scores.argmax() == 3
+    assert get_criterion("l1")(directions).argmin() == 3  # the norm criteria would prune the outlier
+
+
+def test_custom_criteria_can_be_registered_and_unknown_ones_name_the_fix():
+    register_criterion("test_random", lambda w: torch.arange(len(w), 0, -1, dtype=torch.float32))
+    try:
+        assert get_criterion("test_random")(torch.zeros(3, 2)).argmin() == 2
+        with pytest.raises(ValueError, match="already registered"):
+            register_criterion("test_random", lambda w: w.sum(1))
+    finally:
+        del CRITERIA["test_random"]
+    with pytest.raises(ValueError, match="register_criterion"):
+        get_criterion("taylor")
+
+
+def test_unit_weights_concatenate_every_producing_conv_of_a_residual_group():
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    stem = next(g for g in StructureGraph(model, X).groups if g.name == "conv1")
+    weights = unit_weights(model, stem)
+    # The stem conv (3x3x3) and the three conv2 of stage 1 (16x3x3 each) add into one stream.
+    assert weights.shape == (16, 27 + 3 * 144)
+    assert torch.equal(weights[5, :27], model.conv1.weight[5].flatten())
+
+
+# ---------------------------------------------------------------------------------------------- step sizes
+def test_one_step_removes_about_flops_step_of_the_dense_macs(tmp_path):
+    model = timm.create_model("cifar_resnet56", num_classes=10)
+    context = _context(model, _args(tmp_path, laasp_flops_step=0.01, layer_prune_limit=0.9))
+    method = LAASPPruning()
+    method.dense_units = {g.name: g.num_units for g in context.graph.groups}
+    dense = context.dense_macs
+    checked = 0
+    for group in context.graph.groups:
+        count = method.step_units(context, group.name)
+        per_unit = context.macs.macs_per_unit(group.name) / dense
+        removed = context.macs.reduction({group.name: count})
+        if per_unit < 0.01:  # a group where one unit is more than a step removes one unit instead
+            assert removed == pytest.approx(0.01, abs=0.5 * per_unit + 1e-9)
+            checked += 1
+    assert checked > 20
+
+
+def test_groups_at_their_floor_are_no_candidates(tmp_path):
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    context = _context(model, _args(tmp_path, layer_prune_limit=0.5, laasp_flops_step=0.2))
+    method = LAASPPruning()
+    method.dense_units = {g.name: g.num_units * 2 for g in context.graph.groups}  # as if half were gone already
+    method.dense_units["layer3.0.conv1"] = 120  # floor 60 of the 64 units left: 4 may go
+    candidates = method.candidates(context)
+    assert candidates and all(c.group == "layer3.0.conv1" and len(c.removed) == 4 for c in candidates)
+
+
+def test_loss_subset_is_stratified_and_read_without_decoding_images():
+    labels = [0] * 50 + [1] * 30 + [2] * 5
+    chosen = stratified_indices(labels, 12, seed=0)
+    assert sorted(Counter(labels[i] for i in chosen).values()) == [4, 4, 4]
+    assert chosen[:3] != stratified_indices(labels, 12, seed=1)[:3] and len(set(chosen)) == 12
+    assert sorted(Counter(labels[i] for i in stratified_indices(labels, 30, seed=0)).values()) == [5, 12, 13]
+    data = load_image_classification_data("builtin:digits", seed=0, max_train_samples=200, max_eval_samples=50)
+    loaded = load_model("cifar_resnet20", num_labels=10)
+    train = with_transforms(data, loaded.data_config, hflip=False).train
+    assert dataset_labels(train) == [train[i]["labels"] for i in range(len(train))]
+
+
+# ---------------------------------------------------------------------------------------------- masked == physical
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cifar_resnet56", "mobilenetv3_small_100"])
+def test_masked_loss_equals_the_loss_after_a_physical_prune(tmp_path, name):
+    model = _calibrated(name)
+    context = _context(model, _args(tmp_path, laasp_flops_step=0.03, laasp_subset_size=16))
+    method = LAASPPruning()
+    method.dense_units = {g.name: g.num_units for g in context.graph.groups}
+    candidates = method.candidates(context)
+    by_group: dict[str, list] = {}
+    for c in candidates:
+        by_group.setdefault(c.group, []).append(c)
+    # The first group (stem/residual stream), a middle one and the last one, each with another criterion.
+    groups = list(by_group)
+    picks = [groups[0], groups[len(groups) // 2], groups[-1]]
+    chosen = [by_group[g][i % len(by_group[g])] for i, g in enumerate(picks)]
+    assert len({c.criteria[0] for c in chosen}) > 1
+    masked, _ = method.evaluate(context, chosen)
+    for candidate, loss in zip(chosen, masked):
+        pruned = copy.deepcopy(model)
+        graph = StructureGraph(pruned, X)
+        units = next(g.num_units for g in graph.groups if g.name == candidate.group)
+        graph.apply({candidate.group: [u for u in range(units) if u not in candidate.removed]})
+        with torch.no_grad():
+            total = sum(float(F.cross_entropy(pruned(b["pixel_values"]), b["labels"], reduction="sum"))
+                        for b in method._subset)
+        physical = total / sum(len(b["labels"]) for b in method._subset)
+        assert loss == pytest.approx(physical, abs=1e-5), (candidate, loss, physical)
+
+
+def test_screening_keeps_the_best_candidates_losses_exact(tmp_path):
+    model = _calibrated("cifar_resnet20")
+    full = _context(model, _args(tmp_path, laasp_subset_size=32, laasp_batch_size=8, laasp_flops_step=0.05))
+    screened = _context(model, _args(tmp_path, laasp_subset_size=32, laasp_batch_size=8, laasp_flops_step=0.05,
+                                     laasp_screen_fraction=0.25, laasp_screen_keep=3))
+    method = LAASPPruning()
+    method.dense_units = {g.name: g.num_units for g in full.graph.groups}
+    candidates = method.candidates(full)[::3]
+    exact, _ = method.evaluate(full, candidates)
+    cheap, _ = method.evaluate(screened, candidates)
+    kept = [i for i, loss in enumerate(cheap) if math.isfinite(loss)]
+    assert len(kept) == 3
+    for i in kept:
+        assert cheap[i] == pytest.approx(exact[i], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def _mnist_trainer(tmp_path, **overrides) -> PruningTrainer:
+    data = load_image_classification_data("builtin:mnist5k", seed=0, max_train_samples=1024, max_eval_samples=300)
+    loaded = load_model("cifar_resnet20", num_labels=10)
+    data = with_transforms(data, loaded.data_config, hflip=False)
+    settings = dict(
+        num_train_epochs=3, per_device_train_batch_size=32, per_device_eval_batch_size=300, learning_rate=0.05,
+        optim="sgd", optim_args="momentum=0.9", lr_scheduler_type="cosine", save_strategy="no", logging_steps=50,
+        target_flops_reduction=0.5, laasp_flops_step=0.05, laasp_subset_size=128, laasp_batch_size=64,
+        laasp_screen_fraction=0.5, laasp_screen_keep=4, laasp_recover_flops=0.15, laasp_prune_start=1.0,
+    )
+    settings.update(overrides)
+    torch.manual_seed(0)
+    return PruningTrainer(model=loaded.model, args=_args(tmp_path, **settings), train_dataset=data.train,
+                          eval_dataset=data.validation, data_collator=collate_image_batch,
+                          compute_metrics=compute_topk_metrics)
+
+
+@pytest.mark.slow
+def test_laasp_run_on_mnist_reaches_the_target_with_non_uniform_widths(tmp_path):
+    trainer = _mnist_trainer(tmp_path)
+    trainer.train()
+    method = trainer.pruning_method
+    reductions = [step["reduction"] for step in method.history]
+    assert reductions[-1] >= 0.5 and reductions[-2] < 0.5  # stopped at the first step past the target
+    assert reductions[-1] - reductions[-2] < 0.05 + 0.03  # one step: 5 % of the dense MACs, give or take a unit
+    assert trainer.pruning_events[-1]["macs_reduction"] == pytest.approx(reductions[-1], abs=0.005)
+    assert method.phase == "done" and trainer.state.global_step == trainer.state.max_steps
+    kept = {round(g.num_units / method.dense_units[g.name], 2) for g in trainer.structure.groups}
+    assert len(kept) > 2  # per-group rates differ
+    assert any(step["recovery_steps"] > 0 for step in method.history)
+    assert trainer.evaluate()["eval_top1"] > 0.5  # 10 classes: chance is 0.1
+    logged = [h for h in trainer.state.log_history if "pruning/laasp_step" in h]
+    assert [h["pruning/laasp_step"] for h in logged] == list(range(1, len(method.history) + 1))
+    assert (tmp_path / "laasp_search.png").exists()
+
+
+def _blob_run(tmp_path, **overrides) -> PruningTrainer:
+    from test_trainer import _Blobs  # the trainer tests' four-quadrant images
+
+    torch.manual_seed(0)
+    settings = dict(num_train_epochs=2, per_device_train_batch_size=32, learning_rate=0.05, optim="sgd",
+                    save_strategy="no", laasp_flops_step=0.1, target_flops_reduction=0.3, laasp_prune_start=0.5)
+    settings.update(overrides)
+    return PruningTrainer(model=timm.create_model("cifar_resnet20", num_classes=4),
+                          args=_args(tmp_path, **settings), train_dataset=_Blobs(), eval_dataset=_Blobs(64, 1))
+
+
+def _choices(method: LAASPPruning) -> list[tuple]:
+    return [(s["group"], s["criterion"], tuple(s["removed"])) for s in method.history]
+
+
+def test_same_seed_same_sequence_of_choices(tmp_path):
+    first, second = _blob_run(tmp_path / "a"), _blob_run(tmp_path / "b")
+    first.train()
+    second.train()
+    assert len(first.pruning_method.history) >= 3
+    assert _choices(first.pruning_method) == _choices(second.pruning_method)
+
+
+def test_floor_before_target_warns_and_training_goes_on(tmp_path):
+    trainer = _blob_run(tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08)
+    with pytest.warns(UserWarning, match=r"stopped at a MACs reduction of \d+\.\d%, short of the target 60"):
+        trainer.train()
+    assert trainer.pruning_method.phase == "done" and trainer.state.global_step == trainer.state.max_steps
+    assert 0.1 < trainer.pruning_events[-1]["macs_reduction"] < 0.6
+
+
+def test_restored_state_continues_with_the_same_choice(tmp_path):
+    args = _args(tmp_path, laasp_flops_step=0.05, target_flops_reduction=0.5, laasp_prune_start=0.0)
+    model = _calibrated("cifar_resnet20")
+    context = _context(model, args)
+    dense = context.dense_macs
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    plan = method.on_step_end(context)
+    assert plan is not None and plan.continues and method.phase == "search"
+    StructureGraph(model, X).apply(plan.keep)
+
+    saved = json.loads(json.dumps(method.state_dict()))
+    resumed = LAASPPruning()
+    resumed.on_train_begin(_context(model, args, dense))
+    resumed.load_state_dict(saved)
+    next_original = method.on_step_end(_context(model, args, dense))
+    next_resumed = resumed.on_step_end(_context(model, args, dense))
+    assert next_resumed.keep == next_original.keep and next_resumed.reason == next_original.reason
+    assert _choices(resumed) == _choices(method) and len(method.history) == 2
+
+
+def test_prune_start_outside_the_run_fails_at_train_begin(tmp_path):
+    method = create_method("laasp")
+    assert isinstance(method, LAASPPruning)
+    with pytest.raises(ValueError, match="laasp_prune_start=12 epochs falls at step 120.*lower laasp_prune_start"):
+        method.on_train_begin(_context(timm.create_model("cifar_resnet20"), _args(tmp_path, laasp_prune_start=12)))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"laasp_flops_step": 0.0}, r"laasp_flops_step must lie in \(0, 1\)"),
+        ({"laasp_recover_flops": 1.5}, r"laasp_recover_flops must lie in \(0, 1\)"),
+        ({"laasp_criteria": []}, "laasp_criteria must name at least one criterion"),
+        ({"laasp_criteria": ["l1", "l1"]}, "each once"),
+        ({"laasp_subset_size": 0}, "laasp_subset_size must be at least 1"),
+        ({"laasp_screen_fraction": 1.0}, r"laasp_screen_fraction must lie in \[0, 1\)"),
+        ({"laasp_prune_start": -1.0}, "laasp_prune_start must be >= 0"),
+    ],
+)
+def test_bad_laasp_arguments_are_refused_with_the_fix(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **overrides)
+
+
+def test_unknown_criterion_fails_at_train_begin(tmp_path):
+    with pytest.raises(ValueError, match="unknown criterion 'taylor'"):
+        LAASPPruning().on_train_begin(_context(timm.create_model("cifar_resnet20"), _args(tmp_path, laasp_criteria=["taylor"])))
