@@ -73,6 +73,16 @@ class PruningContext:
     def steps_per_epoch(self) -> float:
         return self.state.max_steps / max(self.state.num_train_epochs, 1)
 
+    def step_in_run(self, epoch: float, setting: str) -> int:
+        """The optimizer step at ``epoch`` (at least 1); fails before training when it lies past the run."""
+        step = max(1, round(epoch * self.steps_per_epoch))
+        if step >= self.state.max_steps:
+            raise ValueError(
+                f"{setting}={epoch:g} epochs falls at step {step}, but training has only {self.state.max_steps} "
+                f"steps: lower {setting} or train longer"
+            )
+        return step
+
 
 class PruningMethod:
     """Base class: override the hooks you need; each may return a :class:`PruningPlan`."""

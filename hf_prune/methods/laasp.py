@@ -77,12 +77,7 @@ class LAASPPruning(PruningMethod):
     def on_train_begin(self, context: PruningContext) -> None:
         args = context.args
         start = args.laasp_prune_start if args.laasp_prune_start is not None else 0.3 * context.state.num_train_epochs
-        self.prune_step = max(1, round(start * context.steps_per_epoch))
-        if self.prune_step >= context.state.max_steps:
-            raise ValueError(
-                f"laasp_prune_start={start:g} epochs falls at step {self.prune_step}, but training has only "
-                f"{context.state.max_steps} steps: lower laasp_prune_start or train longer"
-            )
+        self.prune_step = context.step_in_run(start, "laasp_prune_start")
         for criterion in args.laasp_criteria:
             get_criterion(criterion)  # an unknown name fails now, not at the prune epoch
         self.dense_units = {g.name: g.num_units for g in context.graph.groups}

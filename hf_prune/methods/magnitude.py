@@ -25,12 +25,7 @@ class MagnitudePruning(PruningMethod):
     def on_train_begin(self, context: PruningContext) -> None:
         args = context.args
         epoch = args.prune_epoch if args.prune_epoch is not None else 0.25 * context.state.num_train_epochs
-        self.prune_step = max(1, round(epoch * context.steps_per_epoch))
-        if self.prune_step >= context.state.max_steps:
-            raise ValueError(
-                f"prune_epoch={epoch} falls at step {self.prune_step}, but training has only "
-                f"{context.state.max_steps} steps: lower prune_epoch or train longer"
-            )
+        self.prune_step = context.step_in_run(epoch, "prune_epoch")
         self._select(context)  # an unreachable target fails now, not after hours of training
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:

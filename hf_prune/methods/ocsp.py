@@ -97,14 +97,9 @@ class OCSPruning(PruningMethod):
         monitor_start = args.ocsp_monitor_start if args.ocsp_monitor_start is not None else 2 * relative
         deadline = args.ocsp_prune_deadline if args.ocsp_prune_deadline is not None else 0.4 * epochs
         self._monitor_start_step = round(monitor_start * steps_per_epoch)
-        self._deadline_step = max(1, round(deadline * steps_per_epoch))
+        self._deadline_step = context.step_in_run(deadline, "ocsp_prune_deadline")
         reg_start = args.ocsp_reg_start if args.ocsp_reg_start is not None else 0.1 * epochs
         self._reg_start_step = round(reg_start * steps_per_epoch)
-        if self._deadline_step >= context.state.max_steps:
-            raise ValueError(
-                f"ocsp_prune_deadline={deadline:g} epochs falls at step {self._deadline_step}, but training has "
-                f"only {context.state.max_steps} steps: lower ocsp_prune_deadline or train longer"
-            )
         if self._monitor_start_step >= self._deadline_step:
             raise ValueError(
                 f"ocsp_monitor_start={monitor_start:g} must come before the prune deadline ({deadline:g} epochs)"
