@@ -5,6 +5,7 @@ in timm's registry.
 """
 
 from hf_prune import models  # noqa: F401  (registers the CIFAR models in timm)
+from hf_prune.hub import AutoPrunedModel, ModelSource, save_pretrained
 from hf_prune.methods import PruningMethod, PruningPlan, create_method
 from hf_prune.structure import (
     MacsModel,
@@ -18,7 +19,9 @@ from hf_prune.trainer import PruningArguments, PruningTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoPrunedModel",
     "MacsModel",
+    "ModelSource",
     "PruningArguments",
     "PruningMethod",
     "PruningPlan",
@@ -28,4 +31,5 @@ __all__ = [
     "count_macs_params",
     "create_method",
     "export_shape_spec",
+    "save_pretrained",
 ]

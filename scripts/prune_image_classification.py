@@ -18,10 +18,9 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file
 from transformers import HfArgumentParser, set_seed
 
-from hf_prune import PruningArguments, PruningTrainer, apply_shape_spec, count_macs_params
+from hf_prune import AutoPrunedModel, PruningArguments, PruningTrainer, count_macs_params
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.structure.counting import logits_of
@@ -113,6 +112,11 @@ def main(argv: list[str] | None = None) -> dict:
     dense_macs, dense_params = count_macs_params(trainer.model, example)
     train_output = trainer.train()
     final = trainer.evaluate()
+    trainer.create_model_card(
+        dataset=data_args.dataset_name or data_args.train_dir,
+        dataset_tags=_hub_dataset_id(data_args.dataset_name),
+        finetuned_from=model_args.model_name_or_path if model_args.pretrained else None,
+    )
     trainer.save_model()
     macs, params = count_macs_params(trainer.model, example)
 
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pruning_events": trainer.pruning_events,
         "method_state": trainer.pruning_method.state_dict(),
         "reload_max_abs_diff": (
-            _reload_difference(trainer, loaded.name, len(data.labels), example) if trainer.is_world_process_zero() else None
+            _reload_difference(trainer, example) if trainer.is_world_process_zero() else None
         ),
     }
     if trainer.is_world_process_zero():
@@ -145,19 +149,17 @@ def _metrics_before_prune(trainer: PruningTrainer) -> dict:
     return {"top1": metrics.get("eval_before_prune_top1"), "top5": metrics.get("eval_before_prune_top5")}
 
 
-def _reload_difference(trainer: PruningTrainer, model_name: str, num_labels: int, example: torch.Tensor) -> float:
-    """Rebuild the original architecture, apply the saved shape spec, load strictly, compare logits."""
-    output_dir = trainer.args.output_dir
-    with open(os.path.join(output_dir, "shape_spec.json")) as f:
-        spec = json.load(f)
-    fresh = load_model(model_name, num_labels=num_labels).model
-    apply_shape_spec(fresh, spec)
-    fresh.load_state_dict(load_file(os.path.join(output_dir, "model.safetensors")), strict=True)
-    fresh.to(example.device).eval()
+def _reload_difference(trainer: PruningTrainer, example: torch.Tensor) -> float:
+    """Load the saved directory with ``AutoPrunedModel`` (no script code, no pickle) and compare logits."""
+    reloaded = AutoPrunedModel.from_pretrained(trainer.args.output_dir, device=example.device)
     trainer.model.eval()
     with torch.no_grad():
-        a, b = fresh(example), trainer.model(example)
+        a, b = reloaded(example), trainer.model(example)
     return float((logits_of(a) - logits_of(b)).abs().max())
+
+
+def _hub_dataset_id(name: str | None) -> str | None:
+    return name if name and not name.startswith("builtin:") else None
 
 
 def _write_report(output_dir: str, report: dict) -> None:
@@ -181,7 +183,7 @@ def _table(report: dict) -> str:
             for label, r in rows
         ),
         f"MACs reduction {report['macs_reduction']:.1%} (target {report['target_flops_reduction']:.0%}); "
-        f"reloaded from safetensors + shape spec: max |logit diff| = {report['reload_max_abs_diff']}",
+        f"reloaded with AutoPrunedModel.from_pretrained: max |logit diff| = {report['reload_max_abs_diff']}",
     ]
     return "\n".join(lines)
 

@@ -24,6 +24,8 @@ from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph
 
+from _toy import Blobs
+
 X = torch.randn(1, 3, 32, 32)
 
 
@@ -234,14 +236,12 @@ def test_laasp_run_on_mnist_reaches_the_target_with_non_uniform_widths(tmp_path)
 
 
 def _blob_run(tmp_path, **overrides) -> PruningTrainer:
-    from test_trainer import _Blobs  # the trainer tests' four-quadrant images
-
     torch.manual_seed(0)
     settings = dict(num_train_epochs=2, per_device_train_batch_size=32, learning_rate=0.05, optim="sgd",
                     save_strategy="no", laasp_flops_step=0.1, target_flops_reduction=0.3, laasp_prune_start=0.5)
     settings.update(overrides)
     return PruningTrainer(model=timm.create_model("cifar_resnet20", num_classes=4),
-                          args=_args(tmp_path, **settings), train_dataset=_Blobs(), eval_dataset=_Blobs(64, 1))
+                          args=_args(tmp_path, **settings), train_dataset=Blobs(), eval_dataset=Blobs(64, 1))
 
 
 def _choices(method: LAASPPruning) -> list[tuple]:

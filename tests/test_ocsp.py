@@ -9,7 +9,7 @@ import types
 import pytest
 import timm
 import torch
-from test_trainer import _trainer
+from _toy import make_trainer
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, StructureGraph, count_macs_params
@@ -88,7 +88,7 @@ def test_shrink_scales_exactly_the_pruning_set_slices():
 def _ocsp_trainer(tmp_path, **overrides):
     settings = dict(pruning_method="ocsp", num_train_epochs=4, seed=0)
     settings.update(overrides)
-    return _trainer(tmp_path, **settings)
+    return make_trainer(tmp_path, **settings)
 
 
 def test_ocsp_run_searches_regularizes_and_prunes_once(tmp_path):

@@ -28,13 +28,16 @@ def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples)
         "--max_eval_samples", "300", "--use_cpu", "--disable_tqdm", "true", "--pruning_method", method,
     ])
     assert 0.5 <= report["macs_reduction"] < 0.51
-    assert len(json.loads((tmp_path / "shape_spec.json").read_text())["pruning_events"]) == 1
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == "cifar_resnet20" and len(config["hf_prune"]["pruning_events"]) == 1
+    assert config["hf_prune"]["macs"] == report["pruned"]["macs"]
     assert report["pruned"]["macs"] < report["dense"]["macs"] and report["pruned"]["params"] < report["dense"]["params"]
     assert report["reload_max_abs_diff"] == 0.0
     assert report["pruned"]["top1"] > 0.5  # 10 classes: chance is 0.1
     saved = json.loads((tmp_path / "pruning_report.json").read_text())
     assert saved["pruned"]["macs"] == report["pruned"]["macs"]
-    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "shape_spec.json").exists()
+    card = (tmp_path / "README.md").read_text()
+    assert f"- {method}" in card and "pruned_widths.png" in card and (tmp_path / "pruned_widths.png").exists()
     assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
 
 

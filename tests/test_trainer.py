@@ -5,48 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import timm
 import torch
-from torch.utils.data import Dataset
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
-from hf_prune import PruningArguments, PruningTrainer, count_macs_params
+from hf_prune import count_macs_params
 from hf_prune.methods import PruningMethod, PruningPlan
 from hf_prune.structure import UnreachableTargetError
 
-
-class _Blobs(Dataset):
-    """Four linearly separable classes of 32x32 images (class = which quadrant is bright)."""
-
-    def __init__(self, n: int = 256, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.labels = torch.randint(0, 4, (n,), generator=g)
-        self.images = torch.randn(n, 3, 32, 32, generator=g) * 0.3
-        for i, label in enumerate(self.labels.tolist()):
-            r, c = divmod(label, 2)
-            self.images[i, :, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] += 3.0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"pixel_values": self.images[i], "labels": int(self.labels[i])}
-
-
-def _args(tmp_path, **overrides) -> PruningArguments:
-    settings = dict(
-        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=32, learning_rate=0.05,
-        optim="sgd", optim_args="momentum=0.9", report_to=[], save_strategy="no", use_cpu=True,
-        logging_steps=1, seed=0, target_flops_reduction=0.5, disable_tqdm=True,
-    )
-    settings.update(overrides)
-    return PruningArguments(**settings)
-
-
-def _trainer(tmp_path, model=None, **overrides) -> PruningTrainer:
-    torch.manual_seed(0)
-    model = model or timm.create_model("cifar_resnet20", num_classes=4)
-    return PruningTrainer(model=model, args=_args(tmp_path, **overrides), train_dataset=_Blobs(), eval_dataset=_Blobs(64, 1))
+from _toy import make_args, make_trainer
 
 
 class _Spy(PruningMethod):
@@ -65,7 +31,7 @@ class _Spy(PruningMethod):
 
 
 def test_prune_mid_training_rebuilds_optimizer_and_scheduler(tmp_path):
-    trainer = _trainer(tmp_path, pruning_method="none")
+    trainer = make_trainer(tmp_path, pruning_method="none")
     trainer.pruning_method = _Spy(step=5)
     captured = {}
     original = trainer._rebuild_optimizer
@@ -95,7 +61,7 @@ def test_prune_mid_training_rebuilds_optimizer_and_scheduler(tmp_path):
 
 
 def test_momentum_is_sliced_to_the_surviving_channels(tmp_path):
-    trainer = _trainer(tmp_path, pruning_method="none", max_steps=6)
+    trainer = make_trainer(tmp_path, pruning_method="none", max_steps=6)
     trainer.pruning_method = _Spy(step=5)
     snapshots = {}
     original = trainer._rebuild_optimizer
@@ -119,14 +85,14 @@ def test_momentum_is_sliced_to_the_surviving_channels(tmp_path):
 
 
 def test_reset_policy_starts_the_optimizer_afresh(tmp_path):
-    trainer = _trainer(tmp_path, pruning_method="none", max_steps=6, optimizer_state_after_prune="reset")
+    trainer = make_trainer(tmp_path, pruning_method="none", max_steps=6, optimizer_state_after_prune="reset")
     trainer.pruning_method = _Spy(step=6)
     trainer.train()
     assert not trainer.optimizer.optimizer.state  # pruned at the last step: no step taken since
 
 
 def test_magnitude_run_reaches_the_target_and_logs_it(tmp_path):
-    trainer = _trainer(tmp_path, pruning_method="magnitude", eval_around_prune=True, num_train_epochs=4)
+    trainer = make_trainer(tmp_path, pruning_method="magnitude", eval_around_prune=True, num_train_epochs=4)
     x = torch.randn(1, 3, 32, 32)
     dense_macs, _ = count_macs_params(trainer.model, x)
     trainer.train()
@@ -146,7 +112,7 @@ def test_transformers_vit_trains_through_a_head_prune(tmp_path):
 
     model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
                                                 num_attention_heads=4, intermediate_size=128, num_labels=4))
-    trainer = _trainer(tmp_path, model=model, pruning_method="magnitude", optim="adamw_torch", learning_rate=1e-3)
+    trainer = make_trainer(tmp_path, model=model, pruning_method="magnitude", optim="adamw_torch", learning_rate=1e-3)
     trainer.train()
     heads = [layer.attention.num_attention_heads for layer in trainer.model.vit.layers]
     assert trainer.pruning_events and min(heads) >= 1 and trainer.pruning_events[0]["macs_reduction"] >= 0.5
@@ -177,8 +143,8 @@ class _TwoStep(PruningMethod):
 
 
 def test_multi_step_plan_recovers_without_moving_the_schedule(tmp_path):
-    trainer = _trainer(tmp_path, pruning_method="none", max_steps=5)
-    trainer.pruning_method = method = _TwoStep()
+    trainer = make_trainer(tmp_path, pruning_method="none", max_steps=5)
+    trainer.pruning_method = _TwoStep()
     steps_seen = []
     original_recover = trainer.recover
 
@@ -208,14 +174,14 @@ def test_multi_step_plan_recovers_without_moving_the_schedule(tmp_path):
 
 
 def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(tmp_path):
-    trainer = _trainer(tmp_path, pruning_method="none", max_steps=5, save_strategy="steps", save_steps=4)
+    trainer = make_trainer(tmp_path, pruning_method="none", max_steps=5, save_strategy="steps", save_steps=4)
     trainer.pruning_method = _TwoStep()
     trainer.train()
     saved = json.loads((tmp_path / "checkpoint-4" / "pruning_state.json").read_text())
     assert saved["method"] == "two-step" and saved["method_state"] == {"calls": 2}
     assert [e["reason"] for e in saved["pruning_events"]] == ["step 1", "step 2"]
 
-    resumed = _trainer(tmp_path, pruning_method="none", max_steps=5)
+    resumed = make_trainer(tmp_path, pruning_method="none", max_steps=5)
     resumed.pruning_method = _TwoStep()
     resumed._read_pruning_state(str(tmp_path / "checkpoint-4"))
     resumed._on_train_begin()
@@ -223,14 +189,14 @@ def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(tmp_path):
 
 
 def test_resuming_with_another_method_is_refused(tmp_path):
-    trainer = _trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=4)
+    trainer = make_trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=4)
     trainer.train()
     with pytest.raises(ValueError, match="pruning_method='magnitude'.*resume with the same method"):
-        _trainer(tmp_path, pruning_method="none", max_steps=5).train(resume_from_checkpoint=True)
+        make_trainer(tmp_path, pruning_method="none", max_steps=5).train(resume_from_checkpoint=True)
 
 
 def test_unreachable_target_fails_before_training(tmp_path):
-    trainer = _trainer(tmp_path, target_flops_reduction=0.97, layer_prune_limit=0.5)
+    trainer = make_trainer(tmp_path, target_flops_reduction=0.97, layer_prune_limit=0.5)
     with pytest.raises(UnreachableTargetError, match="unreachable"):
         trainer.train()
     assert trainer.state.global_step == 0
@@ -248,4 +214,4 @@ def test_unreachable_target_fails_before_training(tmp_path):
 )
 def test_bad_arguments_are_refused_with_the_fix(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        _args(tmp_path, **overrides)
+        make_args(tmp_path, **overrides)

@@ -88,6 +88,8 @@ class PruningMethod:
     """Base class: override the hooks you need; each may return a :class:`PruningPlan`."""
 
     name: str = "none"
+    #: ``(title, file name)`` of the plots ``on_train_end`` writes; the model card shows them.
+    figures: tuple[tuple[str, str], ...] = ()
 
     def on_train_begin(self, context: PruningContext) -> None:
         """Validate settings against the model (fail before training) and set up state."""

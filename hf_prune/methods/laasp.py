@@ -62,6 +62,7 @@ class LAASPPruning(PruningMethod):
     """
 
     name = "laasp"
+    figures = (("LAASP search", SEARCH_PLOT_NAME),)
 
     def __init__(self) -> None:
         self.prune_step: int | None = None

@@ -75,6 +75,7 @@ class OCSPruning(PruningMethod):
     """One-cycle structured pruning (OCSPruner), configured by the ``ocsp_*`` fields of ``PruningArguments``."""
 
     name = "ocsp"
+    figures = (("Stability indicator", STABILITY_PLOT_NAME),)
 
     def __init__(self) -> None:
         self.search = _SearchState()

@@ -110,6 +110,13 @@ class PruningArguments(TrainingArguments):
         default=False,
         metadata={"help": "Evaluate right before and right after every prune event (recorded in the event)."},
     )
+    card_latency: bool = field(
+        default=True,
+        metadata={
+            "help": "At the final save_model, measure the CPU latency of the dense and the slim model "
+            "(batch 1 and 64) for the model card."
+        },
+    )
     laasp_prune_start: float | None = field(
         default=None,
         metadata={

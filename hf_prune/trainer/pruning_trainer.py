@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,17 +23,21 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils.hub import hf_api
 from transformers.utils import logging
 
+from hf_prune.hub import AutoPrunedModel, ModelSource, save_pretrained
+from hf_prune.hub.model_card import render_model_card
+from hf_prune.hub.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, uniform_source
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
 from hf_prune.plots import plot_layer_widths
-from hf_prune.structure import MacsModel, StructureGraph, export_shape_spec
+from hf_prune.structure import MacsModel, StructureGraph
 from hf_prune.structure.counting import logits_of
+from hf_prune.trainer._model_card import CURVES_PLOT_NAME, card_inputs, plot_training_curves
 from hf_prune.trainer.pruning_config import PruningArguments
 
 logger = logging.get_logger(__name__)
 
-SHAPE_SPEC_NAME = "shape_spec.json"
 PRUNING_STATE_NAME = "pruning_state.json"
 WIDTHS_PLOT_NAME = "pruned_widths.png"
 
@@ -91,6 +96,7 @@ class PruningTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # compute_loss returns a batch mean
         self.pruning_method = pruning_method or create_method(args.pruning_method)
         self.example_inputs = example_inputs
+        self.model_source = ModelSource.from_model(self.model)
         self.dense_macs: int | None = None
         self.pruning_events: list[dict[str, Any]] = []
         self._graph: StructureGraph | None = None
@@ -98,6 +104,9 @@ class PruningTrainer(Trainer):
         self._restored_method_state: dict[str, Any] | None = None
         self._recovery_batches: Iterator[dict[str, Any]] | None = None
         self._train_started = time.perf_counter()
+        self._card_kwargs: dict[str, Any] = {}
+        self._write_card = False
+        self._published_figures: list[str] = []
         self.add_callback(_PruningCallback(self))
 
     # ------------------------------------------------------------------ Trainer overrides
@@ -121,17 +130,39 @@ class PruningTrainer(Trainer):
         """Train ``self.model_wrapped``: after a prune the loop's local ``model`` is the stale wrapper."""
         return super().training_step(self.model_wrapped, inputs, num_items_in_batch)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the slim model for ``AutoPrunedModel.from_pretrained``: safetensors, config, card.
+
+        ``output_dir`` gets ``model.safetensors``, ``config.json`` (source architecture + shape
+        spec + pruning facts), ``README.md`` (the model card, with measured latency) and its
+        plots, ``training_args.json`` and ``pruning_state.json``. No pickles. Checkpoints
+        (``_internal_call``) get the same minus card and plots.
+        """
+        self._write_card = not _internal_call
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self._write_card = False
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Save weights (safetensors), the shape spec and the arguments as JSON: no pickles."""
-        super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
-        args_pickle = os.path.join(output_dir, "training_args.bin")
-        if os.path.exists(args_pickle):
-            os.remove(args_pickle)
+        if self.model_source is None:
+            raise ValueError(
+                f"cannot save a {type(self.model).__name__}: hf_prune saves timm and transformers models "
+                "(built with timm.create_model or transformers), whose architecture it can record"
+            )
+        with tempfile.TemporaryDirectory() as scratch:
+            figures = self._card_figures(scratch) if self._write_card else {}
+            card = self._render_card(output_dir, figures) if self._write_card else None
+            save_pretrained(
+                self.accelerator.unwrap_model(self.model),
+                output_dir,
+                source=self.model_source,
+                pruning=self._pruning_summary(),
+                model_card=card,
+                extra_files=figures,
+            )
         _write_text_atomic(os.path.join(output_dir, "training_args.json"), self.args.to_json_string())
-        spec = export_shape_spec(self.model)
-        spec["pruning_events"] = self.pruning_events
-        _write_json_atomic(os.path.join(output_dir, SHAPE_SPEC_NAME), spec)
         _write_json_atomic(
             os.path.join(output_dir, PRUNING_STATE_NAME),
             {
@@ -141,6 +172,128 @@ class PruningTrainer(Trainer):
                 "pruning_events": self.pruning_events,
             },
         )
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Set the card's metadata (license, base model, dataset id and name, tags); later saves use it.
+
+        The card itself (results, latency, plots, arguments, citation) is written by
+        :meth:`save_model`, and rewritten here if ``output_dir`` already holds a saved model.
+        """
+        given = {"license": license, "tags": tags, "model_name": model_name, "finetuned_from": finetuned_from,
+                 "dataset_tags": dataset_tags, "dataset": dataset}
+        self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
+        if self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, WEIGHTS_NAME)):
+            self.save_model()
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ):
+        """Save the model with its card and upload exactly what ``from_pretrained`` needs, plus the card.
+
+        ``kwargs`` go to :meth:`create_model_card`. Checkpoints, logs and training state stay local.
+        """
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self._card_kwargs.update({key: value for key, value in kwargs.items() if value is not None})
+        self._card_kwargs.setdefault("model_name", self.hub_model_id.split("/")[-1])
+        self._write_card = True
+        try:
+            super().save_model(_internal_call=True)
+        finally:
+            self._write_card = False
+        if not self.is_world_process_zero():
+            return None
+        return hf_api().upload_folder(
+            repo_id=self.hub_model_id,
+            folder_path=self.args.output_dir,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, *self._published_figures],
+            commit_message=commit_message,
+            token=token,
+            revision=revision if revision is not None else self.args.hub_revision,
+            run_as_future=not blocking,
+        )
+
+    def _pruning_summary(self) -> dict[str, Any]:
+        return {
+            "method": self.pruning_method.name,
+            "target_flops_reduction": self.args.target_flops_reduction,
+            "input_size": list(self._example_inputs().shape[1:]),
+            "macs_dense": self.dense_macs,
+            "macs": self.macs_model.base_macs if self.pruning_method.name != "none" else self.dense_macs,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "pruning_events": [
+                {key: event[key] for key in ("global_step", "epoch", "reason", "macs_after", "params_after", "macs_reduction")}
+                for event in self.pruning_events
+            ],
+        }
+
+    def _card_figures(self, scratch: str) -> dict[str, str]:
+        """The card's plots: per-layer widths, training curves, the method's own; ``{name: path}``."""
+        figures = {}
+        widths = self._layer_widths()
+        if widths:
+            figures[WIDTHS_PLOT_NAME] = plot_layer_widths(
+                widths, os.path.join(scratch, WIDTHS_PLOT_NAME), title=f"{self.pruning_method.name}: kept units per group"
+            )
+        curves = plot_training_curves(self, os.path.join(scratch, CURVES_PLOT_NAME))
+        if curves:
+            figures[CURVES_PLOT_NAME] = curves
+        for _, name in self.pruning_method.figures:
+            path = os.path.join(self.args.output_dir, name)
+            if os.path.isfile(path):
+                figures[name] = path
+        return figures
+
+    def _render_card(self, output_dir: str, figures: dict[str, str]) -> str:
+        self._published_figures = list(figures)
+        titles = {CURVES_PLOT_NAME: "Training curves", **{name: title for title, name in self.pruning_method.figures}}
+        inputs = card_inputs(
+            self, self.hub_model_id or output_dir, self._card_kwargs, [(titles[n], n) for n in figures if n in titles]
+        )
+        inputs.widths_plot = WIDTHS_PLOT_NAME if WIDTHS_PLOT_NAME in figures else None
+        inputs.vanilla_loadable = uniform_source(self.model, self.model_source) is not self.model_source
+        return render_model_card(inputs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Rebuild the checkpoint's (possibly slim) architecture and load every weight strictly.
+
+        Replaces transformers' loader, which cannot follow changed shapes and, in 5.23, silently
+        skips renamed keys (huggingface/transformers#43701).
+        """
+        if not os.path.isfile(os.path.join(resume_from_checkpoint, CONFIG_NAME)):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._replace_model(AutoPrunedModel.from_pretrained(resume_from_checkpoint, device=self.args.device))
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end`` across prune events: the best checkpoint's architecture and weights."""
+        checkpoint = self.state.best_model_checkpoint
+        if not os.path.isfile(os.path.join(checkpoint, CONFIG_NAME)):
+            return super()._load_best_model()
+        logger.info(f"Loading best model from {checkpoint} (score: {self.state.best_metric}).")
+        self._replace_model(AutoPrunedModel.from_pretrained(checkpoint, device=self.args.device))
+
+    def _replace_model(self, restored: nn.Module) -> None:
+        restored.train(self.model.training)
+        self.model = self.model_wrapped = self.callback_handler.model = restored
+        self._graph = self._macs = None
 
     def _read_pruning_state(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, PRUNING_STATE_NAME)
@@ -223,12 +376,16 @@ class PruningTrainer(Trainer):
         if self.pruning_method.name == "none":
             return
         self.pruning_method.on_train_end(self._context())
-        if self.pruning_events and self.args.should_save:
-            first = {n: w[0] for e in reversed(self.pruning_events) for n, w in e["widths"].items()}
-            groups = {g.name: g.num_units for g in self.structure.groups}
-            widths = {n: (first[n], groups.get(n, first[n])) for n in groups if n in first}
+        widths = self._layer_widths()
+        if widths and self.args.should_save:
             plot_layer_widths(widths, os.path.join(self.args.output_dir, WIDTHS_PLOT_NAME),
                               title=f"{self.pruning_method.name}: kept units per group")
+
+    def _layer_widths(self) -> dict[str, tuple[int, int]]:
+        """``{group: (units before the first prune, units now)}`` of every group that was pruned."""
+        first = {n: w[0] for e in reversed(self.pruning_events) for n, w in e["widths"].items()}
+        groups = {g.name: g.num_units for g in self.structure.groups} if first else {}
+        return {n: (first[n], groups.get(n, first[n])) for n in groups if n in first}
 
     def recover(self, num_steps: int) -> float:
         """Train ``num_steps`` extra optimizer steps at the current learning rate.

@@ -1,0 +1,37 @@
+"""Forward latency of a model, measured with ``torch.utils.benchmark`` (warm-up, median of runs)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+
+
+def measure_latency_ms(
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    batch_size: int,
+    *,
+    num_threads: int | None = None,
+    min_run_time: float = 0.5,
+) -> float:
+    """Median eval-mode forward time in milliseconds on random inputs of ``(batch_size, *input_size)``.
+
+    Args:
+        model: any module; it is put in eval mode and runs on its own device.
+        input_size: one input's shape, e.g. ``(3, 224, 224)``.
+        batch_size: images per forward.
+        num_threads: intra-op threads during the measurement (default: torch's current setting).
+        min_run_time: seconds of repeated runs the median is taken over (after one warm-up run).
+    """
+    device = next(model.parameters()).device
+    inputs = torch.randn(batch_size, *input_size, device=device)
+    model.eval()
+    with torch.inference_mode():
+        model(inputs)  # warm-up: allocator, kernels selection, lazy init
+    timer = Timer(
+        "with torch.inference_mode(): model(inputs)",
+        globals={"torch": torch, "model": model, "inputs": inputs},
+        num_threads=num_threads or torch.get_num_threads(),
+    )
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
