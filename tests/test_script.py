@@ -32,7 +32,7 @@ def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples)
     assert config["architecture"] == "cifar_resnet20" and len(config["hf_prune"]["pruning_events"]) == 1
     assert config["hf_prune"]["macs"] == report["pruned"]["macs"]
     assert report["pruned"]["macs"] < report["dense"]["macs"] and report["pruned"]["params"] < report["dense"]["params"]
-    assert report["reload_max_abs_diff"] == 0.0
+    assert report["reload_max_abs_diff"] <= 1e-5
     assert report["pruned"]["top1"] > 0.5  # 10 classes: chance is 0.1
     saved = json.loads((tmp_path / "pruning_report.json").read_text())
     assert saved["pruned"]["macs"] == report["pruned"]["macs"]

@@ -146,6 +146,8 @@ class PruningTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return  # one writer; every rank holds the same model
         if self.model_source is None:
             raise ValueError(
                 f"cannot save a {type(self.model).__name__}: hf_prune saves timm and transformers models "
@@ -232,13 +234,15 @@ class PruningTrainer(Trainer):
         )
 
     def _pruning_summary(self) -> dict[str, Any]:
+        params = sum(p.numel() for p in self.model.parameters())
         return {
             "method": self.pruning_method.name,
             "target_flops_reduction": self.args.target_flops_reduction,
             "input_size": list(self._example_inputs().shape[1:]),
             "macs_dense": self.dense_macs,
             "macs": self.macs_model.base_macs if self.pruning_method.name != "none" else self.dense_macs,
-            "params": sum(p.numel() for p in self.model.parameters()),
+            "params_dense": self.pruning_events[0]["params_before"] if self.pruning_events else params,
+            "params": params,
             "pruning_events": [
                 {key: event[key] for key in ("global_step", "epoch", "reason", "macs_after", "params_after", "macs_reduction")}
                 for event in self.pruning_events
