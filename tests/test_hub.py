@@ -146,7 +146,7 @@ def test_card_measures_latency_and_shows_the_method_plot_and_citation(tmp_path):
     trainer.train()
     trainer.save_model()
     card = (tmp_path / "README.md").read_text()
-    rows = [line for line in card.splitlines() if line.startswith(("| dense |", "| pruned |"))]
+    rows = [line for line in card.splitlines() if line.startswith(("| dense", "| pruned"))]
     latencies = [float(cell) for row in rows for cell in row.strip("|").split("|")[5:7]]
     assert len(latencies) == 4 and all(ms > 0 for ms in latencies)
     assert "(./ocsp_stability.png)" in card and (tmp_path / "ocsp_stability.png").exists()

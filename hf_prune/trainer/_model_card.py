@@ -28,14 +28,14 @@ def card_inputs(trainer: PruningTrainer, repo_id: str, card_kwargs: dict[str, An
     dense_metrics = (events[0].get("metrics_before") or {}) if events else {}
     final_metrics = _last_eval(trainer.state.log_history)
     dense = ModelMeasurements(
-        "dense",
+        f"dense (right before the prune, epoch {events[0]['epoch']:.2f})" if dense_metrics else "dense",
         top1=dense_metrics.get("eval_before_prune_top1"),
         top5=dense_metrics.get("eval_before_prune_top5"),
         macs=trainer.dense_macs,
         params=events[0]["params_before"] if events else _num_params(trainer.model),
     )
     pruned = ModelMeasurements(
-        "pruned",
+        "pruned (end of training)",
         top1=final_metrics.get("eval_top1"),
         top5=final_metrics.get("eval_top5"),
         macs=trainer.macs_model.base_macs if trainer.pruning_method.name != "none" else trainer.dense_macs,
