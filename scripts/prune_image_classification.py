@@ -24,7 +24,7 @@ from transformers import HfArgumentParser, set_seed
 from hf_prune import PruningArguments, PruningTrainer, apply_shape_spec, count_macs_params
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.metrics import compute_topk_metrics
-from hf_prune.structure.counting import logits_of
+from hf_prune.structure.counting import full_precision, logits_of
 from hf_prune.models import load_model
 
 # Defaults of the embedded job; any flag given on the command line overrides them.
@@ -146,7 +146,7 @@ def _metrics_before_prune(trainer: PruningTrainer) -> dict:
 
 
 def _reload_difference(trainer: PruningTrainer, model_name: str, num_labels: int, example: torch.Tensor) -> float:
-    """Rebuild the original architecture, apply the saved shape spec, load strictly, compare logits."""
+    """Rebuild the original architecture, apply the saved shape spec, load strictly, compare fp32 logits."""
     output_dir = trainer.args.output_dir
     with open(os.path.join(output_dir, "shape_spec.json")) as f:
         spec = json.load(f)
@@ -155,7 +155,7 @@ def _reload_difference(trainer: PruningTrainer, model_name: str, num_labels: int
     fresh.load_state_dict(load_file(os.path.join(output_dir, "model.safetensors")), strict=True)
     fresh.to(example.device).eval()
     trainer.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(trainer.model):  # both in fp32, also after a bf16/fp16 run
         a, b = fresh(example), trainer.model(example)
     return float((logits_of(a) - logits_of(b)).abs().max())
 
