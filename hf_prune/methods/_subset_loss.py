@@ -81,9 +81,13 @@ def build_loss_subset(
         raise ValueError(f"the LAASP subset has {len(indices)} images for {world} processes: raise laasp_subset_size")
     # Equal shares: every rank then runs the same number of batches, and of all-reduces.
     indices = indices[: len(indices) - len(indices) % world][rank::world]
+    items = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the same random crops and flips in every run with this seed
-        items = [dataset[i] for i in indices]
+        for index in indices:
+            # Seeded per image: the same random crop and flip in every run, whichever process draws it
+            # and however many share the subset.
+            torch.manual_seed(seed + index)
+            items.append(dataset[index])
     batches = []
     for start in range(0, len(items), batch_size):
         batch = collate(items[start:start + batch_size])
