@@ -7,8 +7,8 @@
 * laasp_step: the candidates of one LAASP search step (``scripts/benchmark_laasp.py``'s setup)
   scored on the same subset by 1 process and by 2 (each scores its half; loss sums all-reduced).
 
-The 1-process runs get as many threads as the 2 processes together (``--threads_per_process``
-each), so both use the same cores. Prints a markdown table::
+Three setups: 1 process with 2 threads (the same cores as 2 processes), 1 process with 1 thread
+(one rank's share), and 2 processes with 1 thread each. Prints a markdown table::
 
     python scripts/benchmark_distributed.py --output outputs/benchmark_distributed.json
 """
@@ -38,7 +38,6 @@ ROOT = SCRIPTS.parent
 class BenchmarkArguments:
     mode: str = field(default="all", metadata={"help": "all, train or laasp_step."})
     output: str = field(default="outputs/benchmark_distributed.json", metadata={"help": "JSON file for the results."})
-    threads_per_process: int = field(default=1, metadata={"help": "Torch threads of each of the 2 processes."})
     global_batch_size: int = field(default=128, metadata={"help": "train: images per optimizer step, all processes."})
     max_steps: int = field(default=30, metadata={"help": "train: optimizer steps."})
     laasp_model: str = field(default="cifar_resnet56", metadata={"help": "laasp_step: the model."})
@@ -54,50 +53,49 @@ class BenchmarkArguments:
     worker_output: str | None = field(default=None, metadata={"help": "Internal: run as a laasp_step worker."})
 
 
-def _environment(threads: int) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": str(threads),
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+# (label, processes, torch threads per process): 2 x 1 uses the same cores as 1 x 2; 1 x 1 is one rank's share.
+SETUPS = (("1 process x 2 threads", 1, 2), ("1 process x 1 thread", 1, 1), ("2 processes x 1 thread", 2, 1))
 
 
 def _run(command: list[str], processes: int, threads: int) -> float:
     """Run ``command`` (a script and its flags) as 1 process or under torchrun; return its wall seconds."""
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads),
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     started = time.perf_counter()
-    result = subprocess.run(launcher + command, env=_environment(threads), capture_output=True, text=True)
+    result = subprocess.run(launcher + command, env=environment, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:1])} failed:\n{result.stderr[-4000:]}")
+        raise RuntimeError(f"{command[0]} failed:\n{result.stderr[-4000:]}")
     return time.perf_counter() - started
 
 
 def benchmark_train(options: BenchmarkArguments) -> dict[str, Any]:
-    """The demo job with the same global batch on 1 and 2 processes."""
+    """The demo job (one-shot magnitude prune included) with the same global batch in every setup."""
     results = {}
-    for processes in (1, 2):
-        output_dir = tempfile.mkdtemp(prefix=f"dist-bench-{processes}p-")
-        command = [
-            str(SCRIPTS / "prune_image_classification.py"), "--output_dir", output_dir, "--use_cpu",
-            "--per_device_train_batch_size", str(options.global_batch_size // processes),
-            "--max_steps", str(options.max_steps), "--eval_strategy", "no", "--eval_around_prune", "false",
-            "--disable_tqdm", "true", "--seed", str(options.seed), "--logging_steps", "1000",
-        ]
-        wall = _run(command, processes, options.threads_per_process * (3 - processes))
-        report = json.loads(Path(output_dir, "pruning_report.json").read_text())
-        results[processes] = {"train_runtime": report["train_runtime"], "wall": wall,
-                              "macs_reduction": report["macs_reduction"]}
+    for label, processes, threads in SETUPS:
+        with tempfile.TemporaryDirectory(prefix="dist-bench-") as output_dir:
+            command = [
+                str(SCRIPTS / "prune_image_classification.py"), "--output_dir", output_dir, "--use_cpu",
+                "--per_device_train_batch_size", str(options.global_batch_size // processes),
+                "--max_steps", str(options.max_steps), "--eval_strategy", "no", "--eval_around_prune", "false",
+                "--disable_tqdm", "true", "--seed", str(options.seed), "--logging_steps", "1000",
+            ]
+            wall = _run(command, processes, threads)
+            report = json.loads(Path(output_dir, "pruning_report.json").read_text())
+        results[label] = {"train_runtime": report["train_runtime"], "wall": wall}
     return results
 
 
 def benchmark_laasp_step(options: BenchmarkArguments) -> dict[str, Any]:
-    """One search step's candidate scoring on 1 and 2 processes."""
+    """One search step's candidate scoring in every setup, on the same subset."""
     results = {}
-    for processes in (1, 2):
-        output = os.path.join(tempfile.mkdtemp(prefix=f"dist-bench-laasp-{processes}p-"), "step.json")
-        command = [__file__, "--worker_output", output, *_flags(options)]
-        _run(command, processes, options.threads_per_process * (3 - processes))
-        results[processes] = json.loads(Path(output).read_text())
-    same = results[1]["chosen"] == results[2]["chosen"]
-    return {**results, "same_choice": same}
+    for label, processes, threads in SETUPS:
+        with tempfile.TemporaryDirectory(prefix="dist-bench-laasp-") as folder:
+            output = os.path.join(folder, "step.json")
+            _run([__file__, "--worker_output", output, *_flags(options)], processes, threads)
+            results[label] = json.loads(Path(output).read_text())
+    return results
 
 
 def _flags(options: BenchmarkArguments) -> list[str]:
@@ -119,31 +117,36 @@ def laasp_step_worker(options: BenchmarkArguments) -> None:
         seconds.append(time.perf_counter() - started)
     best = min(range(len(candidates)), key=lambda i: (losses[i], i))
     if state.is_main_process:
-        chosen = [candidates[best].group, list(candidates[best].removed)]
         Path(options.worker_output).write_text(json.dumps({
-            "seconds": statistics.median(seconds), "candidates": len(candidates), "chosen": chosen,
+            "seconds": statistics.median(seconds), "candidates": len(candidates),
+            "chosen": [candidates[best].group, list(candidates[best].removed)],
             "images_per_process": sum(len(b["labels"]) for b in method._subset),
         }))
 
 
 def format_table(results: dict[str, Any], options: BenchmarkArguments) -> str:
-    """The results as a markdown table."""
-    lines = ["| measurement | 1 process | 2 processes | 2p / 1p |", "|---|---|---|---|"]
+    """The results as a markdown table: seconds per setup, and 2 processes relative to each 1-process setup."""
+    labels = [label for label, _, _ in SETUPS]
+    lines = ["| measurement | " + " | ".join(labels) + " | 2p / (1p x 2t) | 2p / (1p x 1t) |",
+             "|---" * (len(labels) + 3) + "|"]
+
+    def row(name: str, seconds: list[float]) -> str:
+        cells = " | ".join(f"{s:.2f}" for s in seconds)
+        return f"| {name} | {cells} | {seconds[2] / seconds[0]:.2f} | {seconds[2] / seconds[1]:.2f} |"
+
     train = results.get("train")
     if train:
-        for key, label in (("train_runtime", "train_runtime s"), ("wall", "command wall s")):
-            one, two = train[1][key], train[2][key]
-            lines.append(f"| {label} ({options.max_steps} steps, global batch {options.global_batch_size}) "
-                         f"| {one:.1f} | {two:.1f} | {two / one:.2f} |")
+        setting = f"{options.max_steps} steps, global batch {options.global_batch_size}"
+        lines.append(row(f"train_runtime s ({setting})", [train[label]["train_runtime"] for label in labels]))
+        lines.append(row(f"command wall s ({setting})", [train[label]["wall"] for label in labels]))
     step = results.get("laasp_step")
     if step:
-        one, two = step[1]["seconds"], step[2]["seconds"]
-        lines.append(f"| LAASP step s ({options.laasp_model}, {step[1]['candidates']} candidates, "
-                     f"{options.subset_size} images) | {one:.2f} | {two:.2f} | {two / one:.2f} |")
-        lines.append(f"\nLAASP: same choice on 1 and 2 processes: {step['same_choice']}; images per process "
-                     f"{step[1]['images_per_process']} vs {step[2]['images_per_process']}.")
-    threads = options.threads_per_process
-    lines.append(f"Threads: 1 process x {2 * threads}, 2 processes x {threads} (gloo, CPU).")
+        first = step[labels[0]]
+        lines.append(row(f"LAASP step s ({options.laasp_model}, {first['candidates']} candidates, "
+                         f"{options.subset_size} images)", [step[label]["seconds"] for label in labels]))
+        same = all(step[label]["chosen"] == first["chosen"] for label in labels)
+        lines.append(f"\nLAASP: the same choice in every setup: {same}; images per process "
+                     + ", ".join(str(step[label]["images_per_process"]) for label in labels) + ".")
     return "\n".join(lines)
 
 
