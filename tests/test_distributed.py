@@ -2,7 +2,7 @@
 
 Each launch runs ``tests/_distributed_worker.py`` (the example script plus per-rank records of
 parameter digests, plans and DDP's gradient-sync flag). One launch per scenario, several checks
-per launch, 256 training images: the module takes well under a minute of its own on two cores.
+per launch, 256 training images: the module takes about a minute on two unshared cores.
 """
 
 from __future__ import annotations
