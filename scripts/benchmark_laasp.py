@@ -39,6 +39,7 @@ from hf_prune import PruningArguments
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import LAASPPruning, PruningContext
 from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.methods.laasp import Candidate
 from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
 
@@ -68,17 +69,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- one step
-def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
-    """Time one search step of each kind on the same candidates."""
-    data = load_image_classification_data("builtin:mnist5k", seed=options.seed)
-    loaded = load_model(options.model, num_labels=10)
+def step_setup(
+    model_name: str, subset_size: int, batch_size: int, screen_fraction: float, screen_keep: int, seed: int
+) -> tuple[LAASPPruning, PruningContext, list[Candidate]]:
+    """A LAASP method, its context and the candidates of the first search step on ``builtin:mnist5k``."""
+    data = load_image_classification_data("builtin:mnist5k", seed=seed)
+    loaded = load_model(model_name, num_labels=10)
     data = with_transforms(data, loaded.data_config, hflip=False)
     model = loaded.model
     _calibrate_batchnorm(model, [data.train[i]["pixel_values"] for i in range(64)])
     args = PruningArguments(
-        output_dir=tempfile.mkdtemp(), pruning_method="laasp", use_cpu=True, report_to=[], seed=options.seed,
-        laasp_subset_size=options.subset_size, laasp_batch_size=options.batch_size,
-        laasp_screen_fraction=options.screen_fraction, laasp_screen_keep=options.screen_keep, disable_tqdm=True,
+        output_dir=tempfile.mkdtemp(), pruning_method="laasp", use_cpu=True, report_to=[], seed=seed,
+        laasp_subset_size=subset_size, laasp_batch_size=batch_size,
+        laasp_screen_fraction=screen_fraction, laasp_screen_keep=screen_keep, disable_tqdm=True,
     )
     example = data.train[0]["pixel_values"][None]
     graph = StructureGraph(model, example)
@@ -90,7 +93,17 @@ def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
     )
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in graph.groups}
-    candidates = method.candidates(context)
+    return method, context, method.candidates(context)
+
+
+def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
+    """Time one search step of each kind on the same candidates."""
+    method, context, candidates = step_setup(
+        options.model, options.subset_size, options.batch_size, options.screen_fraction, options.screen_keep,
+        options.seed,
+    )
+    model, graph, args = context.model, context.graph, context.args
+    example = context.train_dataset[0]["pixel_values"][None]
     proposals = sum(len(c.criteria) for c in candidates)
     method.evaluate(context, candidates[:1])  # builds the subset: not part of a step's cost
 

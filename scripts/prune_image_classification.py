@@ -23,7 +23,7 @@ from transformers import HfArgumentParser, set_seed
 from hf_prune import AutoPrunedModel, PruningArguments, PruningTrainer, count_macs_params
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.metrics import compute_topk_metrics
-from hf_prune.structure.counting import logits_of
+from hf_prune.structure.counting import full_precision, logits_of
 from hf_prune.models import load_model
 
 # Defaults of the embedded job; any flag given on the command line overrides them.
@@ -150,10 +150,10 @@ def _metrics_before_prune(trainer: PruningTrainer) -> dict:
 
 
 def _reload_difference(trainer: PruningTrainer, example: torch.Tensor) -> float:
-    """Load the saved directory with ``AutoPrunedModel`` (no script code, no pickle) and compare logits."""
+    """Load the saved directory with ``AutoPrunedModel`` (no script code, no pickle) and compare fp32 logits."""
     reloaded = AutoPrunedModel.from_pretrained(trainer.args.output_dir, device=example.device)
     trainer.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(trainer.model):  # both in fp32, also after a bf16/fp16 run
         a, b = reloaded(example), trainer.model(example)
     return float((logits_of(a) - logits_of(b)).abs().max())
 

@@ -2,8 +2,8 @@
 
 The subset is stratified (equal share per class), drawn and augmented once under a fixed seed,
 and kept as tensors: every candidate of every step sees the same images. Candidate losses are
-sums of fp32 cross-entropy that can be all-reduced, so ranks that split the subset reach the
-same decisions.
+sums of cross-entropy, computed in fp32 even under mixed precision (autocast off), that can be
+all-reduced, so ranks that split the subset reach the same decisions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_prune.structure import PrefixCache, mask_units
-from hf_prune.structure.counting import logits_of
+from hf_prune.structure.counting import full_precision, logits_of
 
 Batch = dict[str, torch.Tensor]
 
@@ -81,9 +81,13 @@ def build_loss_subset(
         raise ValueError(f"the LAASP subset has {len(indices)} images for {world} processes: raise laasp_subset_size")
     # Equal shares: every rank then runs the same number of batches, and of all-reduces.
     indices = indices[: len(indices) - len(indices) % world][rank::world]
+    items = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the same random crops and flips in every run with this seed
-        items = [dataset[i] for i in indices]
+        for index in indices:
+            # Seeded per image: the same random crop and flip in every run, whichever process draws it
+            # and however many share the subset.
+            torch.manual_seed(seed + index)
+            items.append(dataset[index])
     batches = []
     for start in range(0, len(items), batch_size):
         batch = collate(items[start:start + batch_size])
@@ -165,7 +169,7 @@ class SubsetLoss:
         self.model.eval()
         bar = tqdm(total=len(candidates) * len(batches), desc="laasp candidates", leave=False, disable=self.disable_tqdm)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), full_precision(self.model):
                 for batch in batches:
                     totals[-2:] += torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])], device=device)
                     for i, (candidate, frontier) in enumerate(zip(candidates, frontiers)):

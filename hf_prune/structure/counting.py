@@ -7,7 +7,8 @@ activations are left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -43,6 +44,28 @@ def logits_of(output: Any) -> torch.Tensor:
     if isinstance(output, Mapping):
         return next(v for v in output.values() if isinstance(v, torch.Tensor))
     return output[0]
+
+
+@contextmanager
+def full_precision(model: nn.Module) -> Iterator[None]:
+    """Run ``model``'s forwards in fp32 while the context is open, even under mixed precision.
+
+    Decisions (candidate losses) must not depend on bf16/fp16 rounding. Accelerate's mixed
+    precision replaces ``model.forward`` by an autocast-wrapped one and keeps the original as
+    ``model._original_forward``; that inner autocast would re-enable what an outer
+    ``torch.autocast(enabled=False)`` turns off, so the original forward is put back for a while
+    as well.
+    """
+    wrapped = model.__dict__.get("forward")
+    original = model.__dict__.get("_original_forward")
+    if original is not None:
+        model.forward = original
+    try:
+        with torch.autocast(device_type=next(model.parameters()).device.type, enabled=False):
+            yield
+    finally:
+        if original is not None:
+            model.forward = wrapped
 
 
 def count_module_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 PRUNING_METHODS = ("none", "magnitude", "ocsp", "laasp")
@@ -189,7 +191,17 @@ class PruningArguments(TrainingArguments):
                 "which sharded optimizers cannot follow. Use DDP (accelerate launch --multi_gpu) instead."
             )
         self._validate_laasp()
+        self._validate_launch()
         super().__post_init__()
+
+    def _validate_launch(self) -> None:
+        """Several CPU processes need ``use_cpu``: without it transformers runs each one alone, silently."""
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes > 1 and not self.use_cpu and not torch.accelerator.is_available():
+            raise ValueError(
+                f"launched as {processes} processes on a machine without GPU: pass --use_cpu (use_cpu=True), else "
+                "every process trains its own model on all the data"
+            )
 
     def _validate_ocsp(self) -> None:
         if not 0.0 < self.ocsp_stability_threshold <= 1.0:

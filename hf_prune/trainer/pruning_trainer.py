@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast_object_list
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
@@ -127,8 +128,16 @@ class PruningTrainer(Trainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """Train ``self.model_wrapped``: after a prune the loop's local ``model`` is the stale wrapper."""
-        return super().training_step(self.model_wrapped, inputs, num_items_in_batch)
+        """Train ``self.model_wrapped``: after a prune the loop's local ``model`` is the stale wrapper.
+
+        The loop entered DDP's ``no_sync`` (a gradient-accumulation micro-batch) on that stale
+        wrapper; it is entered on the live one too, else DDP would all-reduce every micro-batch.
+        """
+        live = self.model_wrapped
+        if model is live or getattr(model, "require_backward_grad_sync", True):
+            return super().training_step(live, inputs, num_items_in_batch)
+        with live.no_sync():
+            return super().training_step(live, inputs, num_items_in_batch)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the slim model for ``AutoPrunedModel.from_pretrained``: safetensors, config, card.
@@ -369,12 +378,31 @@ class PruningTrainer(Trainer):
             self._restored_method_state = None
 
     def _maybe_prune(self, hook) -> None:
-        plan = hook(self._context())
+        plan = self._decide(hook)
         while plan is not None:
             self.apply_pruning_plan(plan)
             if plan.recovery_steps:
                 self.recover(plan.recovery_steps)
-            plan = hook(self._context()) if plan.continues else None
+            plan = self._decide(hook) if plan.continues else None
+
+    def _decide(self, hook) -> PruningPlan | None:
+        """Run a method hook on every process; with several, rank 0's plan and method state win.
+
+        Every rank runs the hook: methods may all-reduce inside it (LAASP's subset losses) or
+        change the weights (OCSP's shrink), identically on the identical DDP weights. Float
+        reductions can still differ in the last bit between ranks, and a tie broken differently
+        would prune different units. So rank 0's plan and the method's ``state_dict`` (what it
+        decides from next time: OCSP's pruning set and stability history, LAASP's phase) are
+        broadcast and every other rank adopts them: all ranks apply the same plan and start the
+        next hook from the same state.
+        """
+        plan = hook(self._context())
+        if self.accelerator.num_processes == 1:
+            return plan
+        decision = broadcast_object_list([plan, self.pruning_method.state_dict()], from_process=0)
+        if not self.accelerator.is_main_process:
+            self.pruning_method.load_state_dict(decision[1])
+        return decision[0]
 
     def _on_train_end(self) -> None:
         if self.pruning_method.name == "none":
