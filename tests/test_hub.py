@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 import os
 import pickle
 import shutil
@@ -137,6 +138,26 @@ def test_trainer_save_and_push_to_hub_upload_exactly_what_from_pretrained_needs(
     assert card.data.eval_results[0].metric_value == round(100 * trainer.state.log_history[-2]["eval_top1"], 2)
     assert "(./pruned_widths.png)" in card.text and "(./training_curves.png)" in card.text
     assert "from_pretrained(\"someone/slim-resnet20\")" in card.text
+
+
+def test_pushes_during_training_upload_the_slim_model_and_no_pickle(tmp_path, monkeypatch):
+    uploads = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: huggingface_hub.RepoUrl(
+        f"https://huggingface.co/{repo_id}"))
+
+    def fake_upload_folder(self, *, folder_path, allow_patterns=None, **kwargs):
+        uploads.append((Path(folder_path).name, sorted(allow_patterns or ["<everything>"])))
+        done = Future()
+        done.set_result("https://huggingface.co/someone/slim/commit/0")
+        return done
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", fake_upload_folder)
+    trainer = make_trainer(tmp_path, pruning_method="magnitude", max_steps=4, save_strategy="steps", save_steps=2,
+                           push_to_hub=True, hub_model_id="someone/slim", hub_always_push=True, card_latency=False)
+    trainer.train()
+    assert uploads == [("checkpoint-2", ["config.json", "model.safetensors"]),
+                       ("checkpoint-4", ["config.json", "model.safetensors"])]
+    assert not list(tmp_path.rglob("*.bin"))
 
 
 @pytest.mark.slow

@@ -209,6 +209,7 @@ def test_unreachable_target_fails_before_training(tmp_path):
         ({"target_flops_reduction": 0.0}, r"target_flops_reduction must lie in \(0, 1\)"),
         ({"pruning_method": "prune-everything"}, "unknown pruning_method 'prune-everything'"),
         ({"fsdp": "full_shard"}, "FSDP and DeepSpeed are not supported"),
+        ({"hub_strategy": "checkpoint"}, "hub_strategy='checkpoint' would upload checkpoint folders"),
         ({"deepspeed": "ds_config.json"}, "FSDP and DeepSpeed are not supported"),
         ({"optimizer_state_after_prune": "keep"}, "optimizer_state_after_prune"),
     ],

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+from transformers.trainer_utils import HubStrategy
 
 PRUNING_METHODS = ("none", "magnitude", "ocsp", "laasp")
 OPTIMIZER_STATE_POLICIES = ("slice", "reset")
@@ -189,6 +190,11 @@ class PruningArguments(TrainingArguments):
             raise ValueError(
                 "FSDP and DeepSpeed are not supported by hf_prune yet: physical pruning changes parameter shapes, "
                 "which sharded optimizers cannot follow. Use DDP (accelerate launch --multi_gpu) instead."
+            )
+        if HubStrategy(self.hub_strategy) in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            raise ValueError(
+                f"hub_strategy='{self.hub_strategy}' would upload checkpoint folders (optimizer and RNG state as torch "
+                "pickles): use 'every_save' (the slim model after each save) or 'end'"
             )
         self._validate_laasp()
         self._validate_launch()

@@ -23,8 +23,8 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
-from transformers.utils.hub import hf_api
+from transformers.trainer_utils import HubStrategy, get_last_checkpoint
+from transformers.utils.hub import PushInProgress, hf_api
 from transformers.utils import logging
 
 from hf_prune.hub import AutoPrunedModel, ModelSource, save_pretrained
@@ -241,6 +241,26 @@ class PruningTrainer(Trainer):
             revision=revision if revision is not None else self.args.hub_revision,
             run_as_future=not blocking,
         )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Mid-training pushes (``hub_strategy="every_save"``): the checkpoint's model files only.
+
+        Replaces the Trainer's version, which also writes and uploads ``training_args.bin`` (a pickle).
+        """
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return
+        job = hf_api().upload_folder(
+            repo_id=self.hub_model_id,
+            folder_path=checkpoint_folder,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
+            commit_message=f"Training in progress, step {self.state.global_step}",
+            token=self.args.hub_token,
+            revision=self.args.hub_revision,
+            run_as_future=True,
+        )
+        self.push_in_progress = PushInProgress([job])
 
     def _pruning_summary(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters())
