@@ -304,6 +304,14 @@ def test_a_spec_that_does_not_fit_the_architecture_is_refused(saved_dir, edit, m
         AutoPrunedModel.from_pretrained(saved_dir)
 
 
+def test_a_config_cannot_make_timm_load_a_checkpoint(saved_dir):
+    config = json.loads((saved_dir / "config.json").read_text())
+    config["model_args"]["checkpoint_path"] = str(saved_dir / "evil.pth")
+    (saved_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PrunedModelError, match=r"\['checkpoint_path'\] would make timm load files"):
+        AutoPrunedModel.from_pretrained(saved_dir)
+
+
 def test_weights_that_do_not_match_the_spec_are_refused(saved_dir):
     _edit_spec(saved_dir, lambda m: m.pop("conv1"))  # spec says dense conv1, weights are slim
     with pytest.raises(PrunedModelError, match="does not match its config"):

@@ -127,7 +127,10 @@ class AutoPrunedModel:
         """
         directory = _resolve(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
         config = cls.load_config(directory)
-        source = ModelSource.from_config(config)
+        try:
+            source = ModelSource.from_config(config)
+        except (ValueError, KeyError) as err:
+            raise PrunedModelError(f"{directory}/{CONFIG_NAME} does not describe a buildable source: {err}") from err
         state_dict = _load_weights(directory)
         spec = config["hf_prune"]["shape_spec"]
         model = _build(source, spec, "meta", directory)

@@ -18,6 +18,8 @@ from torch import nn
 from transformers import CONFIG_MAPPING, AutoModelForImageClassification, PreTrainedModel
 
 LIBRARIES = ("timm", "transformers")
+# timm.create_model arguments that load files or weights: a config.json must never steer them.
+_TIMM_LOADING_ARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class ModelSource:
     def __post_init__(self) -> None:
         if self.library not in LIBRARIES:
             raise ValueError(f"unknown model library {self.library!r}: expected one of {LIBRARIES}")
+        loading = sorted(_TIMM_LOADING_ARGS & set(self.model_args)) if self.library == "timm" else []
+        if loading:
+            raise ValueError(
+                f"model args {loading} would make timm load files or weights; a slim model's architecture "
+                "is rebuilt without them (its weights come from model.safetensors)"
+            )
         try:
             json.dumps(self.model_args)
         except TypeError as err:
