@@ -107,6 +107,23 @@ def test_magnitude_run_reaches_the_target_and_logs_it(tmp_path):
     assert trainer.evaluate()["eval_loss"] < 1.0  # ln(4) = 1.39 is chance
 
 
+
+def _random_widths(tmp_path, seed: int) -> dict[str, list[int]]:
+    trainer = make_trainer(tmp_path / str(seed), pruning_method="random", max_steps=4, seed=seed)
+    trainer.train()
+    (event,) = trainer.pruning_events
+    assert 0.5 <= event["macs_reduction"] < 0.51 and event["reason"] == "one-shot random at step 1"
+    return event["widths"]
+
+
+def test_random_baseline_reaches_the_target_with_seeded_choices(tmp_path):
+    first, again, other = (_random_widths(tmp_path / name, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+    assert first == again and first != other
+    magnitude = make_trainer(tmp_path / "m", pruning_method="magnitude", max_steps=4)
+    magnitude.train()
+    assert magnitude.pruning_events[0]["widths"] != first  # not the saliency ranking
+
+
 def test_transformers_vit_trains_through_a_head_prune(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 

@@ -9,10 +9,12 @@ from hf_prune.methods.criteria import CRITERIA, Criterion, get_criterion, regist
 from hf_prune.methods.laasp import LAASPPruning
 from hf_prune.methods.magnitude import MagnitudePruning
 from hf_prune.methods.ocsp import OCSPruning
+from hf_prune.methods.random_units import RandomPruning
 
 METHODS: dict[str, Callable[[], PruningMethod]] = {
     "none": PruningMethod,
     "magnitude": MagnitudePruning,
+    "random": RandomPruning,
     "ocsp": OCSPruning,
     "laasp": LAASPPruning,
 }
@@ -32,6 +34,7 @@ __all__ = [
     "LAASPPruning",
     "MagnitudePruning",
     "OCSPruning",
+    "RandomPruning",
     "PruningContext",
     "PruningMethod",
     "PruningPlan",

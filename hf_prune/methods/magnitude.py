@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.structure import group_saliencies, select_lowest
 
@@ -32,12 +34,16 @@ class MagnitudePruning(PruningMethod):
         if self.done or context.state.global_step != self.prune_step:
             return None
         self.done = True
-        return PruningPlan(self._select(context).keep, reason=f"one-shot magnitude at step {self.prune_step}")
+        return PruningPlan(self._select(context).keep, reason=f"one-shot {self.name} at step {self.prune_step}")
+
+    def unit_scores(self, context: PruningContext) -> dict[str, torch.Tensor]:
+        """Per-group unit scores; the lowest go first."""
+        return group_saliencies(context.model, context.graph.groups)
 
     def _select(self, context: PruningContext):
-        scores = group_saliencies(context.model, context.graph.groups)
         return select_lowest(
-            context.graph.groups, scores, context.macs, context.args.target_flops_reduction, context.args.layer_prune_limit
+            context.graph.groups, self.unit_scores(context), context.macs, context.args.target_flops_reduction,
+            context.args.layer_prune_limit,
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy
 
-PRUNING_METHODS = ("none", "magnitude", "ocsp", "laasp")
+PRUNING_METHODS = ("none", "magnitude", "random", "ocsp", "laasp")
 OPTIMIZER_STATE_POLICIES = ("slice", "reset")
 
 
