@@ -55,6 +55,24 @@ def plot_curves(
     return _save(figure, path)
 
 
+def plot_scatter(
+    groups: Mapping[str, Sequence[tuple[float, float]]], path: str, *, xlabel: str, ylabel: str, title: str
+) -> str:
+    """Scatter plot, one marker style per named group of (x, y) points (e.g. accuracy vs MACs per method)."""
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    axes = figure.subplots()
+    for (label, points), marker in zip(groups.items(), "os^Dv<>pP*X"):
+        if points:
+            xs, ys = zip(*points)
+            axes.scatter(xs, ys, marker=marker, s=40, label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return _save(figure, path)
+
+
 def _save(figure: Figure, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp.png"

@@ -211,7 +211,7 @@ class LAASPPruning(PruningMethod):
         self.history.append({
             "group": chosen.group, "criterion": chosen.criteria[0], "same_units": list(chosen.criteria[1:]),
             "removed": list(chosen.removed), "loss": loss, "dense_loss": dense_loss, "reduction": reduction,
-            "recovery_steps": self._recovery_steps if recover else 0,
+            "recovery_steps": self._recovery_steps if recover else 0, "seconds": seconds,
         })
         context.log({
             "pruning/laasp_step": float(len(self.history)),

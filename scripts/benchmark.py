@@ -1,0 +1,187 @@
+"""Methods side by side: every model x method x target x seed trained by the same harness.
+
+Each run goes through ``scripts/prune_image_classification.py`` and appends one JSON row to
+``<output_dir>/results.jsonl`` (runs already there are skipped, so an interrupted benchmark resumes).
+Then ``results.md`` (mean ± std over seeds) and ``accuracy_vs_macs.png`` are written::
+
+    python scripts/benchmark.py --quick            # CPU, about 10 minutes
+    python scripts/benchmark.py                    # the full grid (hours on CPU)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser
+
+from hf_prune import AutoPrunedModel
+from hf_prune.latency import measure_latency_ms
+from hf_prune.plots import plot_scatter
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_FIELDS = ("model", "method", "target", "seed")
+QUICK = {"models": ["cifar_resnet20"], "methods": ["none", "magnitude", "random", "ocsp", "laasp"],
+         "targets": [0.5, 0.8], "seeds": [0], "epochs": 3.0, "max_train_samples": 2000}
+
+
+@dataclass
+class BenchmarkArguments:
+    output_dir: str = field(default="outputs/benchmark", metadata={"help": "Where results.jsonl/.md/.png go."})
+    quick: bool = field(default=False, metadata={"help": f"The small CPU grid: {QUICK}."})
+    models: list[str] = field(default_factory=lambda: ["cifar_resnet20", "cifar_resnet56"])
+    methods: list[str] = field(default_factory=lambda: ["none", "magnitude", "random", "ocsp", "laasp"])
+    targets: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: float = field(default=12.0, metadata={"help": "Training epochs of every run."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate builtin:mnist5k's 4000 training images."})
+    latency_threads: int = field(default=1, metadata={"help": "Threads for the latency measurements."})
+    extra_args: str = field(default="", metadata={"help": "Flags appended to every run, e.g. '--bf16'."})
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            for name, value in QUICK.items():
+                setattr(self, name, value)
+
+
+def run_grid(options: BenchmarkArguments, run: Callable[[dict[str, Any], BenchmarkArguments], dict[str, Any]]) -> list[dict]:
+    """Run every missing (model, method, target, seed) and return all rows of results.jsonl."""
+    results = Path(options.output_dir) / "results.jsonl"
+    rows = load_rows(results)
+    done = {tuple(row[k] for k in KEY_FIELDS) for row in rows}
+    for model in options.models:
+        for method in options.methods:
+            for target in [0.0] if method == "none" else options.targets:
+                for seed in options.seeds:
+                    key = {"model": model, "method": method, "target": target, "seed": seed}
+                    if tuple(key.values()) in done:
+                        continue
+                    row = {**key, **run(key, options)}
+                    results.parent.mkdir(parents=True, exist_ok=True)
+                    with results.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    rows.append(row)
+    return rows
+
+
+def load_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, Any]:
+    """One training run through the example script; the measurements of one results row."""
+    output_dir = Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
+    argv = ["--output_dir", str(output_dir), "--model_name_or_path", key["model"], "--seed", str(key["seed"]),
+            "--num_train_epochs", str(options.epochs), "--pruning_method", key["method"], "--use_cpu",
+            "--eval_around_prune", "--card_latency", "false", "--disable_tqdm", "true", "--logging_steps", "1000",
+            *options.extra_args.split()]
+    if key["method"] != "none":
+        # High targets need room: allow a group to lose up to 95 % of its units.
+        argv += ["--target_flops_reduction", str(key["target"]), "--layer_prune_limit", str(max(0.7, key["target"] + 0.05))]
+    if options.max_train_samples:
+        argv += ["--max_train_samples", str(options.max_train_samples)]
+    started = time.perf_counter()
+    report = _script().main(argv)
+    events = report["pruning_events"]
+    after = (events[0].get("metrics_after") or {}) if events else {}
+    return {
+        "top1": report["pruned"]["top1"], "top5": report["pruned"]["top5"],
+        "top1_after_prune": after.get("eval_after_prune_top1"),
+        "macs": report["pruned"]["macs"], "params": report["pruned"]["params"],
+        "dense_macs": report["dense"]["macs"], "macs_reduction": report["macs_reduction"],
+        "train_wall_s": report["train_runtime"], "run_wall_s": time.perf_counter() - started,
+        "search_wall_s": _search_seconds(key["method"], report["method_state"]),
+        "pruned_epoch": events[0]["epoch"] if events else None,
+        **_latencies(output_dir, options.latency_threads),
+    }
+
+
+def _search_seconds(method: str, state: dict[str, Any]) -> float | None:
+    if method == "ocsp":
+        return state.get("search_seconds")
+    if method == "laasp":
+        return sum(step.get("seconds", 0.0) for step in state.get("history", []))
+    return None
+
+
+def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
+    """CPU latency of the saved (slim) model, reloaded the way users load it."""
+    model = AutoPrunedModel.from_pretrained(output_dir)
+    config = json.loads((output_dir / "config.json").read_text())
+    input_size = tuple(config["hf_prune"]["input_size"])
+    return {f"latency_ms_bs{b}": measure_latency_ms(model, input_size, b, num_threads=threads) for b in (1, 64)}
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("prune_image_classification", ROOT / "scripts" / "prune_image_classification.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and std over seeds per (model, method, target); latency speed-up vs the dense rows."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["method"], row["target"]), []).append(row)
+    dense_latency = {m: np.mean([r["latency_ms_bs64"] for r in rs]) for (m, method, _), rs in groups.items() if method == "none"}
+    summary = []
+    for (model, method, target), group in sorted(groups.items()):
+        entry = {"model": model, "method": method, "target": target, "seeds": len(group)}
+        for name in ("top1", "top1_after_prune", "macs_reduction", "train_wall_s", "latency_ms_bs64"):
+            values = [r[name] for r in group if r.get(name) is not None]
+            entry[name] = (float(np.mean(values)), float(np.std(values))) if values else None
+        latency = entry["latency_ms_bs64"]
+        entry["speedup_bs64"] = dense_latency[model] / latency[0] if latency and model in dense_latency else None
+        entry["macs_ratio"] = 1 / (1 - entry["macs_reduction"][0]) if entry["macs_reduction"] else None
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: list[dict]) -> str:
+    def cell(value: tuple[float, float] | None, scale: float = 1.0, digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
+
+    lines = ["| model | method | target | seeds | top-1 % | top-1 right after prune % | MACs reduction % | "
+             "train s | CPU bs64 speed-up | MACs ratio |", "|---" * 10 + "|"]
+    for e in summary:
+        speedup = "n/a" if e["speedup_bs64"] is None else f"{e['speedup_bs64']:.2f}x"
+        ratio = "n/a" if e["macs_ratio"] is None else f"{e['macs_ratio']:.2f}x"
+        lines.append(f"| {e['model']} | {e['method']} | {e['target']:.0%} | {e['seeds']} | {cell(e['top1'], 100)} | "
+                     f"{cell(e['top1_after_prune'], 100)} | {cell(e['macs_reduction'], 100, 1)} | "
+                     f"{cell(e['train_wall_s'], 1, 1)} | {speedup} | {ratio} |")
+    return "\n".join(lines)
+
+
+def write_reports(rows: list[dict], output_dir: str) -> str:
+    table = markdown_table(summarize(rows))
+    (Path(output_dir) / "results.md").write_text(table + "\n")
+    points: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        points.setdefault(row["method"], []).append((row["macs"] / 1e6, 100 * row["top1"]))
+    plot_scatter(points, os.path.join(output_dir, "accuracy_vs_macs.png"), xlabel="MACs (M)", ylabel="top-1 %",
+                 title="Accuracy vs MACs (builtin:mnist5k)")
+    return table
+
+
+def main(argv: list[str] | None = None) -> str:
+    (options,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    torch.manual_seed(0)
+    rows = run_grid(options, train_once)
+    table = write_reports(rows, options.output_dir)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""scripts/benchmark.py: resumable grid, aggregation over seeds, the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(method: str, seed: int, top1: float, macs: int, latency: float, target: float = 0.5) -> dict:
+    return {"model": "m", "method": method, "target": target, "seed": seed, "top1": top1, "top1_after_prune": None,
+            "macs": macs, "macs_reduction": 1 - macs / 100, "train_wall_s": 10.0, "latency_ms_bs64": latency}
+
+
+def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
+    rows = [_row("none", 0, 0.90, 100, 8.0, 0.0), _row("none", 1, 0.94, 100, 8.0, 0.0),
+            _row("ocsp", 0, 0.80, 50, 4.0), _row("ocsp", 1, 0.90, 50, 6.0)]
+    summary = {e["method"]: e for e in benchmark.summarize(rows)}
+    assert summary["ocsp"]["top1"] == pytest.approx((0.85, 0.05))
+    assert summary["none"]["top1"] == pytest.approx((0.92, 0.02))
+    assert summary["ocsp"]["speedup_bs64"] == pytest.approx(8.0 / 5.0)
+    assert summary["ocsp"]["macs_ratio"] == pytest.approx(2.0) and summary["ocsp"]["top1_after_prune"] is None
+    table = benchmark.markdown_table(list(summary.values()))
+    assert "| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a | 50.0 ± 0.0 |" in table
+
+
+def test_finished_runs_are_not_run_again(benchmark, tmp_path):
+    options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["none", "random"],
+                                           targets=[0.5, 0.8], seeds=[0, 1])
+    done = _row("random", 1, 0.5, 50, 4.0, 0.8)
+    (tmp_path / "results.jsonl").write_text(json.dumps(done) + "\n")
+    calls = []
+
+    def fake_run(key, _options):
+        calls.append(tuple(key.values()))
+        return {"top1": 0.5, "macs": 50}
+
+    rows = benchmark.run_grid(options, fake_run)
+    assert ("m", "random", 0.8, 1) not in calls and len(calls) == 2 + 3  # dense x 2 seeds, random: 4 - 1 done
+    assert len(benchmark.load_rows(tmp_path / "results.jsonl")) == len(rows) == 6
+    assert benchmark.run_grid(options, fake_run) and len(calls) == 5  # a second call runs nothing
+
+
+def test_reports_write_the_table_and_the_plot(benchmark, tmp_path):
+    rows = [_row("none", 0, 0.9, 100, 8.0, 0.0), _row("random", 0, 0.7, 20, 3.0, 0.8)]
+    table = benchmark.write_reports(rows, str(tmp_path))
+    assert (tmp_path / "results.md").read_text().strip() == table
+    assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 10_000
+
+
+def test_quick_mode_overrides_the_grid(benchmark):
+    options = benchmark.BenchmarkArguments(quick=True)
+    assert options.models == ["cifar_resnet20"] and options.seeds == [0] and "laasp" in options.methods
