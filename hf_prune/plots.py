@@ -47,12 +47,7 @@ def plot_curves(
     for label, x in (markers or {}).items():
         axes.axvline(x, color="gray", linestyle="--", linewidth=1)
         axes.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", fontsize=8)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _save(figure, path)
+    return _save_labelled(figure, axes, path, xlabel, ylabel, title)
 
 
 def plot_scatter(
@@ -65,6 +60,10 @@ def plot_scatter(
         if points:
             xs, ys = zip(*points)
             axes.scatter(xs, ys, marker=marker, s=40, label=label)
+    return _save_labelled(figure, axes, path, xlabel, ylabel, title)
+
+
+def _save_labelled(figure: Figure, axes, path: str, xlabel: str, ylabel: str, title: str) -> str:
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
