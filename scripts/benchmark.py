@@ -30,7 +30,8 @@ from hf_prune.plots import plot_scatter
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_FIELDS = ("model", "method", "target", "seed")
-QUICK = {"models": ["cifar_resnet20"], "methods": ["none", "magnitude", "random", "ocsp", "laasp"],
+METHODS = ["none", "magnitude", "random", "tp_groupnorm", "ocsp", "laasp"]
+QUICK = {"models": ["cifar_resnet20"], "methods": METHODS,
          "targets": [0.5, 0.8], "seeds": [0], "epochs": 3.0, "max_train_samples": 2000}
 
 
@@ -38,11 +39,15 @@ QUICK = {"models": ["cifar_resnet20"], "methods": ["none", "magnitude", "random"
 class BenchmarkArguments:
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Where results.jsonl/.md/.png go."})
     quick: bool = field(default=False, metadata={"help": f"The small CPU grid: {QUICK}."})
-    models: list[str] = field(default_factory=lambda: ["cifar_resnet20", "cifar_resnet56"])
-    methods: list[str] = field(default_factory=lambda: ["none", "magnitude", "random", "ocsp", "laasp"])
+    models: list[str] = field(
+        default_factory=lambda: ["cifar_resnet20", "cifar_resnet56", "resnet18"],
+        metadata={"help": "timm names (or Hub ids); every model gets image_size-pixel inputs."},
+    )
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     targets: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: float = field(default=12.0, metadata={"help": "Training epochs of every run."})
+    image_size: int = field(default=32, metadata={"help": "Input resolution of every model (timm resnet18 at 32 px)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate builtin:mnist5k's 4000 training images."})
     latency_threads: int = field(default=1, metadata={"help": "Threads for the latency measurements."})
     extra_args: str = field(default="", metadata={"help": "Flags appended to every run, e.g. '--bf16'."})
@@ -81,7 +86,7 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
     """One training run through the example script; the measurements of one results row."""
     output_dir = Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
     argv = ["--output_dir", str(output_dir), "--model_name_or_path", key["model"], "--seed", str(key["seed"]),
-            "--num_train_epochs", str(options.epochs), "--pruning_method", key["method"], "--use_cpu",
+            "--num_train_epochs", str(options.epochs), "--image_size", str(options.image_size), "--pruning_method", key["method"], "--use_cpu",
             "--eval_around_prune", "--card_latency", "false", "--disable_tqdm", "true", "--logging_steps", "1000",
             *options.extra_args.split()]
     if key["method"] != "none":

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import CRITERIA, Criterion, get_criterion, register_criterion, unit_weights
+from hf_prune.methods.group_norm import GroupNormPruning
 from hf_prune.methods.laasp import LAASPPruning
 from hf_prune.methods.magnitude import MagnitudePruning
 from hf_prune.methods.ocsp import OCSPruning
@@ -17,6 +18,7 @@ METHODS: dict[str, Callable[[], PruningMethod]] = {
     "random": RandomPruning,
     "ocsp": OCSPruning,
     "laasp": LAASPPruning,
+    "tp_groupnorm": GroupNormPruning,
 }
 
 
@@ -31,6 +33,7 @@ __all__ = [
     "CRITERIA",
     "METHODS",
     "Criterion",
+    "GroupNormPruning",
     "LAASPPruning",
     "MagnitudePruning",
     "OCSPruning",

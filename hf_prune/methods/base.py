@@ -56,6 +56,7 @@ class PruningContext:
         train_dataset: the training set (items are dicts with ``pixel_values`` and ``labels``).
         data_collator: turns a list of items into a batch.
         log: records metrics in the Trainer's logs (``report_to`` carries them).
+        example_inputs: the batch the structure was traced with.
     """
 
     model: nn.Module
@@ -68,6 +69,7 @@ class PruningContext:
     train_dataset: Dataset | None = field(repr=False)
     data_collator: Callable[[list[Any]], dict[str, Any]] = field(repr=False)
     log: Callable[[dict[str, float]], None] = field(repr=False)
+    example_inputs: Any = field(default=None, repr=False)
 
     @property
     def steps_per_epoch(self) -> float:
@@ -93,6 +95,10 @@ class PruningMethod:
 
     def on_train_begin(self, context: PruningContext) -> None:
         """Validate settings against the model (fail before training) and set up state."""
+
+    def on_pre_optimizer_step(self, context: PruningContext) -> None:
+        """Gradients are final (synchronized, clipped) and the optimizer is about to step: the
+        place for gradient-based regularizers. Must not prune."""
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:
         """After an optimizer step (gradients are zero): the safe point to prune."""

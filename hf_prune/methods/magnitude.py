@@ -19,6 +19,8 @@ class MagnitudePruning(PruningMethod):
     """
 
     name = "magnitude"
+    #: where the prune falls when ``prune_epoch`` is unset, as a fraction of the run
+    default_prune_fraction = 0.25
 
     def __init__(self) -> None:
         self.prune_step: int | None = None
@@ -26,7 +28,7 @@ class MagnitudePruning(PruningMethod):
 
     def on_train_begin(self, context: PruningContext) -> None:
         args = context.args
-        epoch = args.prune_epoch if args.prune_epoch is not None else 0.25 * context.state.num_train_epochs
+        epoch = args.prune_epoch if args.prune_epoch is not None else self.default_prune_fraction * context.state.num_train_epochs
         self.prune_step = context.step_in_run(epoch, "prune_epoch")
         self._select(context)  # an unreachable target fails now, not after hours of training
 

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy
 
-PRUNING_METHODS = ("none", "magnitude", "random", "ocsp", "laasp")
+PRUNING_METHODS = ("none", "magnitude", "random", "ocsp", "laasp", "tp_groupnorm")
 OPTIMIZER_STATE_POLICIES = ("slice", "reset")
 
 
@@ -35,8 +35,8 @@ class PruningArguments(TrainingArguments):
     prune_epoch: float | None = field(
         default=None,
         metadata={
-            "help": "Epoch (fractions allowed) at which one-shot methods prune. Default: a quarter of the run, "
-            "which falls inside any run of at least two optimizer steps."
+            "help": "Epoch (fractions allowed) at which one-shot methods prune. Default: a quarter of the run for "
+            "magnitude and random, half of it for tp_groupnorm (its sparsity training)."
         },
     )
     # OCSPruner. Epoch defaults are the reference CIFAR recipe (300 epochs) scaled to this run's length.
@@ -96,6 +96,13 @@ class PruningArguments(TrainingArguments):
         metadata={
             "help": "OCSP: multiply each group's saliency by 1 - softmax(MMACs saved per unit), so costly "
             "units are pruned first."
+        },
+    )
+    tp_reg: float = field(
+        default=5e-4,
+        metadata={
+            "help": "tp_groupnorm: coefficient of Torch-Pruning's GroupNormPruner regularizer (its CIFAR ResNet "
+            "group_sl command uses 5e-4)."
         },
     )
     ignored_layers: list[str] = field(
@@ -186,6 +193,8 @@ class PruningArguments(TrainingArguments):
                 f"got '{self.optimizer_state_after_prune}'"
             )
         self._validate_ocsp()
+        if self.tp_reg < 0:
+            raise ValueError(f"tp_reg must be >= 0, got {self.tp_reg}")
         if self.fsdp or self.fsdp_config or self.deepspeed:
             raise ValueError(
                 "FSDP and DeepSpeed are not supported by hf_prune yet: physical pruning changes parameter shapes, "

@@ -52,6 +52,10 @@ class _PruningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer._on_train_begin()
 
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.trainer.pruning_method.name != "none":
+            self.trainer.pruning_method.on_pre_optimizer_step(self.trainer._context())
+
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer._maybe_prune(self.trainer.pruning_method.on_step_end)
 
@@ -379,6 +383,7 @@ class PruningTrainer(Trainer):
             train_dataset=self.train_dataset,
             data_collator=self.data_collator,
             log=self.log,
+            example_inputs=self._example_inputs(),
         )
 
     def _current_learning_rate(self) -> float:
