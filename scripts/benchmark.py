@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import ttest_ind
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel
@@ -30,6 +31,8 @@ from hf_prune.plots import plot_scatter
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_FIELDS = ("model", "method", "target", "seed")
+PAPER_METHODS = ("ocsp", "laasp")
+BASELINES = ("none", "magnitude", "random", "tp_groupnorm")
 METHODS = ["none", "magnitude", "random", "tp_groupnorm", "ocsp", "laasp"]
 QUICK = {"models": ["cifar_resnet20"], "methods": METHODS,
          "targets": [0.5, 0.8], "seeds": [0], "epochs": 3.0, "max_train_samples": 2000}
@@ -51,6 +54,9 @@ class BenchmarkArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate builtin:mnist5k's 4000 training images."})
     latency_threads: int = field(default=1, metadata={"help": "Threads for the latency measurements."})
     extra_args: str = field(default="", metadata={"help": "Flags appended to every run, e.g. '--bf16'."})
+    report_only: bool = field(
+        default=False, metadata={"help": "Only write results.md and the plot from results.jsonl (e.g. merged shards)."}
+    )
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -86,7 +92,8 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
     """One training run through the example script; the measurements of one results row."""
     output_dir = Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
     argv = ["--output_dir", str(output_dir), "--model_name_or_path", key["model"], "--seed", str(key["seed"]),
-            "--num_train_epochs", str(options.epochs), "--image_size", str(options.image_size), "--pruning_method", key["method"], "--use_cpu",
+            "--num_train_epochs", str(options.epochs), "--image_size", str(options.image_size),
+            "--pruning_method", key["method"], "--use_cpu",
             "--eval_around_prune", "--card_latency", "false", "--disable_tqdm", "true", "--logging_steps", "1000",
             *options.extra_args.split()]
     if key["method"] != "none":
@@ -168,8 +175,42 @@ def markdown_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def separation(rows: list[dict]) -> list[dict]:
+    """Each paper method against dense and each baseline at the same model and target.
+
+    ``delta`` is the difference of mean top-1 (points); ``p_value`` is Welch's t-test over seeds
+    (None with fewer than two seeds a side). A difference is beyond seed noise when p < 0.05.
+    """
+    top1: dict[tuple, list[float]] = {}
+    for row in rows:
+        top1.setdefault((row["model"], row["method"], row["target"]), []).append(100 * row["top1"])
+    comparisons = []
+    for (model, method, target), ours in sorted(top1.items()):
+        if method not in PAPER_METHODS:
+            continue
+        for baseline in BASELINES:
+            theirs = top1.get((model, baseline, 0.0 if baseline == "none" else target))
+            if not theirs:
+                continue
+            p_value = None
+            if len(ours) > 1 and len(theirs) > 1 and np.std(ours) + np.std(theirs) > 0:
+                p_value = float(ttest_ind(ours, theirs, equal_var=False).pvalue)
+            comparisons.append({"model": model, "target": target, "method": method, "baseline": baseline,
+                                "delta": float(np.mean(ours) - np.mean(theirs)), "p_value": p_value})
+    return comparisons
+
+
+def separation_table(comparisons: list[dict]) -> str:
+    lines = ["| model | target | method | vs | Δ top-1 (points) | p (Welch, seeds) | beyond seed noise |", "|---" * 7 + "|"]
+    for c in comparisons:
+        p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3f}"
+        verdict = "n/a" if c["p_value"] is None else ("yes" if c["p_value"] < 0.05 else "no")
+        lines.append(f"| {c['model']} | {c['target']:.0%} | {c['method']} | {c['baseline']} | {c['delta']:+.2f} | {p} | {verdict} |")
+    return "\n".join(lines)
+
+
 def write_reports(rows: list[dict], output_dir: str) -> str:
-    table = markdown_table(summarize(rows))
+    table = markdown_table(summarize(rows)) + "\n\n" + separation_table(separation(rows))
     (Path(output_dir) / "results.md").write_text(table + "\n")
     points: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
@@ -182,7 +223,9 @@ def write_reports(rows: list[dict], output_dir: str) -> str:
 def main(argv: list[str] | None = None) -> str:
     (options,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
     torch.manual_seed(0)
-    rows = run_grid(options, train_once)
+    rows = load_rows(Path(options.output_dir) / "results.jsonl") if options.report_only else run_grid(options, train_once)
+    if not rows:
+        raise SystemExit(f"no results in {options.output_dir}/results.jsonl to report")
     table = write_reports(rows, options.output_dir)
     print(table)
     return table

@@ -65,3 +65,22 @@ def test_reports_write_the_table_and_the_plot(benchmark, tmp_path):
 def test_quick_mode_overrides_the_grid(benchmark):
     options = benchmark.BenchmarkArguments(quick=True)
     assert options.models == ["cifar_resnet20"] and options.seeds == [0] and "laasp" in options.methods
+
+
+def test_separation_says_which_differences_exceed_seed_noise(benchmark, tmp_path):
+    def rows(method, values, target=0.8):
+        return [_row(method, seed, v / 100, 20, 3.0, target) for seed, v in enumerate(values)]
+
+    results = (rows("none", [99.0, 99.2, 98.8], 0.0) + rows("ocsp", [98.0, 98.1, 97.9]) + rows("magnitude", [90.0, 90.1, 89.9])
+               + rows("laasp", [95.0, 96.0, 94.0]) + rows("random", [95.5, 94.5, 95.0]) + rows("tp_groupnorm", [97.0]))
+    found = {(c["method"], c["baseline"]): c for c in benchmark.separation(results)}
+    assert set(found) == {(m, b) for m in ("ocsp", "laasp") for b in ("none", "magnitude", "random", "tp_groupnorm")}
+    assert found["ocsp", "magnitude"]["delta"] == pytest.approx(8.0) and found["ocsp", "magnitude"]["p_value"] < 1e-4
+    assert found["laasp", "random"]["delta"] == pytest.approx(0.0, abs=1e-9) and found["laasp", "random"]["p_value"] > 0.5
+    assert found["ocsp", "none"]["delta"] == pytest.approx(-1.0)
+    assert found["ocsp", "tp_groupnorm"]["p_value"] is None  # one seed: no verdict
+    table = benchmark.separation_table(list(found.values()))
+    assert "| m | 80% | ocsp | magnitude | +8.00 |" in table and "| yes |" in table and "| no |" in table
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    assert "| yes |" in benchmark.main(["--output_dir", str(tmp_path), "--report_only"])  # no training: m is no model
+    assert "beyond seed noise" in (tmp_path / "results.md").read_text()
