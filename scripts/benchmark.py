@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY_FIELDS = ("model", "method", "target", "seed")
 PAPER_METHODS = ("ocsp", "laasp")
 BASELINES = ("none", "magnitude", "random", "tp_groupnorm")
+LATENCIES = {"latency_ms_bs64": "speedup_bs64", "cuda_latency_ms_bs64": "cuda_speedup_bs64"}
 METHODS = ["none", "magnitude", "random", "tp_groupnorm", "ocsp", "laasp"]
 QUICK = {"models": ["cifar_resnet20"], "methods": METHODS,
          "targets": [0.5, 0.8], "seeds": [0], "epochs": 3.0, "max_train_samples": 2000}
@@ -126,11 +127,15 @@ def _search_seconds(method: str, state: dict[str, Any]) -> float | None:
 
 
 def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
-    """CPU latency of the saved (slim) model, reloaded the way users load it."""
+    """Latency of the saved (slim) model, reloaded the way users load it: CPU, and CUDA when there is one."""
     model = AutoPrunedModel.from_pretrained(output_dir)
     config = json.loads((output_dir / "config.json").read_text())
     input_size = tuple(config["hf_prune"]["input_size"])
-    return {f"latency_ms_bs{b}": measure_latency_ms(model, input_size, b, num_threads=threads) for b in (1, 64)}
+    latencies = {f"latency_ms_bs{b}": measure_latency_ms(model, input_size, b, num_threads=threads) for b in (1, 64)}
+    if torch.cuda.is_available():
+        model.cuda()
+        latencies |= {f"cuda_latency_ms_bs{b}": measure_latency_ms(model, input_size, b) for b in (1, 64)}
+    return latencies
 
 
 def _script():
@@ -146,17 +151,19 @@ def summarize(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["method"], row["target"]), []).append(row)
-    dense_latency = {m: np.mean([r["latency_ms_bs64"] for r in rs]) for (m, method, _), rs in groups.items() if method == "none"}
     summary = []
     for (model, method, target), group in sorted(groups.items()):
         entry = {"model": model, "method": method, "target": target, "seeds": len(group)}
-        for name in ("top1", "top1_after_prune", "macs_reduction", "train_wall_s", "latency_ms_bs64"):
+        for name in ("top1", "top1_after_prune", "macs_reduction", "train_wall_s", *LATENCIES):
             values = [r[name] for r in group if r.get(name) is not None]
             entry[name] = (float(np.mean(values)), float(np.std(values))) if values else None
-        latency = entry["latency_ms_bs64"]
-        entry["speedup_bs64"] = dense_latency[model] / latency[0] if latency and model in dense_latency else None
         entry["macs_ratio"] = 1 / (1 - entry["macs_reduction"][0]) if entry["macs_reduction"] else None
         summary.append(entry)
+    dense = {e["model"]: e for e in summary if e["method"] == "none"}
+    for entry in summary:
+        for latency, speedup in LATENCIES.items():
+            reference = dense.get(entry["model"], {}).get(latency)
+            entry[speedup] = reference[0] / entry[latency][0] if reference and entry[latency] else None
     return summary
 
 
@@ -164,14 +171,16 @@ def markdown_table(summary: list[dict]) -> str:
     def cell(value: tuple[float, float] | None, scale: float = 1.0, digits: int = 2) -> str:
         return "n/a" if value is None else f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
 
+    def speedup(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}x"
+
     lines = ["| model | method | target | seeds | top-1 % | top-1 right after prune % | MACs reduction % | "
-             "train s | CPU bs64 speed-up | MACs ratio |", "|---" * 10 + "|"]
+             "train s | CPU bs64 speed-up | CUDA bs64 speed-up | MACs ratio |", "|---" * 11 + "|"]
     for e in summary:
-        speedup = "n/a" if e["speedup_bs64"] is None else f"{e['speedup_bs64']:.2f}x"
-        ratio = "n/a" if e["macs_ratio"] is None else f"{e['macs_ratio']:.2f}x"
         lines.append(f"| {e['model']} | {e['method']} | {e['target']:.0%} | {e['seeds']} | {cell(e['top1'], 100)} | "
                      f"{cell(e['top1_after_prune'], 100)} | {cell(e['macs_reduction'], 100, 1)} | "
-                     f"{cell(e['train_wall_s'], 1, 1)} | {speedup} | {ratio} |")
+                     f"{cell(e['train_wall_s'], 1, 1)} | {speedup(e['speedup_bs64'])} | "
+                     f"{speedup(e['cuda_speedup_bs64'])} | {speedup(e['macs_ratio'])} |")
     return "\n".join(lines)
 
 

@@ -34,8 +34,17 @@ def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
     assert summary["none"]["top1"] == pytest.approx((0.92, 0.02))
     assert summary["ocsp"]["speedup_bs64"] == pytest.approx(8.0 / 5.0)
     assert summary["ocsp"]["macs_ratio"] == pytest.approx(2.0) and summary["ocsp"]["top1_after_prune"] is None
+    assert summary["ocsp"]["cuda_speedup_bs64"] is None  # measured on CPU only
     table = benchmark.markdown_table(list(summary.values()))
-    assert "| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a | 50.0 ± 0.0 |" in table
+    assert "| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a | 50.0 ± 0.0 | 10.0 ± 0.0 | 1.60x | n/a | 2.00x |" in table
+
+
+def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):
+    rows = [_row("none", 0, 0.9, 100, 8.0, 0.0) | {"cuda_latency_ms_bs64": 3.0},
+            _row("random", 0, 0.7, 25, 2.0) | {"cuda_latency_ms_bs64": 1.5}]
+    summary = {e["method"]: e for e in benchmark.summarize(rows)}
+    assert summary["random"]["cuda_speedup_bs64"] == pytest.approx(2.0) and summary["random"]["speedup_bs64"] == 4.0
+    assert "| 4.00x | 2.00x | 4.00x |" in benchmark.markdown_table([summary["random"]])
 
 
 def test_finished_runs_are_not_run_again(benchmark, tmp_path):

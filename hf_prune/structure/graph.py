@@ -1,10 +1,10 @@
 """Coupled channel groups of a model, over torch-pruning's ``DependencyGraph``.
 
 With ``group_sparsity.py`` (the Torch-Pruning peer's regularizer), this module is the only place
-that talks to torch-pruning. It turns the library's dependency
-groups into plain descriptions (:class:`ChannelGroup`): which tensors hold which channels of a
-group, in units that can be removed (one channel, or one attention head). Methods score and
-choose units; :meth:`StructureGraph.apply` removes them physically.
+that talks to torch-pruning. It turns the library's dependency groups into plain descriptions
+(:class:`ChannelGroup`): which tensors hold which channels of a group, in units that can be
+removed (one channel, or one attention head). Methods score and choose units;
+:meth:`StructureGraph.apply` removes them physically.
 """
 
 from __future__ import annotations
