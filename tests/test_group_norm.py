@@ -83,3 +83,21 @@ def test_regularizer_changes_the_trajectory_and_tp_reg_is_validated(tmp_path):
     assert runs[1] != runs[3]  # a strong group-sparsity term leads to another sub-network
     with pytest.raises(ValueError, match="tp_reg must be >= 0"):
         make_args(tmp_path, pruning_method="tp_groupnorm", tp_reg=-1e-4)
+
+
+def test_head_groups_get_one_score_per_head_and_a_vit_run_prunes_heads(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                                num_attention_heads=4, intermediate_size=128, num_labels=4))
+    example = torch.randn(1, 3, 32, 32)
+    graph = StructureGraph(model, example)
+    scores = GroupNormSparsity(graph, example, reg=REG).unit_scores()
+    heads = [g for g in graph.groups if g.kind == "head"]
+    assert heads and all(scores[g.name].shape == (4,) and torch.isfinite(scores[g.name]).all() for g in heads)
+    trainer = make_trainer(tmp_path, model=model, pruning_method="tp_groupnorm", optim="adamw_torch",
+                           learning_rate=1e-3, max_steps=6)
+    trainer.train()
+    assert trainer.pruning_events[0]["macs_reduction"] >= 0.5
+    assert min(layer.attention.num_attention_heads for layer in trainer.model.vit.layers) < 4
