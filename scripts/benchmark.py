@@ -2,10 +2,12 @@
 
 Each run goes through ``scripts/prune_image_classification.py`` and appends one JSON row to
 ``<output_dir>/results.jsonl`` (runs already there are skipped, so an interrupted benchmark resumes).
-Then ``results.md`` (mean ± std over seeds) and ``accuracy_vs_macs.png`` are written::
+Then ``results.md`` (mean ± std over seeds, Welch's t-test of the paper methods against the
+others) and one ``accuracy_vs_macs_<model>.png`` per model are written::
 
     python scripts/benchmark.py --quick            # CPU, about 10 minutes
     python scripts/benchmark.py                    # the full grid (hours on CPU)
+    python scripts/benchmark.py --report_only      # reports from results.jsonl (e.g. merged shards)
 """
 
 from __future__ import annotations
@@ -221,11 +223,13 @@ def separation_table(comparisons: list[dict]) -> str:
 def write_reports(rows: list[dict], output_dir: str) -> str:
     table = markdown_table(summarize(rows)) + "\n\n" + separation_table(separation(rows))
     (Path(output_dir) / "results.md").write_text(table + "\n")
-    points: dict[str, list[tuple[float, float]]] = {}
-    for row in rows:
-        points.setdefault(row["method"], []).append((row["macs"] / 1e6, 100 * row["top1"]))
-    plot_scatter(points, os.path.join(output_dir, "accuracy_vs_macs.png"), xlabel="MACs (M)", ylabel="top-1 %",
-                 title="Accuracy vs MACs (builtin:mnist5k)")
+    for model in sorted({row["model"] for row in rows}):
+        points: dict[str, list[tuple[float, float]]] = {}
+        for row in rows:
+            if row["model"] == model:
+                points.setdefault(row["method"], []).append((row["macs"] / 1e6, 100 * row["top1"]))
+        plot_scatter(points, os.path.join(output_dir, f"accuracy_vs_macs_{model.replace('/', '_')}.png"),
+                     xlabel="MACs (M)", ylabel="top-1 %", title=f"{model} on builtin:mnist5k: one point per run")
     return table
 
 
