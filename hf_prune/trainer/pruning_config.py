@@ -120,6 +120,13 @@ class PruningArguments(TrainingArguments):
         default=False,
         metadata={"help": "Evaluate right before and right after every prune event (recorded in the event)."},
     )
+    eval_after_prune_bn_batches: int = field(
+        default=8,
+        metadata={
+            "help": "For the evaluation right after a prune, re-estimate BatchNorm statistics on this many training "
+            "batches first (weights untouched, statistics restored afterwards); 0 evaluates with the stale ones."
+        },
+    )
     card_latency: bool = field(
         default=True,
         metadata={
@@ -193,6 +200,8 @@ class PruningArguments(TrainingArguments):
                 f"got '{self.optimizer_state_after_prune}'"
             )
         self._validate_ocsp()
+        if self.eval_after_prune_bn_batches < 0:
+            raise ValueError(f"eval_after_prune_bn_batches must be >= 0, got {self.eval_after_prune_bn_batches}")
         if self.tp_reg < 0:
             raise ValueError(f"tp_reg must be >= 0, got {self.tp_reg}")
         if self.fsdp or self.fsdp_config or self.deepspeed:

@@ -34,6 +34,7 @@ from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_
 from hf_prune.plots import plot_layer_widths
 from hf_prune.structure import MacsModel, StructureGraph
 from hf_prune.structure.counting import logits_of
+from hf_prune.trainer._batch_norm import recalibrated_batch_norm
 from hf_prune.trainer._model_card import CURVES_PLOT_NAME, card_inputs, plot_training_curves
 from hf_prune.trainer.pruning_config import PruningArguments
 
@@ -517,7 +518,20 @@ class PruningTrainer(Trainer):
     def _evaluate_for_event(self, when: str) -> dict[str, float] | None:
         if not self.args.eval_around_prune or self.eval_dataset is None:
             return None
-        return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
+        if when == "before" or not self.args.eval_after_prune_bn_batches:
+            return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
+        with recalibrated_batch_norm(self.model, self._calibration_batches()):
+            return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
+
+    def _calibration_batches(self) -> Iterator[torch.Tensor]:
+        """The same training images on every rank and every run; the training RNG is left untouched."""
+        batch_size, count = self.args.per_device_train_batch_size, self.args.eval_after_prune_bn_batches
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.args.seed)
+            order = torch.randperm(len(self.train_dataset))[: batch_size * count].tolist()
+            for start in range(0, len(order), batch_size):
+                items = [self.train_dataset[i] for i in order[start:start + batch_size]]
+                yield self.data_collator(items)["pixel_values"]
 
     def _rebuild_optimizer(self, old_params: dict[str, nn.Parameter], index_maps: dict[str, torch.Tensor]) -> None:
         """New optimizer over the new parameters (state sliced or reset), scheduler at the same step."""
