@@ -1,0 +1,54 @@
+"""scripts/benchmark_latency.py: MACs ratio from independent counts, BatchNorm folding exact."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import hf_prune  # noqa: F401  (registers the CIFAR models)
+from hf_prune import ModelSource, StructureGraph, count_macs_params, save_pretrained
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark_latency.py"
+INPUT = torch.randn(1, 3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("benchmark_latency_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _saved(directory: Path, keep_fraction: float) -> int:
+    torch.manual_seed(0)
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    source = ModelSource.from_model(model)
+    for module in model.modules():  # non-trivial statistics, so folding them is a real change
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    if keep_fraction < 1:
+        graph = StructureGraph(model, INPUT)
+        graph.apply({g.name: list(range(max(1, int(g.num_units * keep_fraction)))) for g in graph.groups})
+    save_pretrained(model.eval(), directory, source=source, pruning={"input_size": [3, 32, 32]})
+    return count_macs_params(model, INPUT)[0]
+
+
+def test_table_puts_measured_speedups_next_to_the_counted_macs_ratio(script, tmp_path):
+    dense_macs = _saved(tmp_path / "dense", 1.0)
+    slim_macs = _saved(tmp_path / "slim", 0.5)
+    table = script.main(["--dense_dir", str(tmp_path / "dense"), "--slim_dirs", str(tmp_path / "slim"),
+                         "--batch_size", "2", "--min_run_time", "0.01"])
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["| dense", "| slim"]
+    assert rows[1][2] == f"{dense_macs / slim_macs:.2f}x" and rows[0][2] == "1.00x"
+    assert all(float(r[-1].rstrip(" |")) < 1e-4 for r in rows)  # folded outputs equal eager ones
+    assert all(float(r[3]) > 0 and float(r[6]) > 0 for r in rows)
