@@ -53,5 +53,8 @@ def test_evaluating_around_the_prune_does_not_change_the_training_run(tmp_path):
         finals.append(trainer.model.state_dict())
     assert finals[0].keys() == finals[1].keys()
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])  # weights and BN statistics
-    metrics = trainer.pruning_events[0]["metrics_after"]
-    assert 0.0 <= metrics["eval_after_prune_top1"] <= 1.0
+    event = trainer.pruning_events[0]
+    assert 0.0 <= event["metrics_after"]["eval_after_prune_top1"] <= 1.0
+    # eval_seconds covers both evaluations (and the recalibration), so the benchmark can take it out of train time
+    runtimes = event["metrics_before"]["eval_before_prune_runtime"] + event["metrics_after"]["eval_after_prune_runtime"]
+    assert event["eval_seconds"] >= runtimes > 0

@@ -482,7 +482,9 @@ class PruningTrainer(Trainer):
         Returns the logged event: MACs/params before and after, reduction vs. the dense model,
         and the width of every changed group.
         """
+        eval_started = time.perf_counter()
         metrics_before = self._evaluate_for_event("before")
+        eval_seconds = time.perf_counter() - eval_started
         macs_before = self.macs_model.base_macs
         params_before = sum(p.numel() for p in self.model.parameters())
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
@@ -493,9 +495,13 @@ class PruningTrainer(Trainer):
         self._rewrap_model()
 
         macs_after = self.macs_model.base_macs
+        eval_started = time.perf_counter()
+        metrics_after = self._evaluate_for_event("after")
+        eval_seconds += time.perf_counter() - eval_started
         event = {
             "metrics_before": metrics_before,
-            "metrics_after": self._evaluate_for_event("after"),
+            "metrics_after": metrics_after,
+            "eval_seconds": eval_seconds,  # eval_around_prune's share of train_runtime
             "global_step": self.state.global_step,
             "epoch": self.state.epoch,
             "train_seconds": time.perf_counter() - self._train_started,
