@@ -224,7 +224,9 @@ def separation_table(comparisons: list[dict]) -> str:
 
 def write_reports(rows: list[dict], output_dir: str) -> str:
     table = markdown_table(summarize(rows)) + "\n\n" + separation_table(separation(rows))
-    (Path(output_dir) / "results.md").write_text(table + "\n")
+    report = Path(output_dir) / "results.md"
+    report.with_suffix(".md.tmp").write_text(table + "\n")
+    report.with_suffix(".md.tmp").replace(report)  # a failed write leaves the previous report whole
     for model in sorted({row["model"] for row in rows}):
         points: dict[str, list[tuple[float, float]]] = {}
         for row in rows:
