@@ -12,10 +12,8 @@ others) and one ``accuracy_vs_macs_<model>.png`` per model are written::
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +29,8 @@ from hf_prune import AutoPrunedModel
 from hf_prune.latency import measure_latency_ms
 from hf_prune.plots import plot_scatter
 
-ROOT = Path(__file__).resolve().parents[1]
+import prune_image_classification  # the sibling script (scripts/ is on sys.path)
+
 KEY_FIELDS = ("model", "method", "target", "seed")
 PAPER_METHODS = ("ocsp", "laasp")
 BASELINES = ("none", "magnitude", "random", "tp_groupnorm")
@@ -105,7 +104,7 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
     if options.max_train_samples:
         argv += ["--max_train_samples", str(options.max_train_samples)]
     started = time.perf_counter()
-    report = _script().main(argv)
+    report = prune_image_classification.main(argv)
     events = report["pruning_events"]
     after = (events[0].get("metrics_after") or {}) if events else {}
     prune_eval_s = sum(event["eval_seconds"] for event in events)
@@ -140,14 +139,6 @@ def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
         model.cuda()
         latencies |= {f"cuda_latency_ms_bs{b}": measure_latency_ms(model, input_size, b) for b in (1, 64)}
     return latencies
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("prune_image_classification", ROOT / "scripts" / "prune_image_classification.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,7 +40,8 @@ from hf_prune.methods.laasp import Candidate
 from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
 
-SCRIPT = Path(__file__).resolve().parent / "prune_image_classification.py"
+import prune_image_classification  # the sibling script (scripts/ is on sys.path)
+
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -167,7 +165,6 @@ def _timing(seconds: float, count: int) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- full runs
 def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
     """Dense and LAASP runs of the demo script with the same epochs and seed."""
-    script = _load_script()
     common = ["--num_train_epochs", str(options.epochs), "--seed", str(options.seed), "--use_cpu",
               "--disable_tqdm", "true", "--eval_around_prune", "false", "--logging_steps", "1000",
               "--card_latency", "false"]
@@ -179,7 +176,7 @@ def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
                                    *options.laasp_args.split()])):
         output_dir = tempfile.mkdtemp(prefix=f"laasp-bench-{name}-")
         started = time.perf_counter()
-        report = script.main(["--output_dir", output_dir, *common, *extra])
+        report = prune_image_classification.main(["--output_dir", output_dir, *common, *extra])
         results[name] = {"seconds": time.perf_counter() - started, "train_seconds": report["train_runtime"],
                          "top1": report["pruned"]["top1"],
                          "macs": report["pruned"]["macs"], "params": report["pruned"]["params"],
@@ -188,14 +185,6 @@ def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
     results["train_time_ratio"] = results["laasp"]["train_seconds"] / results["dense"]["train_seconds"]
     results["laasp_args"] = options.laasp_args
     return results
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prune_image_classification", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------- report

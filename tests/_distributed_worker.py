@@ -16,7 +16,6 @@ Two environment variables turn on faults the test expects to be caught or tolera
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ import hf_prune.methods.magnitude
 import hf_prune.methods.ocsp
 from hf_prune import PruningTrainer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 RECORD: dict[str, Any] = {"steps": [], "prunes": [], "proposed": [], "micro_batches": []}
 
 
@@ -119,11 +118,10 @@ def main() -> None:
     if os.environ.get("HF_PRUNE_TEST_SKEW_RANK1") == "1" and os.environ.get("RANK") == "1":
         hf_prune.methods.magnitude.group_saliencies = _random_saliencies
         hf_prune.methods.ocsp.group_saliencies = _random_saliencies
-    spec = importlib.util.spec_from_file_location("prune_image_classification", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(script)
-    script.main()
+    sys.path.insert(0, str(SCRIPTS))
+    import prune_image_classification  # imported after the patches above, like the launched script
+
+    prune_image_classification.main()
 
 
 if __name__ == "__main__":

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark.py"
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+import benchmark  # scripts/ (pytest pythonpath)
 
 
 def _row(method: str, seed: int, top1: float, macs: int, latency: float, target: float = 0.5) -> dict:
@@ -26,7 +14,7 @@ def _row(method: str, seed: int, top1: float, macs: int, latency: float, target:
             "macs": macs, "macs_reduction": 1 - macs / 100, "train_wall_s": 10.0, "latency_ms_bs64": latency}
 
 
-def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
+def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense():
     rows = [_row("none", 0, 0.90, 100, 8.0, 0.0), _row("none", 1, 0.94, 100, 8.0, 0.0),
             _row("ocsp", 0, 0.80, 50, 4.0), _row("ocsp", 1, 0.90, 50, 6.0)]
     summary = {e["method"]: e for e in benchmark.summarize(rows)}
@@ -39,7 +27,7 @@ def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
     assert "| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a | 50.0 ± 0.0 | 10.0 ± 0.0 | 1.60x | n/a | 2.00x |" in table
 
 
-def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):
+def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured():
     rows = [_row("none", 0, 0.9, 100, 8.0, 0.0) | {"cuda_latency_ms_bs64": 3.0},
             _row("random", 0, 0.7, 25, 2.0) | {"cuda_latency_ms_bs64": 1.5}]
     summary = {e["method"]: e for e in benchmark.summarize(rows)}
@@ -47,7 +35,7 @@ def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):
     assert "| 4.00x | 2.00x | 4.00x |" in benchmark.markdown_table([summary["random"]])
 
 
-def test_finished_runs_are_not_run_again(benchmark, tmp_path):
+def test_finished_runs_are_not_run_again(tmp_path):
     options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["none", "random"],
                                            targets=[0.5, 0.8], seeds=[0, 1])
     done = _row("random", 1, 0.5, 50, 4.0, 0.8)
@@ -64,19 +52,19 @@ def test_finished_runs_are_not_run_again(benchmark, tmp_path):
     assert benchmark.run_grid(options, fake_run) and len(calls) == 5  # a second call runs nothing
 
 
-def test_reports_write_the_table_and_the_plot(benchmark, tmp_path):
+def test_reports_write_the_table_and_the_plot(tmp_path):
     rows = [_row("none", 0, 0.9, 100, 8.0, 0.0), _row("random", 0, 0.7, 20, 3.0, 0.8)]
     table = benchmark.write_reports(rows, str(tmp_path))
     assert (tmp_path / "results.md").read_text().strip() == table
     assert (tmp_path / "accuracy_vs_macs_m.png").stat().st_size > 10_000
 
 
-def test_quick_mode_overrides_the_grid(benchmark):
+def test_quick_mode_overrides_the_grid():
     options = benchmark.BenchmarkArguments(quick=True)
     assert options.models == ["cifar_resnet20"] and options.seeds == [0] and "laasp" in options.methods
 
 
-def test_separation_says_which_differences_exceed_seed_noise(benchmark, tmp_path):
+def test_separation_says_which_differences_exceed_seed_noise(tmp_path):
     def rows(method, values, target=0.8):
         return [_row(method, seed, v / 100, 20, 3.0, target) for seed, v in enumerate(values)]
 

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-import pytest
 import timm
 import torch
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import ModelSource, StructureGraph, count_macs_params, save_pretrained
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark_latency.py"
+import benchmark_latency as script  # scripts/ (pytest pythonpath)
+
 INPUT = torch.randn(1, 3, 32, 32)
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("benchmark_latency_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _saved(directory: Path, keep_fraction: float) -> int:
@@ -42,7 +31,7 @@ def _saved(directory: Path, keep_fraction: float) -> int:
     return count_macs_params(model, INPUT)[0]
 
 
-def test_table_puts_measured_speedups_next_to_the_counted_macs_ratio(script, tmp_path):
+def test_table_puts_measured_speedups_next_to_the_counted_macs_ratio(tmp_path):
     dense_macs = _saved(tmp_path / "dense", 1.0)
     slim_macs = _saved(tmp_path / "slim", 0.5)
     table = script.main(["--dense_dir", str(tmp_path / "dense"), "--slim_dirs", str(tmp_path / "slim"),

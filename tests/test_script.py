@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prune_image_classification", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+import prune_image_classification as script  # scripts/ (pytest pythonpath)
 
 
 @pytest.mark.parametrize("method, epochs, samples", [("magnitude", 3, 2048), ("ocsp", 4, 1536)])
 def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples):
-    script = _load_script()
     report = script.main([
         "--output_dir", str(tmp_path), "--num_train_epochs", str(epochs), "--max_train_samples", str(samples),
         "--max_eval_samples", "300", "--use_cpu", "--disable_tqdm", "true", "--pruning_method", method,
@@ -42,6 +30,5 @@ def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples)
 
 
 def test_unknown_model_is_refused_before_training(tmp_path):
-    script = _load_script()
     with pytest.raises(ValueError, match="cifar_resnet2O"):
         script.main(["--output_dir", str(tmp_path), "--model_name_or_path", "cifar_resnet2O"])
