@@ -115,7 +115,8 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
         "macs": report["pruned"]["macs"], "params": report["pruned"]["params"],
         "dense_macs": report["dense"]["macs"], "macs_reduction": report["macs_reduction"],
         # The evaluations around prune events are the harness's, not the method's (LAASP has one event per step).
-        "train_wall_s": report["train_runtime"] - prune_eval_s, "prune_eval_s": prune_eval_s, "run_wall_s": time.perf_counter() - started,
+        "train_wall_s": report["train_runtime"] - prune_eval_s, "prune_eval_s": prune_eval_s,
+        "run_wall_s": time.perf_counter() - started,
         "search_wall_s": _search_seconds(key["method"], report["method_state"]),
         "pruned_epoch": events[-1]["epoch"] if events else None,
         **_latencies(output_dir, options.latency_threads),
@@ -217,8 +218,9 @@ def separation_table(comparisons: list[dict]) -> str:
 def write_reports(rows: list[dict], output_dir: str) -> str:
     table = markdown_table(summarize(rows)) + "\n\n" + separation_table(separation(rows))
     report = Path(output_dir) / "results.md"
-    report.with_suffix(".md.tmp").write_text(table + "\n")
-    report.with_suffix(".md.tmp").replace(report)  # a failed write leaves the previous report whole
+    staged = report.with_suffix(".md.tmp")
+    staged.write_text(table + "\n")
+    staged.replace(report)  # a failed write leaves the previous report whole
     for model in sorted({row["model"] for row in rows}):
         points: dict[str, list[tuple[float, float]]] = {}
         for row in rows:

@@ -1,8 +1,9 @@
 """Throughput of one 3x3 convolution by channel count: are pruned (arbitrary) widths slower per MAC?
 
-CPU convolution kernels (oneDNN) work on blocks of 8/16 channels, so a width just below a multiple of 8
-can cost nearly as much as the multiple. This times ``nn.Conv2d(c, c, 3)`` at the three resolutions of
-a CIFAR ResNet for the dense width, widths a prune leaves (e.g. 22 of 32) and their multiples of 8::
+CPU convolution kernels (oneDNN) work on blocks of channels (16 floats with AVX-512), so a width between
+two multiples can cost as much as the next one. This times ``nn.Conv2d(c, c, 3)`` at the three
+resolutions of a CIFAR ResNet for the dense width, widths a prune leaves (e.g. 22 of 32) and nearby
+multiples of 8::
 
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/benchmark_conv_widths.py
 """

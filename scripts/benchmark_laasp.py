@@ -43,7 +43,6 @@ from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
 import prune_image_classification  # the sibling script (scripts/ is on sys.path)
 
 
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("step", "run", "all"), default="all")
