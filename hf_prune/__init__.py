@@ -6,7 +6,15 @@ in timm's registry.
 
 from hf_prune import models  # noqa: F401  (registers the CIFAR models in timm)
 from hf_prune.hub import AutoPrunedModel, ModelSource, save_pretrained
-from hf_prune.methods import PruningMethod, PruningPlan, create_method
+from hf_prune.methods import (
+    PruningContext,
+    PruningMethod,
+    PruningPlan,
+    create_method,
+    list_methods,
+    register_criterion,
+    register_method,
+)
 from hf_prune.structure import (
     MacsModel,
     StructureGraph,
@@ -23,6 +31,7 @@ __all__ = [
     "MacsModel",
     "ModelSource",
     "PruningArguments",
+    "PruningContext",
     "PruningMethod",
     "PruningPlan",
     "PruningTrainer",
@@ -31,5 +40,8 @@ __all__ = [
     "count_macs_params",
     "create_method",
     "export_shape_spec",
+    "list_methods",
+    "register_criterion",
+    "register_method",
     "save_pretrained",
 ]

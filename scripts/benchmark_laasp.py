@@ -35,7 +35,7 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import LAASPPruning, PruningContext
-from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss
 from hf_prune.methods.laasp import Candidate
 from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks

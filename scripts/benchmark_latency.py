@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, count_macs_params
 from hf_prune.latency import measure_latency_ms
-from hf_prune.structure.counting import logits_of
+from hf_prune.models.forward import logits_of
 
 
 @dataclass

@@ -23,7 +23,8 @@ from transformers import HfArgumentParser, set_seed
 from hf_prune import AutoPrunedModel, PruningArguments, PruningTrainer, count_macs_params
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.metrics import compute_topk_metrics
-from hf_prune.structure.counting import full_precision, logits_of
+from hf_prune.trainer.rewiring import full_precision
+from hf_prune.models.forward import logits_of
 from hf_prune.models import load_model
 
 # Defaults of the embedded job; any flag given on the command line overrides them.

@@ -25,7 +25,7 @@ from accelerate.state import AcceleratorState
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments
-from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss
 from hf_prune.structure import PrefixCache, StructureGraph, unit_output_masks
 
 ROOT = Path(__file__).resolve().parents[1]

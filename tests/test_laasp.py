@@ -18,7 +18,7 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, PruningTrainer
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import CRITERIA, LAASPPruning, PruningContext, create_method, get_criterion, register_criterion
-from hf_prune.methods._subset_loss import dataset_labels, stratified_indices
+from hf_prune.methods.subset_loss import dataset_labels, stratified_indices
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model

@@ -19,7 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from hf_prune.structure.attention import AttentionFamily, find_attention
-from hf_prune.structure.counting import logits_of, run_model
+from hf_prune.models.forward import logits_of, run_model
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_prune.structure.counting import run_model
+from hf_prune.models.forward import run_model
 from hf_prune.structure.graph import ChannelGroup
 
 _CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,

@@ -1,0 +1,183 @@
+"""A run's model card and plots, from a plain record of the run (never the trainer itself).
+
+As TRL's ``generate_model_card(...)`` takes values, :func:`card_figures` and :func:`render_card`
+take a :class:`RunFacts` that the trainer fills in at save time.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from transformers import TrainingArguments
+
+from hf_prune.hub import ModelSource
+from hf_prune.hub.model_card import ModelCardInputs, ModelMeasurements, render_model_card
+from hf_prune.hub.pretrained import uniform_source
+from hf_prune.latency import measure_latency_ms
+from hf_prune.plots import plot_curves, plot_layer_widths
+from hf_prune.trainer.pruning_state import PruningRecord
+
+CURVES_PLOT_NAME = "training_curves.png"
+WIDTHS_PLOT_NAME = "pruned_widths.png"
+LATENCY_BATCH_SIZES = (1, 64)
+# Filled in by TrainingArguments.__post_init__ or by the trainer, not chosen by the user.
+_DERIVED = frozenset({"accelerator_config", "label_names", "logging_dir"})
+
+
+@dataclass
+class RunFacts:
+    """What the card says about a run.
+
+    Attributes:
+        record: the pruning record (method, dense MACs, events).
+        args: the run's ``PruningArguments``.
+        log_history: the Trainer's ``state.log_history``.
+        model: the trained (slim) model, unwrapped.
+        source: how to build the dense architecture again.
+        input_size: one input's shape, e.g. ``(3, 32, 32)``.
+        macs: MACs per image of ``model``.
+        widths: ``{group: (units before the first prune, units now)}`` of every pruned group.
+        method_figures: ``(title, file name)`` of the plots the method wrote into ``args.output_dir``.
+    """
+
+    record: PruningRecord
+    args: TrainingArguments
+    log_history: list[dict[str, Any]]
+    model: nn.Module
+    source: ModelSource
+    input_size: tuple[int, ...]
+    macs: int | None
+    widths: dict[str, tuple[int, int]]
+    method_figures: Sequence[tuple[str, str]] = ()
+
+
+def write_widths_plot(widths: dict[str, tuple[int, int]], method: str, directory: str) -> str | None:
+    """``pruned_widths.png`` in ``directory``: original vs kept units per pruned group; its path."""
+    if not widths:
+        return None
+    return plot_layer_widths(widths, os.path.join(directory, WIDTHS_PLOT_NAME), title=f"{method}: kept units per group")
+
+
+def card_figures(facts: RunFacts, scratch: str) -> dict[str, str]:
+    """The card's plots: per-layer widths, training curves, the method's own; ``{file name: path}``."""
+    figures = {}
+    for name, path in ((WIDTHS_PLOT_NAME, write_widths_plot(facts.widths, facts.record.method, scratch)),
+                       (CURVES_PLOT_NAME, plot_training_curves(facts, os.path.join(scratch, CURVES_PLOT_NAME)))):
+        if path:
+            figures[name] = path
+    for _, name in facts.method_figures:
+        path = os.path.join(facts.args.output_dir, name)
+        if os.path.isfile(path):
+            figures[name] = path
+    return figures
+
+
+def render_card(facts: RunFacts, figures: Sequence[str], repo_id: str, card_kwargs: dict[str, Any]) -> str:
+    """The model card (markdown with metadata) for the plots ``figures`` (file names)."""
+    titles = {CURVES_PLOT_NAME: "Training curves", **{name: title for title, name in facts.method_figures}}
+    inputs = card_inputs(facts, repo_id, card_kwargs, [(titles[n], n) for n in figures if n in titles])
+    inputs.widths_plot = WIDTHS_PLOT_NAME if WIDTHS_PLOT_NAME in figures else None
+    inputs.vanilla_loadable = uniform_source(facts.model, facts.source) is not facts.source
+    return render_model_card(inputs)
+
+
+def card_inputs(facts: RunFacts, repo_id: str, card_kwargs: dict[str, Any], figures: list[tuple[str, str]]) -> ModelCardInputs:
+    """The card of the run now, with ``card_kwargs`` from ``create_model_card``."""
+    events, args = facts.record.events, facts.args
+    dense_metrics = (events[0].get("metrics_before") or {}) if events else {}
+    final_metrics = _last_eval(facts.log_history)
+    params = _num_params(facts.model)
+    dense = ModelMeasurements(
+        f"dense (right before the prune, epoch {events[0]['epoch']:.2f})" if dense_metrics else "dense",
+        top1=dense_metrics.get("eval_before_prune_top1"),
+        top5=dense_metrics.get("eval_before_prune_top5"),
+        macs=facts.record.dense_macs,
+        params=facts.record.dense_params or params,
+    )
+    pruned = ModelMeasurements(
+        "pruned (end of training)",
+        top1=final_metrics.get("eval_top1"),
+        top5=final_metrics.get("eval_top5"),
+        macs=facts.macs,
+        params=params,
+    )
+    if args.card_latency:
+        _measure_latency(facts, dense, pruned)
+    tags = card_kwargs.get("tags") or []
+    return ModelCardInputs(
+        model_name=card_kwargs.get("model_name") or os.path.basename(os.path.abspath(args.output_dir)),
+        repo_id=repo_id,
+        source=facts.source,
+        method=facts.record.method,
+        target=args.target_flops_reduction,
+        dense=dense,
+        pruned=pruned,
+        events=events,
+        arguments=non_default_arguments(args),
+        command=shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
+        figures=figures,
+        base_model=card_kwargs.get("finetuned_from"),
+        dataset_id=_first(card_kwargs.get("dataset_tags")),
+        dataset_name=_first(card_kwargs.get("dataset")),
+        license=card_kwargs.get("license"),
+        tags=[tags] if isinstance(tags, str) else list(tags),
+    )
+
+
+def plot_training_curves(facts: RunFacts, path: str) -> str | None:
+    """Training loss and eval top-1 over the global step, prune events marked; ``None`` without logs."""
+    history = facts.log_history
+    curves = {
+        "train loss": [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h],
+        "eval top-1": [(h["step"], h["eval_top1"]) for h in history if "eval_top1" in h and "step" in h],
+    }
+    if not any(curves.values()):
+        return None
+    markers = {f"prune {i + 1}": e["global_step"] for i, e in enumerate(facts.record.events[:5])}
+    return plot_curves(curves, path, xlabel="global step", ylabel="loss / accuracy", title="Training", markers=markers)
+
+
+def non_default_arguments(args: Any) -> dict[str, Any]:
+    """The training arguments that differ from their dataclass defaults (tokens left out)."""
+    values = args.to_dict()
+    shown = {}
+    for f in dataclasses.fields(args):
+        if not f.init or f.name not in values or f.name.endswith("token"):
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        value = values[f.name]
+        unset = not value and not default  # e.g. None turned into [] by __post_init__
+        if not unset and value != default and value != getattr(default, "value", default) and f.name not in _DERIVED:
+            shown[f.name] = value
+    return shown
+
+
+def _measure_latency(facts: RunFacts, dense: ModelMeasurements, pruned: ModelMeasurements) -> None:
+    slim = copy.deepcopy(facts.model).cpu().float()
+    dense_model = facts.source.build("cpu")
+    for row, model in ((dense, dense_model), (pruned, slim)):
+        row.latency_ms_bs1, row.latency_ms_bs64 = (
+            measure_latency_ms(model, facts.input_size, batch_size) for batch_size in LATENCY_BATCH_SIZES
+        )
+
+
+def _last_eval(history: list[dict[str, Any]]) -> dict[str, Any]:
+    return next((h for h in reversed(history) if "eval_top1" in h), {})
+
+
+def _num_params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _first(value: str | list[str] | None) -> str | None:
+    if isinstance(value, list | tuple):
+        return value[0] if value else None
+    return value
