@@ -121,7 +121,7 @@ class LAASPPruning(PruningMethod):
 
     @classmethod
     def validate_arguments(cls, args) -> None:
-        if args.laasp_prune_start is not None and args.laasp_prune_start < 0:
+        if args.laasp_prune_start is not None and not args.laasp_prune_start >= 0:  # NaN fails too
             raise ValueError(f"laasp_prune_start must be >= 0 epochs (or None for 0.3 of the run), got {args.laasp_prune_start}")
         for name in ("laasp_flops_step", "laasp_recover_flops"):
             if not 0.0 < getattr(args, name) < 1.0:

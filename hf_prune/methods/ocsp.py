@@ -157,7 +157,7 @@ class OCSPruning(PruningMethod):
                 raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
         for name in ("ocsp_monitor_interval", "ocsp_monitor_start", "ocsp_reg_start", "ocsp_prune_deadline"):
             value = getattr(args, name)
-            if value is not None and value < 0:
+            if value is not None and not value >= 0:  # NaN fails too
                 raise ValueError(f"{name} is an epoch and must be >= 0, got {value}")
         if args.ocsp_monitor_interval == 0:
             raise ValueError("ocsp_monitor_interval must be > 0 epochs (leave it unset for the default)")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from huggingface_hub import get_token
 from torch import nn
 from transformers import TrainingArguments
 
@@ -28,6 +29,7 @@ from hf_prune.trainer.pruning_state import PruningRecord
 CURVES_PLOT_NAME = "training_curves.png"
 WIDTHS_PLOT_NAME = "pruned_widths.png"
 LATENCY_BATCH_SIZES = (1, 64)
+_REDACTED = "<redacted>"
 # Filled in by TrainingArguments.__post_init__ or by the trainer, not chosen by the user.
 _DERIVED = frozenset({"accelerator_config", "label_names", "logging_dir"})
 
@@ -122,7 +124,7 @@ def card_inputs(facts: RunFacts, repo_id: str, card_kwargs: dict[str, Any], figu
         pruned=pruned,
         events=events,
         arguments=non_default_arguments(args),
-        command=shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
+        command=_command_line(args),
         figures=figures,
         base_model=card_kwargs.get("finetuned_from"),
         dataset_id=_first(card_kwargs.get("dataset_tags")),
@@ -143,6 +145,33 @@ def plot_training_curves(facts: RunFacts, path: str) -> str | None:
         return None
     markers = {f"prune {i + 1}": e["global_step"] for i, e in enumerate(facts.record.events[:5])}
     return plot_curves(curves, path, xlabel="global step", ylabel="loss / accuracy", title="Training", markers=markers)
+
+
+def redact_secrets(argv: Sequence[str], secrets: Sequence[str | None] = ()) -> list[str]:
+    """``argv`` with the value of every ``--*token`` option and every known secret value replaced.
+
+    Handles ``--hub_token VALUE`` and ``--hub_token=VALUE``; ``secrets`` (e.g. the token in use)
+    are also replaced wherever they appear, so a token passed any other way is not published.
+    """
+    secrets = [s for s in secrets if s]
+    redacted, hide_next = [], False
+    for arg in argv:
+        flag, eq, _ = arg.partition("=")
+        if hide_next:
+            arg, hide_next = _REDACTED, False
+        elif flag.startswith("-") and flag.lower().endswith("token"):
+            arg, hide_next = (f"{flag}={_REDACTED}", False) if eq else (arg, True)
+        for secret in secrets:
+            arg = arg.replace(secret, _REDACTED)
+        redacted.append(arg)
+    return redacted
+
+
+def _command_line(args: TrainingArguments) -> str | None:
+    if not sys.argv or not sys.argv[0]:
+        return None
+    secrets = [args.hub_token, get_token(), *(os.environ.get(n) for n in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))]
+    return shlex.join(redact_secrets([os.path.basename(sys.argv[0]), *sys.argv[1:]], secrets))
 
 
 def non_default_arguments(args: Any) -> dict[str, Any]:

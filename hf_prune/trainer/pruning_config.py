@@ -76,6 +76,13 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             "batches first (weights untouched, statistics restored afterwards); 0 evaluates with the stale ones."
         },
     )
+    resume_with_changed_pruning: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint even when it has no pruning_state.json or was written with other pruning "
+            "settings, another model or number of classes (refused by default: the result would be neither run)."
+        },
+    )
     card_latency: bool = field(
         default=True,
         metadata={
@@ -94,6 +101,8 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
                 f"target_flops_reduction must lie in (0, 1), got {self.target_flops_reduction}: "
                 "it is the fraction of MACs to remove (0.5 halves them)"
             )
+        if self.prune_epoch is not None and not self.prune_epoch >= 0:  # NaN fails too
+            raise ValueError(f"prune_epoch is an epoch and must be >= 0 (or unset for the default), got {self.prune_epoch}")
         if not 0.0 < self.layer_prune_limit < 1.0:
             raise ValueError(f"layer_prune_limit must lie in (0, 1), got {self.layer_prune_limit}")
         if self.optimizer_state_after_prune not in OPTIMIZER_STATE_POLICIES:

@@ -37,7 +37,7 @@ from hf_prune.structure import MacsModel, StructureGraph
 from hf_prune.trainer._batch_norm import calibration_batches, recalibrated_batch_norm
 from hf_prune.trainer.card import RunFacts, card_figures, render_card, write_widths_plot
 from hf_prune.trainer.pruning_config import PruningArguments
-from hf_prune.trainer.pruning_state import PruningRecord
+from hf_prune.trainer.pruning_state import PruningRecord, run_identity
 from hf_prune.trainer.rewiring import full_precision, rebuild_optimizer, rewrap_model
 
 logger = logging.get_logger(__name__)
@@ -290,7 +290,19 @@ class PruningTrainer(Trainer):
         )
 
     def _record(self) -> PruningRecord:
-        return PruningRecord(self.pruning_method.name, self.pruning_method.state_dict(), self.dense_macs, self.pruning_events)
+        return PruningRecord(
+            self.pruning_method.name, self.pruning_method.state_dict(), self.dense_macs, self.pruning_events,
+            self._run_identity(),
+        )
+
+    def _run_identity(self) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        config = getattr(model, "config", None)
+        identity = {
+            "architecture": self.model_source.architecture if self.model_source else type(model).__name__,
+            "num_classes": getattr(model, "num_classes", None) or getattr(config, "num_labels", None),
+        }
+        return run_identity(self.args, self.pruning_method, identity)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Rebuild the checkpoint's (possibly slim) architecture and load every weight strictly.
@@ -316,7 +328,7 @@ class PruningTrainer(Trainer):
         self._graph = self._macs = None
 
     def _read_pruning_state(self, checkpoint: str) -> None:
-        record = PruningRecord.load(checkpoint, self.pruning_method.name)
+        record = PruningRecord.load(checkpoint, self._run_identity(), self.args.resume_with_changed_pruning)
         if record is not None:
             self._restored_method_state = record.method_state
             self.dense_macs, self.pruning_events = record.dense_macs, record.events
