@@ -27,6 +27,7 @@ from transformers import Trainer
 
 import hf_prune.methods.magnitude
 import hf_prune.methods.ocsp
+import hf_prune.trainer.pruning_trainer as pruning_trainer
 from hf_prune import PruningTrainer
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -52,7 +53,7 @@ def _patch_recording() -> None:
     original_decide = PruningTrainer._decide
     original_maybe_prune = PruningTrainer._maybe_prune
     original_apply = PruningTrainer.apply_pruning_plan
-    original_rewrap = PruningTrainer._rewrap_model
+    original_rewrap = pruning_trainer.rewrap_model
     original_step = Trainer.training_step
     original_end = PruningTrainer._on_train_end
     stale = os.environ.get("HF_PRUNE_TEST_STALE_WRAPPER") == "1"
@@ -103,7 +104,7 @@ def _patch_recording() -> None:
     PruningTrainer._decide = decide
     PruningTrainer._maybe_prune = maybe_prune
     PruningTrainer.apply_pruning_plan = apply_pruning_plan
-    PruningTrainer._rewrap_model = rewrap
+    pruning_trainer.rewrap_model = rewrap
     Trainer.training_step = training_step
     PruningTrainer._on_train_end = on_train_end
 

@@ -124,6 +124,8 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
                 "pickles): use 'every_save' (the slim model after each save) or 'end'"
             )
         self._validate_launch()
+        if self.use_cpu or not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
         super().__post_init__()
 
     @classmethod

@@ -497,11 +497,19 @@ class PruningTrainer(Trainer):
         }
         self.pruning_events.append(event)
         self.log({f"pruning/{k}": float(event[k]) for k in ("macs_after", "params_after", "macs_reduction")})
-        logger.info(
-            f"pruned at step {event['global_step']}: MACs {macs_before / 1e6:.2f}M -> {macs_after / 1e6:.2f}M, "
-            f"params {event['params_before'] / 1e6:.3f}M -> {event['params_after'] / 1e6:.3f}M ({plan.reason})"
-        )
+        self._announce(event)
         return event
+
+    def _announce(self, event: dict[str, Any]) -> None:
+        """One plain line per prune, printed like the Trainer's own logs (below the progress bar)."""
+        line = (
+            f"[hf_prune] pruned at step {event['global_step']} (epoch {event['epoch'] or 0:.2f}): MACs "
+            f"{event['macs_before'] / 1e6:.2f}M -> {event['macs_after'] / 1e6:.2f}M "
+            f"({event['macs_reduction']:.1%} below dense), params {event['params_before'] / 1e6:.3f}M -> "
+            f"{event['params_after'] / 1e6:.3f}M, method {self.pruning_method.name}: {event['reason']}"
+        )
+        if self.is_world_process_zero():
+            tqdm.write(line)
 
     def _evaluate_for_event(self, when: str) -> dict[str, float] | None:
         if not self.args.eval_around_prune or self.eval_dataset is None:
