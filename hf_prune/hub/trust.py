@@ -39,8 +39,8 @@ TRANSFORMERS_LOADING_FIELDS = frozenset({
 })
 # Free-text class names: never used as paths, only bounded.
 LABEL_FIELDS = frozenset({"id2label", "label2id", "label_names"})
-# Descriptive fields that nothing is built from: dropped on reading.
-DESCRIPTIVE_FIELDS = frozenset({"_name_or_path", "pretrained_cfg"})
+# Descriptive fields that nothing is built from (hf_prune reads its own section separately): dropped.
+DESCRIPTIVE_FIELDS = frozenset({"_name_or_path", "pretrained_cfg", "hf_prune"})
 # timm pretrained_cfg fields that describe the inputs (read for the data config, nothing else).
 TIMM_DATA_FIELDS = ("input_size", "fixed_input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
