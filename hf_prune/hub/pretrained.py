@@ -149,11 +149,11 @@ class AutoPrunedModel:
     @staticmethod
     def load_config(directory: str | os.PathLike) -> dict[str, Any]:
         """The ``config.json`` of a local slim-model directory, checked for an ``hf_prune`` section."""
-        path = _contained(directory, CONFIG_NAME)
-        if not os.path.isfile(path):
+        path = os.path.join(directory, CONFIG_NAME)
+        if not os.path.isfile(_contained(directory, CONFIG_NAME)):
             raise PrunedModelError(f"{directory} has no {CONFIG_NAME}: it is not a saved model directory")
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(_contained(directory, CONFIG_NAME), encoding="utf-8") as f:
                 config = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise PrunedModelError(f"{path} is not valid JSON ({err}): save or download the model again") from err
@@ -230,8 +230,13 @@ def _build(source: ModelSource, spec: dict[str, Any], directory: str) -> nn.Modu
         ) from err
     try:
         return apply_shape_spec(model, spec)
-    except (ShapeSpecError, AttributeError, TypeError) as err:
+    except ShapeSpecError as err:
         raise PrunedModelError(f"the shape spec in {directory}/{CONFIG_NAME} does not fit {source.architecture}: {err}") from err
+    except (AttributeError, TypeError) as err:
+        raise PrunedModelError(
+            f"the shape spec in {directory}/{CONFIG_NAME} is malformed ({type(err).__name__}: {err}): its 'modules', "
+            "'attention' and 'parameters' sections map names to objects; save the model again"
+        ) from err
 
 
 def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], directory: str) -> None:
