@@ -70,7 +70,8 @@ def test_saved_slim_model_reloads_exactly_from_safetensors(tmp_path, kind, monke
     reloaded = AutoPrunedModel.from_pretrained(tmp_path)
 
     assert built_on == ["meta"]  # the dense architecture is never materialized
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == [".hf_prune", "config.json", "model.safetensors"]
+    assert len(os.listdir(tmp_path / ".hf_prune")) == 2  # the commit link and the one version it names
     expected, found = model.state_dict(), reloaded.state_dict()
     assert expected.keys() == found.keys() and all(torch.equal(expected[k], found[k]) for k in expected)
     with torch.no_grad():
@@ -318,8 +319,12 @@ def test_weights_that_do_not_match_the_spec_are_refused(saved_dir):
         AutoPrunedModel.from_pretrained(saved_dir)
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def test_a_failed_save_leaves_the_previous_model_intact(saved_dir, monkeypatch):
-    before = {name: (saved_dir / name).read_bytes() for name in os.listdir(saved_dir)}
+    before = _files(saved_dir)
 
     def failing_save_file(tensors, path, metadata=None):
         Path(path).write_bytes(b"half a file")
@@ -329,7 +334,7 @@ def test_a_failed_save_leaves_the_previous_model_intact(saved_dir, monkeypatch):
     model = _prune_per_layer(_build("cifar_resnet20"))
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(model, saved_dir, source=ModelSource("timm", "cifar_resnet20", {"num_classes": 10}))
-    assert {name: (saved_dir / name).read_bytes() for name in os.listdir(saved_dir)} == before
+    assert _files(saved_dir) == before
 
 
 def test_a_model_built_with_other_arguments_than_its_source_is_refused(tmp_path):

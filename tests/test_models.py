@@ -190,7 +190,7 @@ def test_features_only() -> None:
 
 def test_load_timm_saved_dir(tmp_path) -> None:
     source = timm.create_model("cifar_resnet20", num_classes=4)
-    timm.models.save_for_hf(source, tmp_path)
+    timm.models.save_for_hf(source, tmp_path, safe_serialization=True)
     loaded = load_model(str(tmp_path), 4, pretrained=True)
     assert (loaded.source, loaded.name) == ("timm", "cifar_resnet20")
     torch.testing.assert_close(loaded.model.state_dict(), source.state_dict())

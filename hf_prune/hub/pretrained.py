@@ -27,20 +27,25 @@ from typing import Any, NoReturn
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import PreTrainedModel
 
 from hf_prune.structure.attention import find_attention
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
+from .model_dir import discard, new_version, publish
 from .source import ModelSource
+from .trust import contained_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Computed (non-persistent) buffers a config may make the loader allocate, e.g. attention index tables.
+MAX_BUFFER_BYTES = 2**30
 
 
 class PrunedModelError(ValueError):
@@ -58,8 +63,10 @@ def save_pretrained(
 ) -> str:
     """Save a slim ``model`` so that :meth:`AutoPrunedModel.from_pretrained` rebuilds it.
 
-    Every file is first written to a staging folder inside ``save_directory`` and then moved
-    into place, ``config.json`` last: a save that fails leaves the previous model intact.
+    All or nothing: the files are written to a new version folder inside ``save_directory``
+    (``.hf_prune/``), reloaded and checked, and published with one rename (see
+    :mod:`hf_prune.hub.model_dir`). A failure or kill at any moment leaves the previous model
+    complete; other files in ``save_directory`` are never touched.
 
     Args:
         model: the slim model (any device, unwrapped).
@@ -74,30 +81,31 @@ def save_pretrained(
         ``save_directory``.
 
     Raises:
-        PrunedModelError: the model cannot be rebuilt from ``source`` plus its shape spec.
+        PrunedModelError: the model cannot be rebuilt from ``source`` plus its shape spec, or the
+            reloaded model's logits differ (a setting the config cannot record).
     """
-    source = uniform_source(model, source)
+    source = _record_pooling(model, uniform_source(model, source))
     spec = _rebuildable_spec(model, source)
     library_section = {"format_version": FORMAT_VERSION, "library": source.library, "shape_spec": spec}
     config = {**source.to_config(), "hf_prune": {**library_section, **dict(pruning or {})}}
     state_dict = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
 
     os.makedirs(save_directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".hf_prune-staging-", dir=save_directory)
+    version = new_version(save_directory)
     try:
-        save_file(state_dict, os.path.join(staging, WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(state_dict, os.path.join(version, WEIGHTS_NAME), metadata={"format": "pt"})
+        _fsync_file(os.path.join(version, WEIGHTS_NAME))
         for name, path in (extra_files or {}).items():
-            shutil.copyfile(path, os.path.join(staging, _plain_file_name(name)))
+            shutil.copyfile(path, os.path.join(version, _plain_file_name(name)))
+            _fsync_file(os.path.join(version, name))
         if model_card is not None:
-            _write_text(os.path.join(staging, MODEL_CARD_NAME), model_card)
-        _write_text(os.path.join(staging, CONFIG_NAME), json.dumps(config, indent=2, default=_json_default))
-        umask = os.umask(0)
-        os.umask(umask)
-        for name in sorted(os.listdir(staging), key=lambda name: name == CONFIG_NAME):
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)  # staged files are private until now
-            os.replace(os.path.join(staging, name), os.path.join(save_directory, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            _write_text(os.path.join(version, MODEL_CARD_NAME), model_card)
+        _write_text(os.path.join(version, CONFIG_NAME), json.dumps(config, indent=2, default=_json_default))
+        _check_round_trip(model, version, config["hf_prune"].get("input_size") or source.input_size())
+        publish(save_directory, version)
+    except BaseException:
+        discard(save_directory, version)
+        raise
     return str(save_directory)
 
 
@@ -129,30 +137,29 @@ class AutoPrunedModel:
         config = cls.load_config(directory)
         try:
             source = ModelSource.from_config(config)
-        except (ValueError, KeyError) as err:
+        except (ValueError, KeyError, TypeError) as err:
             raise PrunedModelError(f"{directory}/{CONFIG_NAME} does not describe a buildable source: {err}") from err
-        state_dict = _load_weights(directory)
-        spec = config["hf_prune"]["shape_spec"]
-        model = _build(source, spec, "meta", directory)
-        if _has_non_persistent_buffers(model):
-            model = _build(source, spec, device, directory)  # their values come from the constructor
-            _load_strict(model, state_dict, directory, assign=False)
-        else:
-            _load_strict(model, state_dict, directory, assign=True)
+        model = _build(source, config["hf_prune"]["shape_spec"], directory)
+        weights = _contained(directory, WEIGHTS_NAME)
+        _check_weight_shapes(model, weights, directory)
+        _rebuild_non_persistent_buffers(model, source, config["hf_prune"]["shape_spec"], directory)
+        _load_strict(model, _load_weights(directory, weights), directory)
         return model.to(device).eval()
 
     @staticmethod
     def load_config(directory: str | os.PathLike) -> dict[str, Any]:
         """The ``config.json`` of a local slim-model directory, checked for an ``hf_prune`` section."""
         path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(path):
+        if not os.path.isfile(_contained(directory, CONFIG_NAME)):
             raise PrunedModelError(f"{directory} has no {CONFIG_NAME}: it is not a saved model directory")
         try:
-            with open(path) as f:
+            with open(_contained(directory, CONFIG_NAME), encoding="utf-8") as f:
                 config = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PrunedModelError(f"{path} is not valid JSON ({err})") from err
-        section = config.get("hf_prune") if isinstance(config, dict) else None
+            raise PrunedModelError(f"{path} is not valid JSON ({err}): save or download the model again") from err
+        if not isinstance(config, dict):
+            raise PrunedModelError(f"{path} holds a JSON {type(config).__name__}, not an object: it is not a model config")
+        section = config.get("hf_prune")
         if not isinstance(section, dict) or not isinstance(section.get("shape_spec"), dict):
             raise PrunedModelError(
                 f"{path} has no 'hf_prune' section with a shape spec: save the model with "
@@ -167,6 +174,7 @@ class AutoPrunedModel:
 
 
 def _resolve(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str:
+    """A local directory as is, else the Hub snapshot holding config.json and model.safetensors."""
     if os.path.isdir(name_or_path):
         return str(name_or_path)
     try:
@@ -177,36 +185,151 @@ def _resolve(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str:
         raise PrunedModelError(f"{name_or_path!r} is neither a local directory nor a Hub repo id") from err
 
 
-def _load_weights(directory: str) -> dict[str, torch.Tensor]:
-    path = os.path.join(directory, WEIGHTS_NAME)
-    if not os.path.isfile(path):
-        pickles = sorted(name for name in os.listdir(directory) if name.endswith(PICKLE_SUFFIXES))
-        hint = f" (found {pickles}: pickled weights are never loaded, they can run code)" if pickles else ""
-        raise PrunedModelError(f"{directory} has no {WEIGHTS_NAME}{hint}")
+def _contained(directory: str, name: str) -> str:
+    try:
+        return contained_file(directory, name)
+    except ValueError as err:
+        raise PrunedModelError(str(err)) from err
+
+
+def _load_weights(directory: str, path: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError) as err:
         raise PrunedModelError(f"{path} is corrupted or truncated ({err}): save or download it again") from err
 
 
-def _build(source: ModelSource, spec: dict[str, Any], device: str | torch.device, directory: str) -> nn.Module:
-    model = source.build(device)
+def _check_weight_shapes(model: nn.Module, path: str, directory: str) -> None:
+    """Compare the weights file's header with the model built on meta, before any tensor is read."""
+    if not os.path.isfile(path):
+        pickles = sorted(name for name in os.listdir(directory) if name.endswith(PICKLE_SUFFIXES))
+        hint = f" (found {pickles}: pickled weights are never loaded, they can run code)" if pickles else ""
+        raise PrunedModelError(f"{directory} has no {WEIGHTS_NAME}{hint}")
+    try:
+        with safe_open(path, framework="pt") as weights:
+            found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError) as err:
+        raise PrunedModelError(f"{path} is corrupted or truncated ({err}): save or download it again") from err
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    if found != expected:
+        name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
+        raise PrunedModelError(
+            f"{directory}/{WEIGHTS_NAME} does not match its config: '{name}' is {found.get(name)} in the weights "
+            f"and {expected.get(name)} in the architecture (None: absent); save the model again"
+        )
+
+
+def _build(source: ModelSource, spec: dict[str, Any], directory: str) -> nn.Module:
+    """The slim architecture on the meta device: nothing is allocated, whatever sizes the config names."""
+    try:
+        model = source.build("meta")
+    except (ValueError, TypeError, RuntimeError, AssertionError) as err:
+        raise PrunedModelError(
+            f"{directory}/{CONFIG_NAME} names sizes that {source.library} '{source.architecture}' cannot be built "
+            f"with ({type(err).__name__}: {err}): correct 'model_args' or save the model again"
+        ) from err
     try:
         return apply_shape_spec(model, spec)
     except ShapeSpecError as err:
         raise PrunedModelError(f"the shape spec in {directory}/{CONFIG_NAME} does not fit {source.architecture}: {err}") from err
+    except (AttributeError, TypeError) as err:
+        raise PrunedModelError(
+            f"the shape spec in {directory}/{CONFIG_NAME} is malformed ({type(err).__name__}: {err}): its 'modules', "
+            "'attention' and 'parameters' sections map names to objects; save the model again"
+        ) from err
 
 
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], directory: str, *, assign: bool) -> None:
+def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], directory: str) -> None:
     try:
-        model.load_state_dict(state_dict, strict=True, assign=assign)
+        model.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as err:
         raise PrunedModelError(f"{directory}/{WEIGHTS_NAME} does not match its config: {err}") from err
 
 
-def _has_non_persistent_buffers(model: nn.Module) -> bool:
-    persistent = set(model.state_dict()) - set(dict(model.named_parameters()))
-    return any(name not in persistent for name, _ in model.named_buffers())
+def _rebuild_non_persistent_buffers(model: nn.Module, source: ModelSource, spec: dict[str, Any], directory: str) -> None:
+    """Compute the buffers the weights file does not hold (e.g. Swin's relative position index) on CPU.
+
+    They are computed by the libraries' own hooks (timm's ``init_non_persistent_buffers``,
+    transformers' ``initialize_weights``) while the parameters are still on meta. A buffer no
+    hook rebuilt is taken from the slim architecture built once more on CPU.
+    """
+    placeholders = {}
+    for module_name, module in model.named_modules():
+        for name in module._non_persistent_buffers_set:
+            if module._buffers.get(name) is not None:
+                placeholders[(module_name, name)] = module._buffers[name] = _sentinel_like(module._buffers[name])
+    if not placeholders:
+        return
+    size = sum(t.numel() * t.element_size() for t in placeholders.values())
+    if size > MAX_BUFFER_BYTES:
+        raise PrunedModelError(f"{directory}/{CONFIG_NAME} builds {size} bytes of computed buffers (limit {MAX_BUFFER_BYTES})")
+    if isinstance(model, PreTrainedModel):
+        model.initialize_weights()
+    for module in model.modules():
+        if hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
+    modules = dict(model.named_modules())
+    stale = [key for key, placeholder in placeholders.items() if _is_sentinel(modules[key[0]]._buffers[key[1]], placeholder)]
+    if stale:
+        rebuilt = dict(apply_shape_spec(source.build("cpu"), spec).named_modules())
+        for module_name, name in stale:
+            modules[module_name]._buffers[name] = rebuilt[module_name]._buffers[name]
+
+
+def _sentinel_like(buffer: torch.Tensor) -> torch.Tensor:
+    fill = float("nan") if buffer.is_floating_point() else torch.iinfo(buffer.dtype).min if buffer.dtype != torch.bool else False
+    return torch.full(buffer.shape, fill, dtype=buffer.dtype, device="cpu")
+
+
+def _is_sentinel(buffer: torch.Tensor, placeholder: torch.Tensor) -> bool:
+    """True while ``buffer`` is still the untouched placeholder (no hook computed it)."""
+    if buffer.is_meta:
+        return True
+    if buffer is not placeholder:
+        return False
+    return buffer.dtype == torch.bool or bool(torch.equal(buffer, _sentinel_like(buffer)) if not buffer.is_floating_point() else buffer.isnan().all())
+
+
+def _check_round_trip(model: nn.Module, version: str, input_size: list[int]) -> None:
+    """Reload what was written and compare logits on one small input, before anything is published."""
+    reference = next(model.parameters())
+    reloaded = AutoPrunedModel.from_pretrained(version, device=reference.device).to(reference.dtype)
+    inputs = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0)).to(reference.device, reference.dtype)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected, found = _logits(model(inputs)).float(), _logits(reloaded(inputs)).float()
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if expected.shape != found.shape or not torch.allclose(found, expected, rtol=1e-4, atol=1e-5):
+        difference = (found - expected).abs().max().item() if expected.shape == found.shape else "shapes differ"
+        raise PrunedModelError(
+            f"the saved model does not reload exactly (max |logit difference| {difference}): the model has a setting "
+            "that its config cannot record (e.g. a changed forward, or timm reset_classifier with another global_pool "
+            "on a model without a 'global_pool' argument); nothing was saved. Build the model with create_model "
+            "arguments that state the setting."
+        )
+
+
+def _logits(output: Any) -> torch.Tensor:
+    return output if torch.is_tensor(output) else output.logits
+
+
+def _record_pooling(model: nn.Module, source: ModelSource) -> ModelSource:
+    """A timm source whose ``model_args`` state the model's global pooling when it differs from the built one."""
+    pool = _pool_type(model)
+    if source.library != "timm" or pool is None or pool == _pool_type(source.build("meta")):
+        return source
+    return ModelSource("timm", source.architecture, {**source.model_args, "global_pool": pool}, source.pretrained_cfg)
+
+
+def _pool_type(model: nn.Module) -> str | None:
+    """timm's global pooling setting: a string attribute, or the ``pool_type`` of its pooling module."""
+    pool = getattr(model, "global_pool", None)
+    pool = getattr(pool, "pool_type", pool)
+    return pool if isinstance(pool, str) else None
 
 
 def _rebuildable_spec(model: nn.Module, source: ModelSource) -> dict[str, Any]:
@@ -283,6 +406,13 @@ def _plain_file_name(name: str) -> str:
 def _write_text(path: str, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _json_default(value: Any) -> Any:

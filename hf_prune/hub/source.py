@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import timm
+import timm.data
 import torch
 import transformers
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoModelForImageClassification, PreTrainedModel
 
+from .trust import DESCRIPTIVE_FIELDS, check_timm_source, check_transformers_config, timm_data_fields
+
 LIBRARIES = ("timm", "transformers")
-# timm.create_model arguments that load files or weights: a config.json must never steer them.
-_TIMM_LOADING_ARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"})
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ class ModelSource:
         architecture: timm model name, or the transformers model class (e.g.
             ``ViTForImageClassification``).
         model_args: timm: kwargs of ``timm.create_model``; transformers: the config as a dict.
-        pretrained_cfg: timm's pretrained config (input size, normalization), kept for
-            ``timm.create_model("local-dir:...")``.
+            Both pass the allow-list of :mod:`hf_prune.hub.trust` (registry architectures, sizes
+            and plain names only), whether they come from a model or from a ``config.json``.
+        pretrained_cfg: timm's pretrained config (input size, normalization), written for
+            ``timm.create_model("local-dir:...")``; read back, only its input fields are kept.
     """
 
     library: str
@@ -43,12 +46,12 @@ class ModelSource:
     def __post_init__(self) -> None:
         if self.library not in LIBRARIES:
             raise ValueError(f"unknown model library {self.library!r}: expected one of {LIBRARIES}")
-        loading = sorted(_TIMM_LOADING_ARGS & set(self.model_args)) if self.library == "timm" else []
-        if loading:
-            raise ValueError(
-                f"model args {loading} would make timm load files or weights; a slim model's architecture "
-                "is rebuilt without them (its weights come from model.safetensors)"
-            )
+        if self.library == "timm":
+            check_timm_source(self.architecture, self.model_args)
+        else:
+            object.__setattr__(self, "model_args", check_transformers_config(self.model_args))
+            if self.architecture not in self.model_args.get("architectures", [self.architecture]):
+                raise ValueError(f"architecture {self.architecture!r} differs from the config's {self.model_args['architectures']}")
         try:
             json.dumps(self.model_args)
         except TypeError as err:
@@ -61,7 +64,7 @@ class ModelSource:
     def from_model(cls, model: nn.Module) -> ModelSource | None:
         """Describe a freshly built timm or transformers model; ``None`` for any other module."""
         if isinstance(model, PreTrainedModel):
-            config = model.config.to_dict()
+            config = {k: v for k, v in model.config.to_dict().items() if k not in DESCRIPTIVE_FIELDS}
             config["architectures"] = [type(model).__name__]
             return cls("transformers", type(model).__name__, config)
         pretrained_cfg = getattr(model, "pretrained_cfg", None)
@@ -80,6 +83,18 @@ class ModelSource:
             if isinstance(model_class, type) and issubclass(model_class, PreTrainedModel):
                 return model_class(config)
             return AutoModelForImageClassification.from_config(config)
+
+    def input_size(self) -> list[int]:
+        """(channels, height, width) of the inputs the dense architecture is built for."""
+        if self.library == "timm":
+            channels, *size = timm.data.resolve_data_config({}, model=self.build("meta"))["input_size"]
+            size = self.model_args.get("img_size", size)
+            channels = self.model_args.get("in_chans", channels)
+        else:
+            size = self.model_args.get("image_size", 224)
+            channels = self.model_args.get("num_channels", 3)
+        height, width = (size, size) if isinstance(size, int) else size
+        return [channels, height, width]
 
     def transformers_config(self) -> transformers.PretrainedConfig:
         """The transformers config of the dense architecture."""
@@ -101,12 +116,16 @@ class ModelSource:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelSource:
-        """Inverse of :meth:`to_config` (the library is taken from the ``hf_prune`` section)."""
+        """Inverse of :meth:`to_config` (the library is taken from the ``hf_prune`` section).
+
+        Raises:
+            ValueError: the config fails the allow-list of :mod:`hf_prune.hub.trust`.
+        """
         library = config.get("hf_prune", {}).get("library")
         if library == "timm":
-            return cls("timm", config["architecture"], config.get("model_args") or {}, config.get("pretrained_cfg"))
+            model_args = config.get("model_args") or {}
+            return cls("timm", config.get("architecture"), model_args, timm_data_fields(config.get("pretrained_cfg")))
         if library == "transformers":
-            model_args = {k: v for k, v in config.items() if k != "hf_prune"}
-            architecture = (model_args.get("architectures") or ["AutoModelForImageClassification"])[0]
-            return cls("transformers", architecture, model_args)
+            model_args = check_transformers_config({k: v for k, v in config.items() if k != "hf_prune"})
+            return cls("transformers", model_args["architectures"][0], model_args)
         raise ValueError(f"config.json names the model library {library!r}: expected one of {LIBRARIES}")

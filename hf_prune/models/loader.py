@@ -4,12 +4,16 @@
 
 1. a local directory (it must hold a ``config.json``): a transformers model (``AutoModelForImageClassification``),
    or a timm model when the config is timm's (it has ``architecture`` and no ``model_type``);
-2. ``hf-hub:<repo>`` / ``local-dir:<path>``: handed to ``timm.create_model`` as is;
+2. ``hf-hub:<repo>`` / ``local-dir:<path>``: a timm model directory on the Hub or on disk;
 3. a timm registry name, optionally prefixed ``timm/`` (``resnet18``, ``timm/resnet50.a1_in1k``,
    ``cifar_resnet56``);
 4. any other name with a ``/``: a transformers Hub id.
 
 Anything else raises ``ValueError`` with the closest timm names.
+
+A model directory is data: its ``config.json`` passes the allow-list of :mod:`hf_prune.hub.trust`
+(registry architectures, bounded sizes and plain names; nothing that names files, sources, code
+or kernels), its files must not link outside it, and only safetensors weights are read.
 """
 from __future__ import annotations
 
@@ -23,15 +27,21 @@ from typing import Any
 import timm
 import timm.data
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
+from transformers import CONFIG_MAPPING, AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
+
+from hf_prune.hub.trust import check_timm_source, check_transformers_config, contained_file, timm_data_fields
 
 logger = logging.getLogger(__name__)
 
 # Inputs this small are CIFAR-like: augment with pad-and-crop instead of RandomResizedCrop.
 CIFAR_STYLE_MAX_SIZE = 64
 _TIMM_PREFIX = "timm/"
-_TIMM_SOURCES = ("hf-hub:", "local-dir:")
+_HUB_SOURCE, _LOCAL_SOURCE = "hf-hub:", "local-dir:"
+_WEIGHTS_NAME = "model.safetensors"
 # PIL resample codes used by transformers image processors -> torchvision interpolation names.
 _PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 
@@ -109,31 +119,96 @@ def load_model(
     """
     if id2label is not None and len(id2label) != num_labels:
         raise ValueError(f"id2label has {len(id2label)} entries but num_labels is {num_labels}")
+    if name_or_path.startswith(_LOCAL_SOURCE):
+        name_or_path = name_or_path.removeprefix(_LOCAL_SOURCE)
+    if name_or_path.startswith(_HUB_SOURCE):
+        directory = _download_timm_dir(name_or_path.removeprefix(_HUB_SOURCE), pretrained)
+        return _load_timm_dir(directory, _read_config(directory), num_labels, pretrained, image_size)
     if os.path.isdir(name_or_path):
-        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
-            raise ValueError(f"Model directory {name_or_path!r} has no config.json")
-        if _is_timm_config_dir(name_or_path):
-            return _load_timm("local-dir:" + name_or_path, num_labels, pretrained, image_size)
-        return _load_transformers(name_or_path, num_labels, pretrained, id2label, image_size, local=True)
+        config = _read_config(name_or_path)
+        if "architecture" in config and "model_type" not in config:
+            return _load_timm_dir(name_or_path, config, num_labels, pretrained, image_size)
+        return _load_transformers(name_or_path, num_labels, pretrained, id2label, image_size, local_config=config)
     timm_name = _resolve_timm_name(name_or_path)
     if timm_name is not None:
         return _load_timm(timm_name, num_labels, pretrained, image_size)
     if "/" in name_or_path:
-        return _load_transformers(name_or_path, num_labels, pretrained, id2label, image_size, local=False)
+        return _load_transformers(name_or_path, num_labels, pretrained, id2label, image_size, local_config=None)
     raise _unknown_model_error(name_or_path)
 
 
-def _is_timm_config_dir(path: str) -> bool:
-    """True for a directory saved by timm (its config.json has `architecture`, not `model_type`)."""
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
-        config = json.load(handle)
-    return "architecture" in config and "model_type" not in config
+def _read_config(directory: str) -> dict[str, Any]:
+    """The config.json of a model directory, after checking that none of its files links outside it."""
+    for name in os.listdir(directory):
+        if name.endswith((".json", ".safetensors")):
+            contained_file(directory, name)
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"Model directory {directory!r} has no config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): save or download the model again") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object: it is not a model config")
+    return config
+
+
+def _download_timm_dir(repo_id: str, pretrained: bool) -> str:
+    """The Hub snapshot of a timm model: its config, and its safetensors weights when `pretrained`."""
+    patterns = ["config.json", _WEIGHTS_NAME] if pretrained else ["config.json"]
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns)
+    except OSError as err:
+        raise _download_error(_HUB_SOURCE + repo_id, "pretrained weights" if pretrained else "config", err) from err
+
+
+def _load_timm_dir(
+        directory: str, config: dict[str, Any], num_labels: int, pretrained: bool, image_size: int | None
+) -> LoadedModel:
+    """Build the timm model a directory's config names; with `pretrained`, load its safetensors weights.
+
+    The classifier is re-initialized when the directory's model has another number of classes.
+    """
+    try:
+        architecture = config.get("architecture")
+        model_args = check_timm_source(architecture, config.get("model_args") or {})
+        data_fields = timm_data_fields(config.get("pretrained_cfg"))
+    except ValueError as err:
+        raise ValueError(f"{directory}/config.json: {err}") from err
+    if image_size is not None and data_fields.get("fixed_input_size"):
+        model_args["img_size"] = image_size
+    model_args["num_classes"] = num_labels
+    model = timm.create_model(architecture, pretrained=False, pretrained_cfg_overlay=data_fields, **model_args)
+    if pretrained:
+        _load_timm_weights(model, directory, saved_classes=config.get("num_classes"))
+    return _timm_loaded_model(model, architecture, model_args, image_size)
+
+
+def _load_timm_weights(model: torch.nn.Module, directory: str, saved_classes: Any) -> None:
+    path = contained_file(directory, _WEIGHTS_NAME)
+    if not os.path.isfile(path):
+        raise ValueError(f"{directory} has no {_WEIGHTS_NAME}: only safetensors weights are loaded (pickles can run code)")
+    try:
+        state_dict = load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is corrupted or truncated ({err}): save or download it again") from err
+    classifier = model.pretrained_cfg.get("classifier")
+    replaced = set()
+    if saved_classes != model.num_classes and classifier:
+        replaced = {f"{classifier}.weight", f"{classifier}.bias"}
+        state_dict = {key: value for key, value in state_dict.items() if key not in replaced}
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - replaced:
+        raise ValueError(
+            f"{path} does not fit {model.pretrained_cfg.get('architecture')}: missing {result.missing_keys}, "
+            f"unexpected {result.unexpected_keys}"
+        )
 
 
 def _resolve_timm_name(name: str) -> str | None:
     """The name to pass to `timm.create_model`, or None when timm does not know `name`."""
-    if name.startswith(_TIMM_SOURCES):
-        return name
     stripped = name.removeprefix(_TIMM_PREFIX)
     if timm.is_model(stripped):
         return stripped
@@ -169,20 +244,24 @@ def _download_error(name: str, what: str, err: Exception) -> OSError:
 def _load_timm(name: str, num_labels: int, pretrained: bool, image_size: int | None) -> LoadedModel:
     """Create a timm model with `num_labels` classes and resolve its data config."""
     kwargs: dict[str, Any] = {"num_classes": num_labels}
-    if not name.startswith(_TIMM_SOURCES):
-        default_cfg = timm.models.get_pretrained_cfg(name)
-        if pretrained and (default_cfg is None or not default_cfg.has_weights):
-            raise RuntimeError(
-                f"timm model {name!r} has no pretrained weights; use pretrained=False (random init) "
-                "or load a trained checkpoint directory instead."
-            )
-        # Models with position embeddings (ViTs) bake the input size in at construction.
-        if image_size is not None and default_cfg is not None and default_cfg.fixed_input_size:
-            kwargs["img_size"] = image_size
+    default_cfg = timm.models.get_pretrained_cfg(name)
+    if pretrained and (default_cfg is None or not default_cfg.has_weights):
+        raise RuntimeError(
+            f"timm model {name!r} has no pretrained weights; use pretrained=False (random init) "
+            "or load a trained checkpoint directory instead."
+        )
+    # Models with position embeddings (ViTs) bake the input size in at construction.
+    if image_size is not None and default_cfg is not None and default_cfg.fixed_input_size:
+        kwargs["img_size"] = image_size
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except OSError as err:
         raise _download_error(name, "pretrained weights" if pretrained else "config", err) from err
+    return _timm_loaded_model(model, name, dict(getattr(model, "_model_args", kwargs)), image_size)
+
+
+def _timm_loaded_model(model: torch.nn.Module, name: str, model_args: dict[str, Any], image_size: int | None) -> LoadedModel:
+    """A timm model with its rebuild arguments and data config."""
     data = timm.data.resolve_data_config({}, model=model)
     channels = data["input_size"][0]
     input_size = (channels, image_size, image_size) if image_size else tuple(data["input_size"])
@@ -194,10 +273,7 @@ def _load_timm(name: str, num_labels: int, pretrained: bool, image_size: int | N
         crop_pct=data["crop_pct"],
         cifar_style=max(input_size[1:]) <= CIFAR_STYLE_MAX_SIZE,
     )
-    # Prefixed sources resolve to a registry architecture; rebuilding from it needs no network.
-    rebuild_name = model.pretrained_cfg.get("architecture", name) if name.startswith(_TIMM_SOURCES) else name
-    model_args = dict(getattr(model, "_model_args", kwargs))
-    return LoadedModel(model=model, source="timm", name=rebuild_name, model_args=model_args, data_config=data_config)
+    return LoadedModel(model=model, source="timm", name=name, model_args=model_args, data_config=data_config)
 
 
 def _load_transformers(
@@ -207,25 +283,32 @@ def _load_transformers(
         id2label: dict[int, str] | None,
         image_size: int | None,
         *,
-        local: bool,
+        local_config: dict[str, Any] | None,
 ) -> LoadedModel:
-    """Build an AutoModelForImageClassification from a local dir or Hub id."""
+    """Build an AutoModelForImageClassification from a local dir (its config given) or Hub id."""
+    local = local_config is not None
     config_kwargs: dict[str, Any] = {"num_labels": num_labels}
     if id2label is not None:
         config_kwargs["id2label"] = {int(i): label for i, label in id2label.items()}
         config_kwargs["label2id"] = {label: int(i) for i, label in id2label.items()}
     if image_size is not None:
         config_kwargs["image_size"] = image_size
+    if local_config is None:
+        try:
+            local_config, _ = PretrainedConfig.get_config_dict(name)
+        except OSError as err:
+            raise _download_error(name, "config", err) from err
     try:
-        config = AutoConfig.from_pretrained(name, **config_kwargs)
-    except OSError as err:
-        if local:
-            raise
-        raise _download_error(name, "config", err) from err
+        checked = check_transformers_config(local_config)
+    except ValueError as err:
+        raise ValueError(f"the config.json of {name!r}: {err}") from err
+    config = CONFIG_MAPPING[checked["model_type"]].from_dict(checked, **config_kwargs)
     if pretrained:
         try:
             # The checkpoint's classifier has its own number of classes; it is re-initialized.
-            model = AutoModelForImageClassification.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
+            model = AutoModelForImageClassification.from_pretrained(
+                name, config=config, ignore_mismatched_sizes=True, use_safetensors=True
+            )
         except OSError as err:
             if local:
                 raise
