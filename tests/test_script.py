@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-import prune_image_classification as script  # scripts/ (pytest pythonpath)
+SCRIPT = "scripts/prune_image_classification.py"
 
 
 @pytest.mark.parametrize("method, epochs, samples", [("magnitude", 3, 2048), ("ocsp", 4, 1536)])
-def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples):
-    report = script.main([
+def test_default_job_prunes_saves_and_reloads(load_script, tmp_path, method, epochs, samples):
+    report = load_script(SCRIPT).main([
         "--output_dir", str(tmp_path), "--num_train_epochs", str(epochs), "--max_train_samples", str(samples),
         "--max_eval_samples", "300", "--use_cpu", "--disable_tqdm", "true", "--pruning_method", method,
     ])
@@ -29,6 +29,6 @@ def test_default_job_prunes_saves_and_reloads(tmp_path, method, epochs, samples)
     assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
 
 
-def test_unknown_model_is_refused_before_training(tmp_path):
+def test_unknown_model_is_refused_before_training(load_script, tmp_path):
     with pytest.raises(ValueError, match="cifar_resnet2O"):
-        script.main(["--output_dir", str(tmp_path), "--model_name_or_path", "cifar_resnet2O"])
+        load_script(SCRIPT).main(["--output_dir", str(tmp_path), "--model_name_or_path", "cifar_resnet2O"])
