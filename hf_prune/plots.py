@@ -1,11 +1,16 @@
-"""Figures written next to a run's outputs (matplotlib's object API: no global backend state)."""
+"""Figures written next to a run's outputs (matplotlib's object API: no global backend state).
+
+matplotlib is imported by the functions that draw (about a second), not by ``import hf_prune``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_layer_widths(widths: Mapping[str, tuple[int, int]], path: str, title: str = "Kept width per group") -> str:
@@ -16,7 +21,7 @@ def plot_layer_widths(widths: Mapping[str, tuple[int, int]], path: str, title: s
         path: PNG file to write (atomically).
     """
     names = list(widths)
-    figure = Figure(figsize=(max(6.0, 0.28 * len(names) + 2), 4.0), layout="constrained")
+    figure = _figure(max(6.0, 0.28 * len(names) + 2), 4.0)
     axes = figure.subplots()
     positions = range(len(names))
     axes.bar(positions, [widths[n][0] for n in names], color="#d0d7e1", label="original")
@@ -38,7 +43,7 @@ def plot_curves(
     markers: Mapping[str, float] | None = None,
 ) -> str:
     """Line plot of named (x, y) series, with optional labelled vertical markers (e.g. the prune epoch)."""
-    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+    figure = _figure(6.4, 4.0)
     axes = figure.subplots()
     for label, points in curves.items():
         if points:
@@ -54,13 +59,19 @@ def plot_scatter(
     groups: Mapping[str, Sequence[tuple[float, float]]], path: str, *, xlabel: str, ylabel: str, title: str
 ) -> str:
     """Scatter plot, one marker style per named group of (x, y) points (e.g. accuracy vs MACs per method)."""
-    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    figure = _figure(6.4, 4.4)
     axes = figure.subplots()
     for (label, points), marker in zip(groups.items(), "os^Dv<>pP*X"):
         if points:
             xs, ys = zip(*points)
             axes.scatter(xs, ys, marker=marker, s=40, label=label)
     return _save_labelled(figure, axes, path, xlabel, ylabel, title)
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def _save_labelled(figure: Figure, axes, path: str, xlabel: str, ylabel: str, title: str) -> str:

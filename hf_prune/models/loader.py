@@ -123,6 +123,17 @@ def load_model(
     raise _unknown_model_error(name_or_path)
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Raise `load_model`'s ValueError for a name it cannot resolve, without building or downloading anything.
+
+    For scripts, to fail on a typo before loading data. Local directories, ``hf-hub:``/``local-dir:``
+    sources and Hub ids (``owner/name``) are only checked by loading them.
+    """
+    if os.path.isdir(name_or_path) or ":" in name_or_path:
+        return
+    if _resolve_timm_name(name_or_path) is None and "/" not in name_or_path:
+        raise _unknown_model_error(name_or_path)
+
 def _is_timm_config_dir(path: str) -> bool:
     """True for a directory saved by timm (its config.json has `architecture`, not `model_type`)."""
     with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
