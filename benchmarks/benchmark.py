@@ -31,7 +31,8 @@ from hf_prune.latency import measure_latency_ms
 from hf_prune.plots import plot_scatter
 
 # A program, not a package: its main(argv) -> report is loaded by path.
-run_example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"))["main"]
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 KEY_FIELDS = ("model", "method", "target", "seed")
 PAPER_METHODS = ("ocsp", "laasp")

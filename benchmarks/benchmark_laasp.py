@@ -43,7 +43,8 @@ from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
 
 # A program, not a package: its main(argv) -> report is loaded by path.
-run_example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"))["main"]
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 
 def make_parser() -> argparse.ArgumentParser:

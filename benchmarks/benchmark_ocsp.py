@@ -17,7 +17,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 # A program, not a package: its main(argv) -> report is loaded by path.
-run_example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"))["main"]
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 
 @dataclass

@@ -17,11 +17,17 @@ import json
 import os
 from argparse import ArgumentParser
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from transformers import HfArgumentParser
 
 from hf_prune import PruningArguments
 from hf_prune.models.loader import check_model_name
+
+if TYPE_CHECKING:
+    import torch
+
+    from hf_prune import PruningTrainer
 
 DEMO_DATASET = "builtin:mnist5k"
 # The training recipe of the embedded job (CIFAR-style SGD), which --help shows as the defaults.
@@ -132,7 +138,9 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     """Parse the command line; unknown model or method names fail here, before any data is loaded."""
     values = vars(make_parser().parse_args(argv))  # an unknown --pruning_method is a usage error here
     check_model_name(values["model_name_or_path"])
-    model_args, data_args = (cls(**{f.name: values.pop(f.name) for f in fields(cls)}) for cls in (ModelArguments, DataArguments))
+    model_args, data_args = (
+        cls(**{f.name: values.pop(f.name) for f in fields(cls)}) for cls in (ModelArguments, DataArguments)
+    )
     values["output_dir"] = values["output_dir"] or default_output_dir(model_args, data_args, values["pruning_method"])
     return model_args, data_args, PruningArguments(**values)
 
@@ -149,7 +157,6 @@ def main(argv: list[str] | None = None) -> dict:
     """Parse ``argv`` (default: the command line), train, prune, save, reload and report."""
     model_args, data_args, training_args = parse_arguments(argv)
     # Imported once the arguments are known to be good, so that --help and argument errors come back fast.
-    import torch
     from transformers import set_seed
 
     from hf_prune import PruningTrainer, count_macs_params

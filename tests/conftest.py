@@ -94,5 +94,5 @@ def make_trainer() -> Callable[..., PruningTrainer]:
 
 @pytest.fixture(scope="session")
 def load_script() -> Callable[[str], ModuleType]:
-    """Import a program by its path from the repository root, e.g. ``load_script("scripts/prune_image_classification.py")``."""
+    """Import a program by its path from the repository root: ``load_script("benchmarks/benchmark.py")``."""
     return _load_by_path
