@@ -44,7 +44,8 @@ def test_help_lists_pruning_options_first_with_choices_and_the_defaults_that_app
     assert {"Pruning method 'ocsp'", "Pruning method 'laasp'"} <= set(headings)
     pruning = help_text[help_text.index("\nPruning:"):help_text.index("\nModel:")]
     assert "--pruning_method {" + ",".join(hf_prune.list_methods()) + "}" in pruning
-    assert "--learning_rate" not in pruning and "--target_flops_reduction" in pruning
+    assert "--target_flops_reduction" in pruning
+    assert "--learning_rate" not in pruning and "--remove_unused_columns" not in pruning
     training = help_text[help_text.index("\nTraining ("):]
     for flag, default in [("learning_rate", "0.1"), ("per_device_train_batch_size", "128"), ("optim", "sgd"),
                           ("lr_scheduler_type", "cosine"), ("num_train_epochs", "4")]:
