@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import hf_prune.methods.ocsp
 import hf_prune.trainer.pruning_trainer as pruning_trainer
 from hf_prune import PruningTrainer
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 RECORD: dict[str, Any] = {"steps": [], "prunes": [], "proposed": [], "micro_batches": []}
 
 
@@ -119,10 +119,7 @@ def main() -> None:
     if os.environ.get("HF_PRUNE_TEST_SKEW_RANK1") == "1" and os.environ.get("RANK") == "1":
         hf_prune.methods.magnitude.group_saliencies = _random_saliencies
         hf_prune.methods.ocsp.group_saliencies = _random_saliencies
-    sys.path.insert(0, str(SCRIPTS))
-    import prune_image_classification  # imported after the patches above, like the launched script
-
-    prune_image_classification.main()
+    runpy.run_path(str(SCRIPT), run_name="__main__")  # after the patches above, as the launcher runs it
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ import hf_prune
 from hf_prune import PruningArguments, PruningContext, PruningMethod, PruningPlan, register_method
 from hf_prune.methods import list_methods
 
-from _toy import make_trainer
-
 
 @register_method
 class _KeepEvenUnits(PruningMethod):
@@ -23,7 +21,7 @@ class _KeepEvenUnits(PruningMethod):
         return PruningPlan({g.name: list(range(0, g.num_units, 2)) for g in context.graph.groups}, "toy")
 
 
-def test_a_method_registered_in_one_file_is_usable_by_name(tmp_path):
+def test_a_method_registered_in_one_file_is_usable_by_name(make_trainer, tmp_path):
     assert "toy_keep_even" in list_methods() and hf_prune.list_methods() == list_methods()
     trainer = make_trainer(tmp_path, pruning_method="toy_keep_even", max_steps=5)
     assert isinstance(trainer.pruning_method, _KeepEvenUnits)
@@ -47,7 +45,7 @@ def test_unknown_method_names_the_registered_ones(tmp_path):
         PruningArguments(output_dir=str(tmp_path), report_to=[], pruning_method="toy_keep_odd")
 
 
-def test_a_dense_run_never_traces_the_model(tmp_path):
+def test_a_dense_run_never_traces_the_model(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=3)
     trainer.train()
     assert trainer.state.global_step == 3

@@ -31,7 +31,7 @@ from hf_prune.methods._registry import register_method
 from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
-from hf_prune.plots import plot_curves
+from hf_prune.plots import plot_panels
 from hf_prune.structure import PrefixCache, masking_is_exact, min_units_kept, unit_output_masks
 
 logger = logging.get_logger(__name__)
@@ -180,15 +180,19 @@ class LAASPPruning(PruningMethod):
     def on_train_end(self, context: PruningContext) -> None:
         usage = Counter(step["criterion"] for step in self.history)
         context.log({f"pruning/laasp_uses_{c}": float(usage[c]) for c in context.args.laasp_criteria})
-        if self.history and context.args.should_save:
-            plot_curves(
-                {
-                    "loss of the chosen candidate": [(i + 1, s["loss"]) for i, s in enumerate(self.history)],
-                    "MACs reduction": [(i + 1, s["reduction"]) for i, s in enumerate(self.history)],
-                },
-                os.path.join(context.args.output_dir, SEARCH_PLOT_NAME),
-                xlabel="LAASP step", ylabel="subset loss / reduction", title="LAASP search",
-            )
+        if not context.args.should_save:
+            return
+        if not self.history:
+            logger.warning(f"{SEARCH_PLOT_NAME} not written: no search step ran (the run ended before laasp_prune_start).")
+            return
+        steps = range(1, len(self.history) + 1)
+        plot_panels(
+            {
+                "subset loss": {"loss of the chosen candidate": [(i, s["loss"]) for i, s in zip(steps, self.history)]},
+                "MACs reduction (%)": {"after the step": [(i, 100 * s["reduction"]) for i, s in zip(steps, self.history)]},
+            },
+            os.path.join(context.args.output_dir, SEARCH_PLOT_NAME), xlabel="LAASP step", title="LAASP search",
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
 from hf_prune.methods._registry import register_method
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
@@ -28,6 +29,8 @@ from hf_prune.plots import plot_curves
 from hf_prune.structure import ChannelGroup, MacsModel, Selection, group_saliencies, select_lowest
 
 STABILITY_PLOT_NAME = "ocsp_stability.png"
+
+logger = logging.get_logger(__name__)
 # The reference's regularization strengths are per optimizer step of its CIFAR recipe:
 # 300 epochs x 391 steps. Scaling by this over the run's steps keeps the total shrink the same.
 REFERENCE_RUN_STEPS = 300 * 391
@@ -207,7 +210,11 @@ class OCSPruning(PruningMethod):
         return plan
 
     def on_train_end(self, context: PruningContext) -> None:
-        if not context.args.should_save or not self.search.stability:
+        if not context.args.should_save:
+            return
+        if not self.search.stability:
+            logger.warning(f"{STABILITY_PLOT_NAME} not written: the run ended before the first sub-network check "
+                           f"(step {self._monitor_start_step}, ocsp_monitor_start).")
             return
         markers = {"regularization starts": self.search.reg_start_epoch, "prune": self.search.pruned_epoch}
         plot_curves(

@@ -18,12 +18,13 @@ from typing import Any
 from huggingface_hub import get_token
 from torch import nn
 from transformers import TrainingArguments
+from transformers.utils import logging
 
 from hf_prune.hub import ModelSource
 from hf_prune.hub.model_card import ModelCardInputs, ModelMeasurements, render_model_card
 from hf_prune.hub.pretrained import uniform_source
 from hf_prune.latency import measure_latency_ms
-from hf_prune.plots import plot_curves, plot_layer_widths
+from hf_prune.plots import plot_layer_widths, plot_panels
 from hf_prune.trainer.pruning_state import PruningRecord
 
 CURVES_PLOT_NAME = "training_curves.png"
@@ -32,6 +33,8 @@ LATENCY_BATCH_SIZES = (1, 64)
 _REDACTED = "<redacted>"
 # Filled in by TrainingArguments.__post_init__ or by the trainer, not chosen by the user.
 _DERIVED = frozenset({"accelerator_config", "label_names", "logging_dir"})
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -46,7 +49,8 @@ class RunFacts:
         source: how to build the dense architecture again.
         input_size: one input's shape, e.g. ``(3, 32, 32)``.
         macs: MACs per image of ``model``.
-        widths: ``{group: (units before the first prune, units now)}`` of every pruned group.
+        widths: ``{group: (units before the first prune, units now, kind)}`` of every group in model
+            order (empty before the first prune).
         method_figures: ``(title, file name)`` of the plots the method wrote into ``args.output_dir``.
     """
 
@@ -57,15 +61,17 @@ class RunFacts:
     source: ModelSource
     input_size: tuple[int, ...]
     macs: int | None
-    widths: dict[str, tuple[int, int]]
+    widths: dict[str, tuple[int, int, str]]
     method_figures: Sequence[tuple[str, str]] = ()
 
 
-def write_widths_plot(widths: dict[str, tuple[int, int]], method: str, directory: str) -> str | None:
-    """``pruned_widths.png`` in ``directory``: original vs kept units per pruned group; its path."""
+def write_widths_plot(widths: dict[str, tuple[int, int, str]], method: str, directory: str) -> str | None:
+    """``pruned_widths.png`` in ``directory``: original vs kept units of every group; its path."""
     if not widths:
+        logger.warning(f"{WIDTHS_PLOT_NAME} not written: nothing was pruned in this run (method {method}).")
         return None
-    return plot_layer_widths(widths, os.path.join(directory, WIDTHS_PLOT_NAME), title=f"{method}: kept units per group")
+    title = f"{method}: kept units per group, in model order"
+    return plot_layer_widths(widths, os.path.join(directory, WIDTHS_PLOT_NAME), title=title)
 
 
 def card_figures(facts: RunFacts, scratch: str) -> dict[str, str]:
@@ -135,16 +141,24 @@ def card_inputs(facts: RunFacts, repo_id: str, card_kwargs: dict[str, Any], figu
 
 
 def plot_training_curves(facts: RunFacts, path: str) -> str | None:
-    """Training loss and eval top-1 over the global step, prune events marked; ``None`` without logs."""
-    history = facts.log_history
-    curves = {
-        "train loss": [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h],
-        "eval top-1": [(h["step"], h["eval_top1"]) for h in history if "eval_top1" in h and "step" in h],
+    """Losses and eval top-1 over the optimizer step, one panel each, prune events marked; ``None`` without logs.
+
+    A run shorter than ``logging_steps`` logs no periodic loss: its mean training loss (logged at the
+    end as ``train_loss``) stands in, drawn at the last step.
+    """
+    def series(key: str, scale: float = 1.0) -> list[tuple[float, float]]:
+        return [(h["step"], scale * h[key]) for h in facts.log_history if key in h and "step" in h]
+
+    training = {"training loss": series("loss")} if series("loss") else {"training loss (run mean)": series("train_loss")}
+    panels = {
+        "loss": {**training, "eval loss": series("eval_loss")},
+        "eval top-1 (%)": {"eval top-1": series("eval_top1", 100)},
     }
-    if not any(curves.values()):
+    if not any(points for curves in panels.values() for points in curves.values()):
+        logger.warning(f"{CURVES_PLOT_NAME} not written: the run logged no loss and no evaluation.")
         return None
-    markers = {f"prune {i + 1}": e["global_step"] for i, e in enumerate(facts.record.events[:5])}
-    return plot_curves(curves, path, xlabel="global step", ylabel="loss / accuracy", title="Training", markers=markers)
+    events = [event["global_step"] for event in facts.record.events]
+    return plot_panels(panels, path, xlabel="optimizer step", title="Training", events=events, event_label="prune")
 
 
 def redact_secrets(argv: Sequence[str], secrets: Sequence[str | None] = ()) -> list[str]:

@@ -134,7 +134,8 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
 
         ``HfArgumentParser`` sees one dataclass; the CLI uses this to show the fields under headings.
         """
-        groups = {"Pruning": [f.name for f in fields(cls) if f.name in cls.__annotations__ and f not in fields(TrainingArguments)]}
+        inherited = {f.name for f in fields(TrainingArguments)}  # remove_unused_columns is only re-defaulted here
+        groups = {"Pruning": [f.name for f in fields(cls) if f.name in cls.__annotations__ and f.name not in inherited]}
         for name in list_methods():
             settings = method_class(name).arguments
             if settings is not None and issubclass(cls, settings):

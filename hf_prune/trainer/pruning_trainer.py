@@ -421,11 +421,14 @@ class PruningTrainer(Trainer):
         if self.args.should_save:
             write_widths_plot(self._layer_widths(), self.pruning_method.name, self.args.output_dir)
 
-    def _layer_widths(self) -> dict[str, tuple[int, int]]:
-        """``{group: (units before the first prune, units now)}`` of every group that was pruned."""
+    def _layer_widths(self) -> dict[str, tuple[int, int, str]]:
+        """``{group: (units before the first prune, units now, kind)}`` of every group, in model order.
+
+        Empty before the first prune (there is no structure to show)."""
         first = {n: w[0] for e in reversed(self.pruning_events) for n, w in e["widths"].items()}
-        groups = {g.name: g.num_units for g in self.structure.groups} if first else {}
-        return {n: (first[n], groups.get(n, first[n])) for n in groups if n in first}
+        order = {name: index for index, (name, _) in enumerate(self.model.named_modules())} if first else {}
+        groups = sorted(self.structure.groups, key=lambda g: order.get(g.name, len(order))) if first else []
+        return {g.name: (first.get(g.name, g.num_units), g.num_units, g.kind) for g in groups}
 
     def recover(self, num_steps: int) -> float:
         """Train ``num_steps`` extra optimizer steps at the current learning rate.
