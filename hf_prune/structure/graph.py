@@ -20,8 +20,7 @@ from torch import nn
 
 from hf_prune.structure.attention import AttentionFamily, find_attention
 from hf_prune.structure.counting import logits_of, run_model
-
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+from hf_prune.structure.layer_kinds import layer_kind
 
 
 class UnprunableLayerError(ValueError):
@@ -65,20 +64,10 @@ class ChannelGroup:
 
 def _tensor_dims(module: nn.Module, produces: bool) -> list[tuple[str, int]]:
     """(attribute, dim) of every parameter of ``module`` that a channel cut slices."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        depthwise = module.groups == module.in_channels == module.out_channels and module.groups > 1
-        if produces or depthwise:
-            return [("weight", 1 if module.transposed else 0), ("bias", 0)]
-        return [("weight", 0 if module.transposed else 1)]
-    if isinstance(module, nn.Linear):
-        return [("weight", 0), ("bias", 0)] if produces else [("weight", 1)]
-    if isinstance(module, _NORM_TYPES):
-        return [("weight", 0), ("bias", 0)]
-    if isinstance(module, nn.LayerNorm):
-        return [("weight", -1), ("bias", -1)]
-    if isinstance(module, nn.PReLU):
-        return [("weight", 0)] if module.num_parameters > 1 else []
-    raise UnprunableLayerError(type(module).__name__)
+    kind = layer_kind(module)
+    if kind is None:
+        raise UnprunableLayerError(type(module).__name__)
+    return kind.sliced_tensors(module, produces)
 
 
 def _grouped_conv_names(model: nn.Module) -> list[str]:
