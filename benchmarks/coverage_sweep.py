@@ -385,6 +385,13 @@ def replace_readme_table(table: str) -> None:
     write_atomically(README, f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
 
 
+def _merged(previous: Path, new_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``previous`` with ``new_rows`` replacing theirs, in sweep order."""
+    by_key = {r["key"]: r for r in map(json.loads, previous.read_text().splitlines())}
+    by_key.update({r["key"]: r for r in new_rows})
+    return [by_key[key] for key in ARCHS if key in by_key]
+
+
 # ---------------------------------------------------------------------------- CLI
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -392,6 +399,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per architecture")
     parser.add_argument("--output", type=Path, default=RESULTS / "coverage", help="path stem of .jsonl and .md")
     parser.add_argument("--readme", action="store_true", help="also replace the README's coverage table")
+    parser.add_argument("--update", action="store_true", help="replace only the rows run in the existing .jsonl")
     return parser
 
 
@@ -409,6 +417,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         r = rows[-1]
         print(f"{r['key']:32s} {r['status']:8s} {r.get('reduction', float('nan')):.3f} {r['seconds']:6.1f}s "
               f"{r.get('error', '')[:150]}", flush=True)
+    if args.update:
+        rows = _merged(args.output.with_suffix(".jsonl"), rows)
     write_atomically(args.output.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     table = markdown_table(rows)
     write_atomically(args.output.with_suffix(".md"), table)
