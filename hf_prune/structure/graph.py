@@ -27,6 +27,14 @@ class UnprunableLayerError(ValueError):
     """A layer sits in a pruning group but its tensors cannot be sliced safely."""
 
 
+class _UnknownAttentionError(Exception):
+    """A group reaches into an attention module of no known family."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 class _UnequalUnitsError(ValueError):
     """A group's units hold unequal numbers of channels in some tensor."""
 
@@ -130,7 +138,7 @@ class StructureGraph:
             with torch.enable_grad(), warnings.catch_warnings():
                 # torch-pruning warns about every unwrapped parameter (pos/cls embeddings).
                 warnings.simplefilter("ignore", UserWarning)
-                graph = tp.DependencyGraph().build_dependency(
+                graph = _build_dependency_graph(
                     self.model,
                     example_inputs,
                     forward_fn=lambda m, x: logits_of(run_model(m, x)),
@@ -150,11 +158,17 @@ class StructureGraph:
         return [entry for entries in self._head_parameters.values() for entry in entries]
 
     def _collect_groups(self) -> list[ChannelGroup]:
-        groups = []
+        groups, unknown_attention = [], {}
         for tp_group in self._dg.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv2d, nn.Conv1d, nn.Linear)):
-            group = self._describe(tp_group)
+            try:
+                group = self._describe(tp_group)
+            except _UnknownAttentionError as err:
+                unknown_attention[err.name] = None
+                continue
             if group is not None:
                 groups.append(group)
+        if unknown_attention:
+            raise self._unknown_attention_error(list(unknown_attention))
         return groups
 
     def _describe(self, tp_group: tp.Group) -> ChannelGroup | None:
@@ -168,12 +182,14 @@ class StructureGraph:
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
+            if isinstance(target, tp.ops._SplitOp):
+                return None  # split sizes are often constants of a module (MixNet, Res2Net): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if target in self.ignored or self._feeds_attention(target, produces):
                 return None
             if target in self._unknown_attention:
-                raise self._unknown_attention_error(self._unknown_attention[target])
+                raise _UnknownAttentionError(self._unknown_attention[target])
             touched.append(self._names[target])
             try:
                 dims = _tensor_dims(target, produces)
@@ -243,17 +259,16 @@ class StructureGraph:
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
-    def _unknown_attention_error(self, name: str) -> UnprunableLayerError:
-        module = self.model.get_submodule(name)
-        projections = [
-            n for n, m in module.named_modules()
-            if (kind := layer_kind(m)) is not None and kind.macs_scale_with_widths and n
+    def _unknown_attention_error(self, names: list[str]) -> UnprunableLayerError:
+        kinds = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in map(self.model.get_submodule, names)})
+        fix = [
+            f"{name}.{child}" for name in names for child, m in self.model.get_submodule(name).named_modules()
+            if child and (kind := layer_kind(m)) is not None and kind.macs_scale_with_widths
         ]
-        fix = [f"{name}.{n}" for n in projections]
         return UnprunableLayerError(
-            f"'{name}' ({type(module).__module__}.{type(module).__name__}) is an attention layer of a kind the "
-            "structure engine does not know: removing channels of its projections would cut across heads and "
-            f"break its reshapes. Pass ignored_layers={fix} to keep its heads (the rest of the model is still pruned)."
+            f"{len(names)} attention layer(s) of a kind the structure engine does not know ({', '.join(kinds)}; "
+            f"first: '{names[0]}'): removing channels of their projections would cut across heads and break "
+            f"their reshapes. Pass ignored_layers={fix} to keep their heads (the rest of the model is still pruned)."
         )
 
     def _unprunable(self, module: nn.Module) -> UnprunableLayerError:
@@ -333,6 +348,16 @@ class StructureGraph:
             if removed:
                 removals[name] = removed
         return removals
+
+
+def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
+    except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
+        raise UnprunableLayerError(
+            f"torch-pruning cannot trace the channel dependencies of this {type(model).__name__} "
+            f"({type(err).__name__}: {err}); the structure engine cannot prune it."
+        ) from err
 
 
 def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
