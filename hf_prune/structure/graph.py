@@ -103,8 +103,8 @@ class StructureGraph:
         model: a timm or transformers vision model (or any ``nn.Module``).
         example_inputs: a small batch (e.g. ``torch.randn(1, 3, 32, 32)``) used to trace the graph.
         ignored_layers: module names whose shapes must not change; every group touching them is
-            left out. The classifier (``get_classifier()`` or the last Linear) is always kept at
-            its number of classes.
+            left out. The classifier (see :func:`classifier_names`) is always kept at its number of
+            classes.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] = ()) -> None:
@@ -115,8 +115,7 @@ class StructureGraph:
         unknown = [n for n in ignored_layers if n not in modules]
         if unknown:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
-        self.classifier_name = classifier_name(model)
-        self.ignored = {modules[n] for n in ignored_layers} | {modules[self.classifier_name]}
+        self.ignored = {modules[n] for n in [*ignored_layers, *classifier_names(model)]}
         self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
@@ -316,6 +315,9 @@ class StructureGraph:
                 p.data = values[name].flatten()[index_maps[name].flatten()].view(p.shape)
         for attention, (_, family) in self._attention.items():
             family.sync_num_heads(attention)
+        for module in self.model.modules():
+            if (kind := layer_kind(module)) is not None and kind.sync_shape is not None:
+                kind.sync_shape(module)
         return index_maps
 
     def _prune(self, tp_group: tp.Group) -> None:
@@ -428,17 +430,27 @@ def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tenso
     return torch.tensor(rows, dtype=torch.long)
 
 
-def classifier_name(model: nn.Module) -> str:
-    """Name of the module producing the class logits (never pruned on its output side)."""
+def classifier_names(model: nn.Module) -> list[str]:
+    """Names of the layers producing the class logits (never pruned on their output side).
+
+    ``get_classifier()`` (timm) or ``classifier`` (transformers), else the last Linear. When that
+    is a head module (an MLP head, or a distillation head with two classifiers), every Linear or
+    conv inside it that outputs as many channels as its last one.
+    """
     names = {m: n for n, m in model.named_modules()}
     get_classifier = getattr(model, "get_classifier", None)
-    if callable(get_classifier) and isinstance(get_classifier(), nn.Module) and get_classifier() in names:
-        return names[get_classifier()]
-    if hasattr(model, "classifier") and isinstance(model.classifier, nn.Module):
-        linears = [m for m in model.classifier.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        if linears:
-            return names[linears[-1]]
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
-    return linears[-1]
+    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
+    if not isinstance(head, nn.Module) or head not in names:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
+        return [linears[-1]]
+    layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    if not layers:
+        return [names[head]]
+    width = _out_width(layers[-1])
+    return [names[m] for m in layers if _out_width(m) == width]
+
+
+def _out_width(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels

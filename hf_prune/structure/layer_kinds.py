@@ -3,12 +3,13 @@
 The graph asks which tensors a channel cut slices, masking asks where a layer's output keeps its
 channels and whether its statistics mix channels, the shape spec asks which attributes define
 its shape, and the MACs model asks whether its cost scales with its channel counts. A new layer
-type is one :class:`LayerKind` in :data:`LAYER_KINDS` (the first matching entry wins, so
+type is one :class:`LayerKind` in :func:`layer_kinds` (the first matching entry wins, so
 subclasses come before their base classes).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ class LayerKind:
     """Its statistics mix channels (LayerNorm, GroupNorm): masking a channel is then inexact."""
     macs_scale_with_widths: bool = False
     """Its MACs are ``out * in * k`` per position: they scale with both channel counts."""
+    sync_shape: Callable[[nn.Module], None] | None = None
+    """Update shape attributes from the pruned tensors, for layers torch-pruning slices as bare
+    parameters (it does not know the layer) while the forward reads a stored shape."""
 
 
 def is_channel_coupled_conv(conv: nn.modules.conv._ConvNd) -> bool:
@@ -63,7 +67,7 @@ def _prelu_tensors(prelu: nn.PReLU, produces: bool) -> list[tuple[str, int]]:
     return [("weight", 0)] if prelu.num_parameters > 1 else []
 
 
-LAYER_KINDS: tuple[LayerKind, ...] = (
+_TORCH_KINDS: tuple[LayerKind, ...] = (
     LayerKind(nn.modules.conv._ConvNd, _conv_tensors, ("in_channels", "out_channels", "groups"), channel_dim=1,
               macs_scale_with_widths=True),
     LayerKind(nn.Linear, _linear_tensors, ("in_features", "out_features"), channel_dim=-1, macs_scale_with_widths=True),
@@ -75,6 +79,21 @@ LAYER_KINDS: tuple[LayerKind, ...] = (
 )
 
 
+def _timm_kinds() -> tuple[LayerKind, ...]:
+    from timm.models.metaformer import Scale
+
+    def sync_scale(scale: nn.Module) -> None:
+        scale.shape = (scale.scale.shape[0], *scale.shape[1:])  # forward: x * scale.view(shape)
+
+    return (LayerKind(Scale, lambda m, produces: [("scale", 0)], ("shape",), channel_dim=None, sync_shape=sync_scale),)
+
+
+@functools.cache
+def layer_kinds() -> tuple[LayerKind, ...]:
+    """Every known kind (built on first use: importing timm is slow)."""
+    return (*_TORCH_KINDS, *_timm_kinds())
+
+
 def layer_kind(module: nn.Module) -> LayerKind | None:
     """The kind of ``module``, or None for a layer the engine cannot slice."""
-    return next((kind for kind in LAYER_KINDS if isinstance(module, kind.module_type)), None)
+    return next((kind for kind in layer_kinds() if isinstance(module, kind.module_type)), None)
