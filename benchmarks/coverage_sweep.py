@@ -235,18 +235,25 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
 
     import hf_prune
     from hf_prune.latency import measure_latency_ms
-    from hf_prune.structure import MacsModel, StructureGraph, count_macs_params
+    from hf_prune.structure import MacsModel, StructureGraph, UnprunableLayerError, count_macs_params
 
     torch.manual_seed(0)
     model = build(arch).eval()
     x = torch.randn(2, 3, arch.image_size, arch.image_size)
     dense = copy.deepcopy(model)
     dense_macs, dense_params = count_macs_params(dense, x[:1])
-    graph = StructureGraph(dense, x[:1])
+    refusal, ignored = "", []
+    try:
+        graph = StructureGraph(dense, x[:1])
+    except UnprunableLayerError as err:
+        if not err.ignored_layers:
+            raise
+        refusal, ignored = str(err), err.ignored_layers  # what a user does next: pass the suggested fix
+        graph = StructureGraph(dense, x[:1], ignored_layers=ignored)
     analytic = MacsModel(graph, x[:1])
     args = hf_prune.PruningArguments(
         output_dir=str(work_dir), pruning_method="magnitude", target_flops_reduction=TARGET, max_steps=3,
-        prune_epoch=0.25, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], save_strategy="no",
+        prune_epoch=0.25, ignored_layers=ignored, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], save_strategy="no",
         use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0, eval_around_prune=False, card_latency=False,
     )
     trainer = hf_prune.PruningTrainer(model=model, args=args, train_dataset=_RandomImages(arch.image_size))
@@ -273,11 +280,16 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
         "dense_params": dense_params,
         "params_ratio": slim_params / dense_params,
         "groups": len(graph.groups),
+        "refusal": refusal,
+        "ignored_layers": len(ignored),
     }
 
 
 def status_of(row: dict[str, Any]) -> str:
-    """pruned (target met, reload equal), partly (pruned less or reload differs), refused, failed, not run."""
+    """pruned (target met, reload equal), partly (pruned less or reload differs), refused, failed, not run.
+
+    A refusal that names its fix (``ignored_layers``) is retried with it, as a user would.
+    """
     if row.get("skipped"):
         return "not run"
     if row.get("error"):
@@ -286,6 +298,8 @@ def status_of(row: dict[str, Any]) -> str:
             return "refused"
         return "partly" if kind == "UnreachableTargetError" else "failed"
     ok = row["reduction"] >= TARGET - 0.005 and row["reload_max_abs_diff"] <= RELOAD_TOLERANCE
+    if row.get("refusal"):
+        return "refused; pruned with its fix" if ok else "refused; partly with its fix"
     return "pruned" if ok else "partly"
 
 
@@ -343,8 +357,10 @@ def summary_line(rows: list[dict[str, Any]], library: str) -> str:
     """E.g. ``timm: 60/66 prune to 50% MACs and reload equal (91%)`` (rows not run are left out)."""
     mine = [r for r in rows if r["library"] == library and r["status"] != "not run"]
     pruned = sum(r["status"] == "pruned" for r in mine)
+    with_fix = sum(r["status"] == "refused; pruned with its fix" for r in mine)
     share = pruned / len(mine) if mine else 0.0
-    return f"{library}: {pruned}/{len(mine)} prune to {TARGET:.0%} MACs and reload equal ({share:.0%})"
+    return (f"{library}: {pruned}/{len(mine)} prune to {TARGET:.0%} MACs and reload equal ({share:.0%}), "
+            f"{with_fix} more with the ignored_layers their refusal names")
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -358,7 +374,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             cells = ["", "", "", "", _note(note)]
         else:
             cells = [f"{r['reduction']:.1%}", f"{r['analytic_error']:.2%}", f"{r['reload_max_abs_diff']:.1e}",
-                     f"{r['latency_ratio']:.2f}", ""]
+                     f"{r['latency_ratio']:.2f}", _note(r.get("refusal", ""))]
         lines.append(f"| {r['library']} | {r['family']} | `{r['name']}` | {r['status']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -324,7 +324,8 @@ def test_attention_of_an_unknown_family_is_refused_with_the_fix():
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(UnprunableLayerError, match=r"ClassAttn.*TalkingHeadAttn.*ignored_layers=\[") as info:
         StructureGraph(model, x)
-    suggested = ast.literal_eval(str(info.value).split("ignored_layers=")[1].split("]")[0] + "]")
+    suggested = info.value.ignored_layers
+    assert ast.literal_eval(str(info.value).split("ignored_layers=")[1].split("]")[0] + "]") == suggested
     assert {f"blocks_token_only.0.attn.{n}" for n in ("q", "k", "v", "proj")} <= set(suggested)
     graph = StructureGraph(model, x, ignored_layers=suggested)
     assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)

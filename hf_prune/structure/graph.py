@@ -24,7 +24,15 @@ from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
 
 
 class UnprunableLayerError(ValueError):
-    """A layer sits in a pruning group but its tensors cannot be sliced safely."""
+    """A layer sits in a pruning group but its tensors cannot be sliced safely.
+
+    Attributes:
+        ignored_layers: the ``ignored_layers`` that make the model prunable (empty when none do).
+    """
+
+    def __init__(self, message: str, ignored_layers: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.ignored_layers = list(ignored_layers)
 
 
 class _UnknownAttentionError(Exception):
@@ -267,7 +275,8 @@ class StructureGraph:
         return UnprunableLayerError(
             f"{len(names)} attention layer(s) of a kind the structure engine does not know ({', '.join(kinds)}; "
             f"first: '{names[0]}'): removing channels of their projections would cut across heads and break "
-            f"their reshapes. Pass ignored_layers={fix} to keep their heads (the rest of the model is still pruned)."
+            f"their reshapes. Pass ignored_layers={fix} to keep their heads (the rest of the model is still pruned).",
+            ignored_layers=fix,
         )
 
     def _unprunable(self, module: nn.Module) -> UnprunableLayerError:
@@ -275,7 +284,8 @@ class StructureGraph:
         return UnprunableLayerError(
             f"Layer '{name}' ({type(module).__name__}) shares channels with prunable layers, but the structure "
             f"engine does not know how to slice its parameters. Pass ignored_layers=['{name}'] to keep its "
-            "channels (every group touching it is then left unpruned)."
+            "channels (every group touching it is then left unpruned).",
+            ignored_layers=[name],
         )
 
     def name_of(self, module: nn.Module) -> str:
@@ -355,7 +365,7 @@ class StructureGraph:
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
-    except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
+    except (AssertionError, TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
         raise UnprunableLayerError(
             f"torch-pruning cannot trace the channel dependencies of this {type(model).__name__} "
             f"({type(err).__name__}: {err}); the structure engine cannot prune it."
