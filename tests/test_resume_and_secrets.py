@@ -12,12 +12,10 @@ import pytest
 
 from hf_prune.trainer.card import redact_secrets
 
-from _toy import make_trainer
-
 TOKEN = "hf_abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def _checkpointed(tmp_path, **overrides):
+def _checkpointed(make_trainer, tmp_path, **overrides):
     trainer = make_trainer(tmp_path, pruning_method="magnitude", max_steps=4, save_strategy="steps", save_steps=4,
                            **overrides)
     trainer.train()
@@ -30,8 +28,8 @@ def _checkpointed(tmp_path, **overrides):
      ({"prune_epoch": 0.5}, "prune_epoch: None in the checkpoint, 0.5 now"),
      ({"num_classes": 3}, "num_classes: 4 in the checkpoint, 3 now")],
 )
-def test_resuming_with_other_pruning_settings_or_model_is_refused_with_the_difference(tmp_path, changed, named):
-    _checkpointed(tmp_path)
+def test_resuming_with_other_pruning_settings_or_model_is_refused_with_the_difference(make_trainer, tmp_path, changed, named):
+    _checkpointed(make_trainer, tmp_path)
     overrides = {k: v for k, v in changed.items() if k != "num_classes"}
     model = None
     if "num_classes" in changed:
@@ -44,15 +42,15 @@ def test_resuming_with_other_pruning_settings_or_model_is_refused_with_the_diffe
     assert resumed.state.global_step == 0
 
 
-def test_the_override_flag_resumes_anyway(tmp_path):
-    _checkpointed(tmp_path)
+def test_the_override_flag_resumes_anyway(make_trainer, tmp_path):
+    _checkpointed(make_trainer, tmp_path)
     resumed = make_trainer(tmp_path, pruning_method="magnitude", max_steps=6, resume_with_changed_pruning=True)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 6 and len(resumed.pruning_events) == 1  # the restored event
 
 
-def test_a_checkpoint_without_or_with_a_truncated_state_file_is_refused(tmp_path):
-    checkpoint = _checkpointed(tmp_path)
+def test_a_checkpoint_without_or_with_a_truncated_state_file_is_refused(make_trainer, tmp_path):
+    checkpoint = _checkpointed(make_trainer, tmp_path)
     state = checkpoint / "pruning_state.json"
     state.write_text(state.read_text()[:40])
     with pytest.raises(ValueError, match=r"pruning_state.json is truncated or malformed.*earlier checkpoint"):
@@ -72,7 +70,7 @@ def test_token_values_are_redacted_from_a_command_line():
     assert redact_secrets(["run.py", "--hub_token", "secret-value"]) == ["run.py", "--hub_token", "<redacted>"]
 
 
-def test_no_uploaded_or_written_file_holds_the_token(tmp_path, monkeypatch):
+def test_no_uploaded_or_written_file_holds_the_token(make_trainer, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(sys, "argv", ["prune.py", "--hub_token", TOKEN, "--output_dir", str(tmp_path / "run")])
     remote = tmp_path / "remote"

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 import warnings
 
-from _toy import make_args, make_trainer
 
-
-def test_each_prune_prints_one_plain_line(tmp_path, capsys):
+def test_each_prune_prints_one_plain_line(make_trainer, tmp_path, capsys):
     trainer = make_trainer(tmp_path, pruning_method="magnitude", max_steps=4, prune_epoch=0.25)
     trainer.train()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[hf_prune] pruned")]
@@ -24,7 +22,7 @@ def test_each_prune_prints_one_plain_line(tmp_path, capsys):
     assert abs(float(match[5]) - 100 * event["macs_reduction"]) < 0.06
 
 
-def test_cpu_runs_do_not_pin_memory(tmp_path):
+def test_cpu_runs_do_not_pin_memory(make_args, make_trainer, tmp_path):
     args = make_args(tmp_path)
     assert args.use_cpu and args.dataloader_pin_memory is False
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=2)
