@@ -279,7 +279,7 @@ class PruningTrainer(Trainer):
         job = hf_api().upload_folder(
             repo_id=self.hub_model_id,
             folder_path=checkpoint_folder,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
             commit_message=f"Training in progress, step {self.state.global_step}",
             token=self.args.hub_token,
             revision=self.args.hub_revision,
