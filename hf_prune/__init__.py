@@ -1,10 +1,12 @@
 """hf_prune: structured pruning while training, inside the Hugging Face Trainer.
 
 Importing the package registers the CIFAR models (``cifar_resnet20/32/56/110``, ``cifar_vgg16``)
-in timm's registry. Everything else (the trainer, methods, Hub I/O, ``hf_prune.data``,
-``hf_prune.metrics``, ...) is imported on first use.
+in timm's registry and slim models with transformers' ``AutoModelForImageClassification`` and
+``pipeline``. Everything else (the trainer, methods, ``hf_prune.data``, ``hf_prune.metrics``, ...)
+is imported on first use.
 """
 
+from hf_prune import hub  # noqa: F401  (registers slim models with transformers' Auto classes)
 from hf_prune import models  # noqa: F401  (registers the CIFAR models in timm)
 from hf_prune._lazy import lazy_getattr
 

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from hf_prune import PruningTrainer, count_macs_params
     from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
+    from hf_prune.hub import image_processor_for
     from hf_prune.metrics import compute_topk_metrics
     from hf_prune.models import load_model
 
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=data.validation,
         data_collator=collate_image_batch,
         compute_metrics=compute_topk_metrics,
+        processing_class=image_processor_for(loaded.data_config, loaded.source),
     )
     example = trainer._example_inputs()
     dense_macs, dense_params = count_macs_params(trainer.model, example)

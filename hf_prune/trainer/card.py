@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from huggingface_hub import get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 from transformers import TrainingArguments
 from transformers.utils import logging
@@ -103,20 +106,23 @@ def card_inputs(facts: RunFacts, repo_id: str, card_kwargs: dict[str, Any], figu
     dense_metrics = (events[0].get("metrics_before") or {}) if events else {}
     final_metrics = _last_eval(facts.log_history)
     params = _num_params(facts.model)
+    with_top5 = _num_classes(facts.model) > 5  # with 5 classes or fewer, top-5 is always 100 %
     dense = ModelMeasurements(
-        f"dense (right before the prune, epoch {events[0]['epoch']:.2f})" if dense_metrics else "dense",
+        f"dense, trained {events[0]['epoch'] or 0:.2f} epochs (checkpoint that was pruned; not a trained dense reference)"
+        if dense_metrics else "dense",
         top1=dense_metrics.get("eval_before_prune_top1"),
-        top5=dense_metrics.get("eval_before_prune_top5"),
+        top5=dense_metrics.get("eval_before_prune_top5") if with_top5 else None,
         macs=facts.record.dense_macs,
         params=facts.record.dense_params or params,
     )
     pruned = ModelMeasurements(
         "pruned (end of training)",
         top1=final_metrics.get("eval_top1"),
-        top5=final_metrics.get("eval_top5"),
+        top5=final_metrics.get("eval_top5") if with_top5 else None,
         macs=facts.macs,
         params=params,
     )
+    reference = dense_reference(card_kwargs.get("dense_reference"), dense, with_top5)
     if args.card_latency:
         _measure_latency(facts, dense, pruned)
     tags = card_kwargs.get("tags") or []
@@ -128,16 +134,53 @@ def card_inputs(facts: RunFacts, repo_id: str, card_kwargs: dict[str, Any], figu
         target=args.target_flops_reduction,
         dense=dense,
         pruned=pruned,
+        dense_reference=reference,
         events=events,
         arguments=non_default_arguments(args),
         command=_command_line(args),
         figures=figures,
-        base_model=card_kwargs.get("finetuned_from"),
+        base_model=hub_model_id(card_kwargs.get("finetuned_from")),
         dataset_id=_first(card_kwargs.get("dataset_tags")),
         dataset_name=_first(card_kwargs.get("dataset")),
         license=card_kwargs.get("license"),
         tags=[tags] if isinstance(tags, str) else list(tags),
     )
+
+
+def dense_reference(given: dict[str, Any] | str | None, dense: ModelMeasurements, with_top5: bool) -> ModelMeasurements | None:
+    """The card row of a trained dense model: ``{"top1": ..., "top5": ...}`` (fractions) or the path of
+    a dense run's metrics JSON (the Trainer's ``eval_results.json`` / ``all_results.json``).
+
+    Raises:
+        ValueError: the file is missing or holds no ``top1`` / ``eval_top1``.
+    """
+    if given is None:
+        return None
+    metrics = given
+    if isinstance(given, str | os.PathLike):
+        try:
+            with open(given, encoding="utf-8") as f:
+                metrics = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"dense_reference {given!r} is not a readable metrics JSON ({err})") from err
+    top1 = metrics.get("top1", metrics.get("eval_top1")) if isinstance(metrics, dict) else None
+    if top1 is None:
+        raise ValueError(f"dense_reference {given!r} has no 'top1' or 'eval_top1': pass a dense run's eval_results.json")
+    top5 = metrics.get("top5", metrics.get("eval_top5")) if with_top5 else None
+    label = metrics.get("label", "dense reference (trained without pruning)")
+    return ModelMeasurements(label, top1=top1, top5=top5, macs=dense.macs, params=dense.params)
+
+
+def hub_model_id(name: str | None) -> str | None:
+    """``name`` when it is a Hub model id (``owner/name``, not a local path), else ``None``."""
+    name = (name or "").removeprefix("hf-hub:")
+    if name.count("/") != 1 or os.path.exists(name):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
 
 
 def plot_training_curves(facts: RunFacts, path: str) -> str | None:
@@ -214,6 +257,11 @@ def _measure_latency(facts: RunFacts, dense: ModelMeasurements, pruned: ModelMea
 
 def _last_eval(history: list[dict[str, Any]]) -> dict[str, Any]:
     return next((h for h in reversed(history) if "eval_top1" in h), {})
+
+
+def _num_classes(model: Any) -> int:
+    config = getattr(model, "config", None)
+    return getattr(model, "num_classes", None) or getattr(config, "num_labels", 0)
 
 
 def _num_params(model: Any) -> int:

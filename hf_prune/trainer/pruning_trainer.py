@@ -19,17 +19,20 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import HubStrategy, get_last_checkpoint
 from transformers.utils.hub import PushInProgress, hf_api
 from transformers.utils import logging
 
 from hf_prune.hub import AutoPrunedModel, ModelSource, save_pretrained
+from hf_prune.hub.preprocessing import PREPROCESSOR_NAME
 from hf_prune.hub.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
 from hf_prune.models.forward import logits_of
@@ -87,6 +90,9 @@ class PruningTrainer(Trainer):
             ``args.pruning_method``.
         example_inputs: a batch used to trace the model and count MACs; by default one image
             of the training set.
+        processing_class: (a ``transformers.Trainer`` argument) the eval preprocessing as an
+            image processor (:func:`hf_prune.hub.image_processor_for`); saved with the model so that
+            ``pipeline("image-classification")`` preprocesses as training did.
         **kwargs: everything else ``transformers.Trainer`` accepts (datasets, collator,
             ``compute_metrics``, callbacks, ...).
     """
@@ -193,6 +199,8 @@ class PruningTrainer(Trainer):
                 ),
                 model_card=card,
                 extra_files=figures,
+                image_processor=self.processing_class if isinstance(self.processing_class, BaseImageProcessor) else None,
+                labels=self._class_names(),
             )
         facts.record.save(output_dir, self.args)
 
@@ -207,14 +215,19 @@ class PruningTrainer(Trainer):
         dataset_tags: str | list[str] | None = None,
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
+        dense_reference: dict[str, Any] | str | None = None,
     ) -> None:
         """Set the card's metadata (license, base model, dataset id and name, tags); later saves use it.
+
+        ``finetuned_from`` becomes the card's ``base_model`` only when it is a Hub id (not a local
+        path). ``dense_reference`` adds a trained dense model's row: ``{"top1": ..., "top5": ...}``
+        or the path of a dense run's ``eval_results.json``.
 
         The card itself (results, latency, plots, arguments, citation) is written by
         :meth:`save_model`, and rewritten here if ``output_dir`` already holds a saved model.
         """
         given = {"license": license, "tags": tags, "model_name": model_name, "finetuned_from": finetuned_from,
-                 "dataset_tags": dataset_tags, "dataset": dataset}
+                 "dataset_tags": dataset_tags, "dataset": dataset, "dense_reference": dense_reference}
         self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, WEIGHTS_NAME)):
             self.save_model()
@@ -247,7 +260,7 @@ class PruningTrainer(Trainer):
         return hf_api().upload_folder(
             repo_id=self.hub_model_id,
             folder_path=self.args.output_dir,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, *self._published_figures],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, MODEL_CARD_NAME, *self._published_figures],
             commit_message=commit_message,
             token=token,
             revision=revision if revision is not None else self.args.hub_revision,
@@ -288,6 +301,12 @@ class PruningTrainer(Trainer):
             widths=self._layer_widths(),
             method_figures=self.pruning_method.figures,
         )
+
+    def _class_names(self) -> list[str] | None:
+        """The names of the training set's one ``ClassLabel`` column (a timm model carries none itself)."""
+        features = getattr(self.train_dataset, "features", None) or {}
+        names = [feature.names for feature in features.values() if isinstance(feature, datasets.ClassLabel)]
+        return names[0] if len(names) == 1 else None
 
     def _record(self) -> PruningRecord:
         return PruningRecord(
