@@ -190,18 +190,19 @@ class PruningTrainer(Trainer):
             if self._write_card:
                 self._published_figures = list(figures)
                 card = render_card(facts, figures, self.hub_model_id or output_dir, self._card_kwargs)
-            save_pretrained(
-                facts.model,
-                output_dir,
-                source=self.model_source,
-                pruning=facts.record.summary(
-                    self.args.target_flops_reduction, list(facts.input_size), facts.macs, _num_params(facts.model)
-                ),
-                model_card=card,
-                extra_files=figures,
-                image_processor=self.processing_class if isinstance(self.processing_class, BaseImageProcessor) else None,
-                labels=self._class_names(),
-            )
+            with full_precision(facts.model):  # the save compares reloaded logits: fp32 on both sides
+                save_pretrained(
+                    facts.model,
+                    output_dir,
+                    source=self.model_source,
+                    pruning=facts.record.summary(
+                        self.args.target_flops_reduction, list(facts.input_size), facts.macs, _num_params(facts.model)
+                    ),
+                    model_card=card,
+                    extra_files=figures,
+                    image_processor=self.processing_class if isinstance(self.processing_class, BaseImageProcessor) else None,
+                    labels=self._class_names(),
+                )
         facts.record.save(output_dir, self.args)
 
     def create_model_card(
