@@ -114,8 +114,8 @@ def _mark(axes: Axes, markers: Mapping[str, float], events: Sequence[float], eve
     for (label, x), style in zip(markers.items(), ("--", ":", "-.", (0, (5, 1)))):
         axes.axvline(x, color="gray", linestyle=style, linewidth=1.2, label=label)
     for index, x in enumerate(events):
-        label = (event_label if len(events) == 1 else f"{event_label} ({len(events)})") if index == 0 else None
-        axes.axvline(x, color="#c0392b", alpha=0.5, linewidth=0.8, label=label)
+        label = (event_label if len(events) == 1 else f"{event_label} ({len(events)} events)") if index == 0 else None
+        axes.axvline(x, color="#c0392b", alpha=0.6, linewidth=1.0, label=label)
 
 
 def _figure(width: float, height: float) -> Figure:

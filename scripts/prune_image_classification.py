@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from transformers import HfArgumentParser
 
 from hf_prune import PruningArguments
-from hf_prune.models.loader import check_model_name
 
 if TYPE_CHECKING:
     import torch
@@ -137,6 +136,8 @@ def _show_under_headings(parser: ArgumentParser, sections: dict[str, list[str]],
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PruningArguments]:
     """Parse the command line; unknown model or method names fail here, before any data is loaded."""
     values = vars(make_parser().parse_args(argv))  # an unknown --pruning_method is a usage error here
+    from hf_prune.models import check_model_name  # imports transformers' model code: not needed for --help
+
     check_model_name(values["model_name_or_path"])
     model_args, data_args = (
         cls(**{f.name: values.pop(f.name) for f in fields(cls)}) for cls in (ModelArguments, DataArguments)

@@ -11,7 +11,7 @@ from . import (
     cifar_vgg,  # noqa: F401  (registers the CIFAR VGG in timm)
 )
 
-_EXPORTS = {"ImageDataConfig": "loader", "LoadedModel": "loader", "load_model": "loader"}
+_EXPORTS = {"ImageDataConfig": "loader", "LoadedModel": "loader", "check_model_name": "loader", "load_model": "loader"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
