@@ -91,10 +91,21 @@ class DataArguments:
         return self.dataset_name or self.train_dir
 
 
+@dataclass
+class ResumeArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over although output_dir holds checkpoints. By default a relaunched run resumes from "
+            "--resume_from_checkpoint, or else from the last checkpoint in output_dir (as transformers' examples do)."
+        },
+    )
+
+
 def make_parser() -> HfArgumentParser:
     """The CLI's parser: pruning options first under their headings, then model, data and training."""
     parser = HfArgumentParser(
-        (ModelArguments, DataArguments, PruningArguments),
+        (ModelArguments, DataArguments, ResumeArguments, PruningArguments),
         usage="%(prog)s [--pruning_method NAME] [--model_name_or_path NAME] [--dataset_name NAME] [options]",
     )
     parser.set_defaults(**TRAINING_DEFAULTS)
@@ -102,6 +113,7 @@ def make_parser() -> HfArgumentParser:
         **PruningArguments.argument_groups(),
         "Model": [f.name for f in fields(ModelArguments)],
         "Data": [f.name for f in fields(DataArguments)],
+        "Resuming": [f.name for f in fields(ResumeArguments)] + ["resume_from_checkpoint"],
     }
     _show_under_headings(parser, sections, rest=TRAINING_HEADING)
     for action in parser._actions:
@@ -133,7 +145,9 @@ def _show_under_headings(parser: ArgumentParser, sections: dict[str, list[str]],
     parser._action_groups = [ungrouped, *groups]
 
 
-def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PruningArguments]:
+def parse_arguments(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, ResumeArguments, PruningArguments]:
     """Parse the command line; unknown model or method names fail here, before any data is loaded."""
     values = vars(make_parser().parse_args(argv))  # an unknown --pruning_method is a usage error here
     from hf_prune.models import check_model_name  # imports transformers' model code: not needed for --help
@@ -142,8 +156,9 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     model_args, data_args = (
         cls(**{f.name: values.pop(f.name) for f in fields(cls)}) for cls in (ModelArguments, DataArguments)
     )
+    resume_args = ResumeArguments(**{f.name: values.pop(f.name) for f in fields(ResumeArguments)})
     values["output_dir"] = values["output_dir"] or default_output_dir(model_args, data_args, values["pruning_method"])
-    return model_args, data_args, PruningArguments(**values)
+    return model_args, data_args, resume_args, PruningArguments(**values)
 
 
 def default_output_dir(model_args: ModelArguments, data_args: DataArguments, method: str) -> str:
@@ -156,7 +171,7 @@ def default_output_dir(model_args: ModelArguments, data_args: DataArguments, met
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse ``argv`` (default: the command line), train, prune, save, reload and report."""
-    model_args, data_args, training_args = parse_arguments(argv)
+    model_args, data_args, resume_args, training_args = parse_arguments(argv)
     # Imported once the arguments are known to be good, so that --help and argument errors come back fast.
     from transformers import set_seed
 
@@ -198,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     example = trainer._example_inputs()
     dense_macs, dense_params = count_macs_params(trainer.model, example)
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, resume_args))
     final = trainer.evaluate()
     trainer.create_model_card(
         dataset=data_args.source,
@@ -227,6 +242,20 @@ def main(argv: list[str] | None = None) -> dict:
         _write_report(training_args.output_dir, report)
         print(_table(report))
     return report
+
+
+def checkpoint_to_resume(training_args: PruningArguments, resume_args: ResumeArguments) -> str | None:
+    """``--resume_from_checkpoint``, else the last checkpoint in ``output_dir`` unless ``--overwrite_output_dir``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if resume_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
+        return None
+    last = get_last_checkpoint(training_args.output_dir)
+    if last is not None:
+        print(f"[hf_prune] resuming from {last} (pass --overwrite_output_dir to start over)")
+    return last
 
 
 def _metrics_before_prune(trainer: PruningTrainer) -> dict:
