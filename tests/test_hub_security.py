@@ -195,6 +195,22 @@ def test_computed_buffers_are_rebuilt_on_a_model_built_on_meta(tmp_path, monkeyp
         assert torch.equal(_logits(reloaded(INPUTS)), _logits(model(INPUTS)))
 
 
+def test_a_computed_buffer_no_hook_rebuilds_comes_from_a_cpu_build(tmp_path, monkeypatch):
+    from timm.models.swin_transformer import WindowAttention
+
+    torch.manual_seed(0)
+    model = _timm_swin().eval()
+    save_pretrained(model, tmp_path, source=ModelSource.from_model(model))
+    monkeypatch.delattr(WindowAttention, "init_non_persistent_buffers")
+    built_on = []
+    original_build = ModelSource.build
+    monkeypatch.setattr(ModelSource, "build", lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
+    reloaded = AutoPrunedModel.from_pretrained(tmp_path)
+    assert built_on == ["meta", "cpu"]
+    with torch.no_grad():
+        assert torch.equal(reloaded(INPUTS), model(INPUTS))
+
+
 # ------------------------------------------------------------------------------- exact round trips
 def test_a_pooling_changed_after_creation_is_recorded_and_reloads_exactly(tmp_path):
     torch.manual_seed(0)

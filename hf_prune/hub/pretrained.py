@@ -124,14 +124,17 @@ class AutoPrunedModel:
     ) -> nn.Module:
         """Rebuild a slim model from a local directory or a Hub repo id, in eval mode.
 
-        The source architecture is built on the meta device (no memory, no init), reshaped by
-        the shape spec, and the safetensors weights are assigned strictly: a missing,
-        unexpected or mis-shaped tensor is an error, never silently skipped.
+        The directory is untrusted data: ``config.json`` passes the allow-list of
+        :mod:`hf_prune.hub.trust` and no file read may link outside the directory. The source
+        architecture is built on the meta device (no memory, no init), reshaped by the shape
+        spec, its computed buffers are rebuilt, and the safetensors weights are assigned
+        strictly: a missing, unexpected or mis-shaped tensor is an error, never silently skipped.
 
         Raises:
             PrunedModelError: no ``config.json`` / ``hf_prune`` section / ``model.safetensors``,
-                only pickled weights, a corrupted or truncated weights file, or a shape spec
-                that does not fit the architecture.
+                only pickled weights, a corrupted or truncated weights file, a config field
+                outside the allow-list, a file linking outside the directory, or a shape spec
+                that is malformed or does not fit the architecture.
         """
         directory = _resolve(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
         config = cls.load_config(directory)
@@ -149,11 +152,11 @@ class AutoPrunedModel:
     @staticmethod
     def load_config(directory: str | os.PathLike) -> dict[str, Any]:
         """The ``config.json`` of a local slim-model directory, checked for an ``hf_prune`` section."""
-        path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(_contained(directory, CONFIG_NAME)):
+        path, real_path = os.path.join(directory, CONFIG_NAME), _contained(directory, CONFIG_NAME)
+        if not os.path.isfile(real_path):
             raise PrunedModelError(f"{directory} has no {CONFIG_NAME}: it is not a saved model directory")
         try:
-            with open(_contained(directory, CONFIG_NAME), encoding="utf-8") as f:
+            with open(real_path, encoding="utf-8") as f:
                 config = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise PrunedModelError(f"{path} is not valid JSON ({err}): save or download the model again") from err
@@ -277,17 +280,23 @@ def _rebuild_non_persistent_buffers(model: nn.Module, source: ModelSource, spec:
 
 
 def _sentinel_like(buffer: torch.Tensor) -> torch.Tensor:
-    fill = float("nan") if buffer.is_floating_point() else torch.iinfo(buffer.dtype).min if buffer.dtype != torch.bool else False
+    """A CPU tensor no hook would compute: NaN, or the smallest integer (bools cannot tell)."""
+    if buffer.is_floating_point():
+        fill = float("nan")
+    else:
+        fill = False if buffer.dtype == torch.bool else torch.iinfo(buffer.dtype).min
     return torch.full(buffer.shape, fill, dtype=buffer.dtype, device="cpu")
 
 
 def _is_sentinel(buffer: torch.Tensor, placeholder: torch.Tensor) -> bool:
-    """True while ``buffer`` is still the untouched placeholder (no hook computed it)."""
+    """True while no hook computed ``buffer``: still on meta, or still the untouched placeholder."""
     if buffer.is_meta:
         return True
     if buffer is not placeholder:
         return False
-    return buffer.dtype == torch.bool or bool(torch.equal(buffer, _sentinel_like(buffer)) if not buffer.is_floating_point() else buffer.isnan().all())
+    if buffer.is_floating_point():
+        return bool(buffer.isnan().all())
+    return buffer.dtype == torch.bool or torch.equal(buffer, _sentinel_like(buffer))
 
 
 def _check_round_trip(model: nn.Module, version: str, input_size: list[int]) -> None:
