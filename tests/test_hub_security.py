@@ -137,6 +137,33 @@ def test_a_file_linking_outside_the_directory_is_never_read(saved_dir, tmp_path,
         load_model(str(saved_dir), 10)
 
 
+def test_a_hub_cache_snapshot_may_link_into_its_own_blobs(saved_dir, tmp_path, monkeypatch):
+    repo = tmp_path / "hub" / "models--someone--slim"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (repo / "blobs" / name).write_bytes((saved_dir / name).read_bytes())
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", name))
+    monkeypatch.setattr(pretrained_module, "snapshot_download", lambda repo_id, **kwargs: str(snapshot))
+    reloaded = AutoPrunedModel.from_pretrained("someone/slim")
+    assert torch.equal(reloaded(INPUTS), AutoPrunedModel.from_pretrained(saved_dir)(INPUTS))
+
+
+def test_an_hf_hub_timm_name_is_checked_like_a_local_dir(tmp_path, monkeypatch):
+    import hf_prune.models.loader as loader_module
+
+    source = timm.create_model("cifar_resnet20", num_classes=4)
+    timm.models.save_for_hf(source, tmp_path, safe_serialization=True)
+    monkeypatch.setattr(loader_module, "snapshot_download", lambda repo_id, **kwargs: str(tmp_path))
+    loaded = load_model("hf-hub:someone/resnet", 4, pretrained=True)
+    assert (loaded.source, loaded.name) == ("timm", "cifar_resnet20")
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    _edit_config(tmp_path, lambda c: c.update(model_args={"checkpoint_path": "/etc/evil.pth"}))
+    with pytest.raises(ValueError, match=r"\['checkpoint_path'\] would make timm load"):
+        load_model("hf-hub:someone/resnet", 4)
+
+
 @pytest.mark.parametrize("edit", [
     lambda spec: spec.update(modules=[]),
     lambda spec: spec["modules"].update(conv1=5),
@@ -184,7 +211,8 @@ def test_computed_buffers_are_rebuilt_on_a_model_built_on_meta(tmp_path, monkeyp
 
     built_on = []
     original_build = ModelSource.build
-    monkeypatch.setattr(ModelSource, "build", lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
+    monkeypatch.setattr(ModelSource, "build",
+                        lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
     reloaded = AutoPrunedModel.from_pretrained(tmp_path)
 
     assert built_on == ["meta"]
@@ -204,7 +232,8 @@ def test_a_computed_buffer_no_hook_rebuilds_comes_from_a_cpu_build(tmp_path, mon
     monkeypatch.delattr(WindowAttention, "init_non_persistent_buffers")
     built_on = []
     original_build = ModelSource.build
-    monkeypatch.setattr(ModelSource, "build", lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
+    monkeypatch.setattr(ModelSource, "build",
+                        lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
     reloaded = AutoPrunedModel.from_pretrained(tmp_path)
     assert built_on == ["meta", "cpu"]
     with torch.no_grad():

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -161,7 +160,7 @@ class AutoPrunedModel:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise PrunedModelError(f"{path} is not valid JSON ({err}): save or download the model again") from err
         if not isinstance(config, dict):
-            raise PrunedModelError(f"{path} holds a JSON {type(config).__name__}, not an object: it is not a model config")
+            raise PrunedModelError(f"{path} holds a JSON {type(config).__name__}, not an object: not a model config")
         section = config.get("hf_prune")
         if not isinstance(section, dict) or not isinstance(section.get("shape_spec"), dict):
             raise PrunedModelError(
@@ -249,7 +248,9 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], director
         raise PrunedModelError(f"{directory}/{WEIGHTS_NAME} does not match its config: {err}") from err
 
 
-def _rebuild_non_persistent_buffers(model: nn.Module, source: ModelSource, spec: dict[str, Any], directory: str) -> None:
+def _rebuild_non_persistent_buffers(
+    model: nn.Module, source: ModelSource, spec: dict[str, Any], directory: str
+) -> None:
     """Compute the buffers the weights file does not hold (e.g. Swin's relative position index) on CPU.
 
     They are computed by the libraries' own hooks (timm's ``init_non_persistent_buffers``,
@@ -265,14 +266,17 @@ def _rebuild_non_persistent_buffers(model: nn.Module, source: ModelSource, spec:
         return
     size = sum(t.numel() * t.element_size() for t in placeholders.values())
     if size > MAX_BUFFER_BYTES:
-        raise PrunedModelError(f"{directory}/{CONFIG_NAME} builds {size} bytes of computed buffers (limit {MAX_BUFFER_BYTES})")
+        raise PrunedModelError(
+            f"{directory}/{CONFIG_NAME} builds {size} bytes of computed buffers (limit {MAX_BUFFER_BYTES})"
+        )
     if isinstance(model, PreTrainedModel):
         model.initialize_weights()
     for module in model.modules():
         if hasattr(module, "init_non_persistent_buffers"):
             module.init_non_persistent_buffers()
     modules = dict(model.named_modules())
-    stale = [key for key, placeholder in placeholders.items() if _is_sentinel(modules[key[0]]._buffers[key[1]], placeholder)]
+    stale = [(module_name, name) for (module_name, name), placeholder in placeholders.items()
+             if _is_sentinel(modules[module_name]._buffers[name], placeholder)]
     if stale:
         rebuilt = dict(apply_shape_spec(source.build("cpu"), spec).named_modules())
         for module_name, name in stale:
@@ -303,7 +307,8 @@ def _check_round_trip(model: nn.Module, version: str, input_size: list[int]) -> 
     """Reload what was written and compare logits on one small input, before anything is published."""
     reference = next(model.parameters())
     reloaded = AutoPrunedModel.from_pretrained(version, device=reference.device).to(reference.dtype)
-    inputs = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0)).to(reference.device, reference.dtype)
+    inputs = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
+    inputs = inputs.to(reference.device, reference.dtype)
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
