@@ -261,6 +261,21 @@ def test_a_setting_the_config_cannot_record_makes_the_save_refuse(saved_dir):
     assert _model_files(saved_dir) == before
 
 
+def test_a_mixed_precision_forward_is_not_taken_for_a_model_setting(tmp_path):
+    model, source = _resnet()
+    plain_forward = model.forward
+
+    def bf16_forward(*args, **kwargs):  # what accelerate's mixed_precision="bf16" does to a prepared model
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain_forward(*args, **kwargs).float()
+
+    model.forward = bf16_forward
+    save_pretrained(model, tmp_path, source=source)
+    assert model.forward is bf16_forward
+    with torch.no_grad():
+        assert torch.equal(AutoPrunedModel.from_pretrained(tmp_path)(INPUTS), plain_forward(INPUTS))
+
+
 # ------------------------------------------------------------------------------- all-or-nothing saves
 def _model_files(directory: Path) -> tuple[bytes, bytes]:
     """What any reader sees: the bytes behind the top-level config.json and model.safetensors."""
