@@ -2,8 +2,9 @@
 
 Runs under ``python``, ``accelerate launch`` and ``torchrun``. With no arguments it runs the
 embedded offline default: ``cifar_resnet20`` on ``builtin:mnist5k`` (5000 real MNIST digits),
-one-shot magnitude pruning to half the MACs, a few CPU minutes. Every ``TrainingArguments``
-flag works, e.g.::
+one-shot magnitude pruning to half the MACs, a few CPU minutes. ``--help`` lists the pruning
+options first, then model, data and every ``TrainingArguments`` flag, with the defaults that
+apply (a CIFAR-style SGD recipe), e.g.::
 
     accelerate launch scripts/prune_image_classification.py \\
         --model_name_or_path timm/resnet50.a1_in1k --pretrained --dataset_name imagenet-1k \\
@@ -14,36 +15,37 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from dataclasses import dataclass, field
+from argparse import ArgumentParser
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import HfArgumentParser, set_seed
+from transformers import HfArgumentParser
 
-from hf_prune import AutoPrunedModel, PruningArguments, PruningTrainer, count_macs_params
-from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
-from hf_prune.metrics import compute_topk_metrics
-from hf_prune.structure.counting import full_precision, logits_of
-from hf_prune.models import load_model
+from hf_prune import PruningArguments
+from hf_prune.models.loader import check_model_name
 
-# Defaults of the embedded job; any flag given on the command line overrides them.
-DEMO_DEFAULTS = [
-    "--output_dir", "outputs/cifar_resnet20-mnist5k-magnitude",
-    "--num_train_epochs", "4",
-    "--per_device_train_batch_size", "128",
-    "--per_device_eval_batch_size", "256",
-    "--learning_rate", "0.1",
-    "--optim", "sgd",
-    "--optim_args", "momentum=0.9,nesterov=true",
-    "--weight_decay", "5e-4",
-    "--lr_scheduler_type", "cosine",
-    "--eval_strategy", "epoch",
-    "--save_strategy", "no",
-    "--logging_steps", "10",
-    "--report_to", "none",
-    "--eval_around_prune",
-    "--dataloader_num_workers", "0",
-]
+if TYPE_CHECKING:
+    import torch
+
+    from hf_prune import PruningTrainer
+
+DEMO_DATASET = "builtin:mnist5k"
+# The training recipe of the embedded job (CIFAR-style SGD), which --help shows as the defaults.
+TRAINING_DEFAULTS = {
+    "num_train_epochs": 4,
+    "per_device_train_batch_size": 128,
+    "per_device_eval_batch_size": 256,
+    "learning_rate": 0.1,
+    "optim": "sgd",
+    "optim_args": "momentum=0.9,nesterov=true",
+    "weight_decay": 5e-4,
+    "lr_scheduler_type": "cosine",
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "logging_steps": 10,
+    "eval_around_prune": True,
+}
+TRAINING_HEADING = "Training (every transformers.TrainingArguments flag)"
 
 
 @dataclass
@@ -59,29 +61,113 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset_name: str | None = field(
-        default="builtin:mnist5k",
-        metadata={"help": "A Hub dataset (e.g. uoft-cs/cifar10) or builtin:mnist5k / builtin:digits (offline)."},
+        default=None,
+        metadata={
+            "help": f"A Hub dataset (e.g. uoft-cs/cifar10) or builtin:mnist5k / builtin:digits (offline). "
+            f"Default: {DEMO_DATASET} unless --train_dir is given."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    train_dir: str | None = field(default=None, metadata={"help": "A local image folder for training (class subfolders)."})
-    validation_dir: str | None = field(default=None, metadata={"help": "A local image folder for validation."})
+    train_dir: str | None = field(
+        default=None, metadata={"help": "A local image folder for training: one sub-folder of images per class."}
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "A local image folder for validation, laid out as --train_dir."}
+    )
     validation_split: float = field(default=0.2, metadata={"help": "Stratified share held out when there is no validation split."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation set (debugging)."})
 
+    def __post_init__(self) -> None:
+        if self.dataset_name and self.train_dir:
+            raise ValueError("pass --dataset_name or --train_dir (with --validation_dir), not both")
+        if self.validation_dir and not self.train_dir:
+            raise ValueError("--validation_dir needs --train_dir")
+        if not self.train_dir:
+            self.dataset_name = self.dataset_name or DEMO_DATASET
+
+    @property
+    def source(self) -> str:
+        """What the run trains on, as recorded in the report and the model card."""
+        return self.dataset_name or self.train_dir
+
 
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, PruningArguments))
+    """The CLI's parser: pruning options first under their headings, then model, data and training."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, PruningArguments),
+        usage="%(prog)s [--pruning_method NAME] [--model_name_or_path NAME] [--dataset_name NAME] [options]",
+    )
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    sections = {
+        **PruningArguments.argument_groups(),
+        "Model": [f.name for f in fields(ModelArguments)],
+        "Data": [f.name for f in fields(DataArguments)],
+    }
+    _show_under_headings(parser, sections, rest=TRAINING_HEADING)
+    for action in parser._actions:
+        if action.dest == "output_dir":
+            action.help = "Where the slim model, its card and plots go. Default: outputs/<model>-<data>-<method>."
+    return parser
+
+
+def _show_under_headings(parser: ArgumentParser, sections: dict[str, list[str]], rest: str) -> None:
+    """List each section's options under its heading, in order; every other option but -h under ``rest``.
+
+    ``HfArgumentParser`` sees ``PruningArguments`` as one dataclass and puts its fields after the ~150
+    ``TrainingArguments`` ones; argparse has no public call to move an option to another group, so
+    the groups' action lists are edited (argparse's help reads them in this order).
+    """
+    ungrouped = parser._optionals
+    by_dest: dict[str, list] = {}
+    for action in ungrouped._group_actions:
+        if action.dest != "help":
+            by_dest.setdefault(action.dest, []).append(action)  # a bool's --no_<name> shares its dest
+    groups = []
+    for title, names in [*sections.items(), (rest, list(by_dest))]:
+        group = parser.add_argument_group(title)
+        for name in names:
+            for action in by_dest.pop(name, []):
+                ungrouped._group_actions.remove(action)
+                group._group_actions.append(action)
+        groups.append(group)
+    parser._action_groups = [ungrouped, *groups]
+
+
+def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PruningArguments]:
+    """Parse the command line; unknown model or method names fail here, before any data is loaded."""
+    values = vars(make_parser().parse_args(argv))  # an unknown --pruning_method is a usage error here
+    check_model_name(values["model_name_or_path"])
+    model_args, data_args = (
+        cls(**{f.name: values.pop(f.name) for f in fields(cls)}) for cls in (ModelArguments, DataArguments)
+    )
+    values["output_dir"] = values["output_dir"] or default_output_dir(model_args, data_args, values["pruning_method"])
+    return model_args, data_args, PruningArguments(**values)
+
+
+def default_output_dir(model_args: ModelArguments, data_args: DataArguments, method: str) -> str:
+    """``outputs/<model>-<data>-<method>``, e.g. ``outputs/cifar_resnet20-mnist5k-magnitude``."""
+    def short(name: str) -> str:
+        return os.path.basename(os.path.normpath(name.split(":")[-1]))
+
+    return os.path.join("outputs", f"{short(model_args.model_name_or_path)}-{short(data_args.source)}-{method}")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse ``argv`` (after the demo defaults), train, prune, save, reload and report."""
-    model_args, data_args, training_args = make_parser().parse_args_into_dataclasses(
-        args=DEMO_DEFAULTS + list(sys.argv[1:] if argv is None else argv)
-    )
+    """Parse ``argv`` (default: the command line), train, prune, save, reload and report."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    # Imported once the arguments are known to be good, so that --help and argument errors come back fast.
+    from transformers import set_seed
+
+    from hf_prune import PruningTrainer, count_macs_params
+    from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
+    from hf_prune.hub import image_processor_for
+    from hf_prune.metrics import compute_topk_metrics
+    from hf_prune.models import load_model
+
     set_seed(training_args.seed)
     data = load_image_classification_data(
-        data_args.dataset_name if not data_args.train_dir else None,
+        data_args.dataset_name,
         train_dir=data_args.train_dir,
         validation_dir=data_args.validation_dir,
         dataset_config_name=data_args.dataset_config_name,
@@ -107,13 +193,14 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=data.validation,
         data_collator=collate_image_batch,
         compute_metrics=compute_topk_metrics,
+        processing_class=image_processor_for(loaded.data_config, loaded.source),
     )
     example = trainer._example_inputs()
     dense_macs, dense_params = count_macs_params(trainer.model, example)
     train_output = trainer.train()
     final = trainer.evaluate()
     trainer.create_model_card(
-        dataset=data_args.dataset_name or data_args.train_dir,
+        dataset=data_args.source,
         dataset_tags=_hub_dataset_id(data_args.dataset_name),
         finetuned_from=model_args.model_name_or_path if model_args.pretrained else None,
     )
@@ -122,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "model": model_args.model_name_or_path,
-        "dataset": data_args.dataset_name or data_args.train_dir,
+        "dataset": data_args.source,
         "pruning_method": training_args.pruning_method,
         "target_flops_reduction": training_args.target_flops_reduction,
         "dense": {"macs": dense_macs, "params": dense_params, **_metrics_before_prune(trainer)},
@@ -151,6 +238,12 @@ def _metrics_before_prune(trainer: PruningTrainer) -> dict:
 
 def _reload_difference(trainer: PruningTrainer, example: torch.Tensor) -> float:
     """Load the saved directory with ``AutoPrunedModel`` (no script code, no pickle) and compare fp32 logits."""
+    import torch
+
+    from hf_prune import AutoPrunedModel
+    from hf_prune.models.forward import logits_of
+    from hf_prune.trainer.rewiring import full_precision
+
     reloaded = AutoPrunedModel.from_pretrained(trainer.args.output_dir, device=example.device)
     trainer.model.eval()
     with torch.no_grad(), full_precision(trainer.model):  # both in fp32, also after a bf16/fp16 run

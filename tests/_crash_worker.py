@@ -11,7 +11,7 @@ import sys
 
 from transformers import TrainerCallback
 
-from _toy import make_trainer
+from conftest import toy_trainer  # this file runs as a program from tests/
 
 
 class _KillAfterPrunedCheckpoint(TrainerCallback):
@@ -24,8 +24,8 @@ class _KillAfterPrunedCheckpoint(TrainerCallback):
 
 
 def main(mode: str, output_dir: str) -> None:
-    trainer = make_trainer(output_dir, pruning_method="magnitude", max_steps=8, save_strategy="steps", save_steps=3,
-                           card_latency=False, full_determinism=True)
+    trainer = toy_trainer(output_dir, pruning_method="magnitude", max_steps=8, save_strategy="steps", save_steps=3,
+                          card_latency=False, full_determinism=True)
     if mode == "kill":
         trainer.add_callback(_KillAfterPrunedCheckpoint(trainer))
     trainer.train(resume_from_checkpoint=True if mode == "resume" else None)

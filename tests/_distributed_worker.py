@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ from transformers import Trainer
 
 import hf_prune.methods.magnitude
 import hf_prune.methods.ocsp
+import hf_prune.trainer.pruning_trainer as pruning_trainer
 from hf_prune import PruningTrainer
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 RECORD: dict[str, Any] = {"steps": [], "prunes": [], "proposed": [], "micro_batches": []}
 
 
@@ -52,7 +53,7 @@ def _patch_recording() -> None:
     original_decide = PruningTrainer._decide
     original_maybe_prune = PruningTrainer._maybe_prune
     original_apply = PruningTrainer.apply_pruning_plan
-    original_rewrap = PruningTrainer._rewrap_model
+    original_rewrap = pruning_trainer.rewrap_model
     original_step = Trainer.training_step
     original_end = PruningTrainer._on_train_end
     stale = os.environ.get("HF_PRUNE_TEST_STALE_WRAPPER") == "1"
@@ -103,7 +104,7 @@ def _patch_recording() -> None:
     PruningTrainer._decide = decide
     PruningTrainer._maybe_prune = maybe_prune
     PruningTrainer.apply_pruning_plan = apply_pruning_plan
-    PruningTrainer._rewrap_model = rewrap
+    pruning_trainer.rewrap_model = rewrap
     Trainer.training_step = training_step
     PruningTrainer._on_train_end = on_train_end
 
@@ -118,10 +119,7 @@ def main() -> None:
     if os.environ.get("HF_PRUNE_TEST_SKEW_RANK1") == "1" and os.environ.get("RANK") == "1":
         hf_prune.methods.magnitude.group_saliencies = _random_saliencies
         hf_prune.methods.ocsp.group_saliencies = _random_saliencies
-    sys.path.insert(0, str(SCRIPTS))
-    import prune_image_classification  # imported after the patches above, like the launched script
-
-    prune_image_classification.main()
+    runpy.run_path(str(SCRIPT), run_name="__main__")  # after the patches above, as the launcher runs it
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from _toy import make_trainer
 from hf_prune.trainer._batch_norm import recalibrated_batch_norm
 
 
@@ -45,7 +44,7 @@ def test_model_without_batch_norm_is_left_alone():
         assert count == 0
 
 
-def test_evaluating_around_the_prune_does_not_change_the_training_run(tmp_path):
+def test_evaluating_around_the_prune_does_not_change_the_training_run(make_trainer, tmp_path):
     finals = []
     for name, around in (("plain", False), ("evaluated", True)):
         trainer = make_trainer(tmp_path / name, pruning_method="magnitude", max_steps=12, eval_around_prune=around)

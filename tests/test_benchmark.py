@@ -1,4 +1,4 @@
-"""scripts/benchmark.py: resumable grid, aggregation over seeds, the plot."""
+"""benchmarks/benchmark.py: resumable grid, aggregation over seeds, the plot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-import benchmark  # scripts/ (pytest pythonpath)
+
+@pytest.fixture(scope="module")
+def benchmark(load_script):
+    return load_script("benchmarks/benchmark.py")
 
 
 def _row(method: str, seed: int, top1: float, macs: int, latency: float, target: float = 0.5) -> dict:
@@ -14,7 +17,7 @@ def _row(method: str, seed: int, top1: float, macs: int, latency: float, target:
             "macs": macs, "macs_reduction": 1 - macs / 100, "train_wall_s": 10.0, "latency_ms_bs64": latency}
 
 
-def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense():
+def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
     rows = [_row("none", 0, 0.90, 100, 8.0, 0.0), _row("none", 1, 0.94, 100, 8.0, 0.0),
             _row("ocsp", 0, 0.80, 50, 4.0), _row("ocsp", 1, 0.90, 50, 6.0)]
     summary = {e["method"]: e for e in benchmark.summarize(rows)}
@@ -27,7 +30,7 @@ def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense():
     assert "| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a | 50.0 ± 0.0 | 10.0 ± 0.0 | 1.60x | n/a | 2.00x |" in table
 
 
-def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured():
+def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):
     rows = [_row("none", 0, 0.9, 100, 8.0, 0.0) | {"cuda_latency_ms_bs64": 3.0},
             _row("random", 0, 0.7, 25, 2.0) | {"cuda_latency_ms_bs64": 1.5}]
     summary = {e["method"]: e for e in benchmark.summarize(rows)}
@@ -35,7 +38,7 @@ def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured():
     assert "| 4.00x | 2.00x | 4.00x |" in benchmark.markdown_table([summary["random"]])
 
 
-def test_finished_runs_are_not_run_again(tmp_path):
+def test_finished_runs_are_not_run_again(benchmark, tmp_path):
     options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["none", "random"],
                                            targets=[0.5, 0.8], seeds=[0, 1])
     done = _row("random", 1, 0.5, 50, 4.0, 0.8)
@@ -52,19 +55,19 @@ def test_finished_runs_are_not_run_again(tmp_path):
     assert benchmark.run_grid(options, fake_run) and len(calls) == 5  # a second call runs nothing
 
 
-def test_reports_write_the_table_and_the_plot(tmp_path):
+def test_reports_write_the_table_and_the_plot(benchmark, tmp_path):
     rows = [_row("none", 0, 0.9, 100, 8.0, 0.0), _row("random", 0, 0.7, 20, 3.0, 0.8)]
     table = benchmark.write_reports(rows, str(tmp_path))
     assert (tmp_path / "results.md").read_text().strip() == table
     assert (tmp_path / "accuracy_vs_macs_m.png").stat().st_size > 10_000
 
 
-def test_quick_mode_overrides_the_grid():
+def test_quick_mode_overrides_the_grid(benchmark):
     options = benchmark.BenchmarkArguments(quick=True)
     assert options.models == ["cifar_resnet20"] and options.seeds == [0] and "laasp" in options.methods
 
 
-def test_separation_says_which_differences_exceed_seed_noise(tmp_path):
+def test_separation_says_which_differences_exceed_seed_noise(benchmark, tmp_path):
     def rows(method, values, target=0.8):
         return [_row(method, seed, v / 100, 20, 3.0, target) for seed, v in enumerate(values)]
 

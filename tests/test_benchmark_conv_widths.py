@@ -1,11 +1,10 @@
-"""scripts/benchmark_conv_widths.py: one row per (resolution, width), MACs from the counter."""
+"""benchmarks/benchmark_conv_widths.py: one row per (resolution, width), MACs from the counter."""
 
 from __future__ import annotations
 
-import benchmark_conv_widths as script  # scripts/ (pytest pythonpath)
 
-
-def test_rows_count_the_convolutions_macs_for_every_width():
+def test_rows_count_the_convolutions_macs_for_every_width(load_script):
+    script = load_script("benchmarks/benchmark_conv_widths.py")
     options = script.ConvWidthArguments(stages=["8:4,6"], batch_size=2, min_run_time=0.01)
     rows = [script.measure(8, width, options) for width in (4, 6)]
     assert [row["macs"] for row in rows] == [2 * w * w * 9 * 8 * 8 for w in (4, 6)]  # 3x3, padding 1: every pixel

@@ -1,4 +1,4 @@
-"""scripts/benchmark_latency.py: MACs ratio from independent counts, BatchNorm folding exact."""
+"""benchmarks/benchmark_latency.py: MACs ratio from independent counts, BatchNorm folding exact."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import torch
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import ModelSource, StructureGraph, count_macs_params, save_pretrained
-
-import benchmark_latency as script  # scripts/ (pytest pythonpath)
 
 INPUT = torch.randn(1, 3, 32, 32)
 
@@ -31,7 +29,8 @@ def _saved(directory: Path, keep_fraction: float) -> int:
     return count_macs_params(model, INPUT)[0]
 
 
-def test_table_puts_measured_speedups_next_to_the_counted_macs_ratio(tmp_path):
+def test_table_puts_measured_speedups_next_to_the_counted_macs_ratio(load_script, tmp_path):
+    script = load_script("benchmarks/benchmark_latency.py")
     dense_macs = _saved(tmp_path / "dense", 1.0)
     slim_macs = _saved(tmp_path / "slim", 0.5)
     table = script.main(["--dense_dir", str(tmp_path / "dense"), "--slim_dirs", str(tmp_path / "slim"),

@@ -121,6 +121,22 @@ def test_imagefolder_with_validation_dir(tmp_path: Path) -> None:
     assert _label_counts(data.validation) == {0: 2, 2: 2}
 
 
+def test_image_folder_layout_and_unseen_validation_classes_are_explained(tmp_path: Path) -> None:
+    (tmp_path / "flat").mkdir()
+    PIL.Image.new("RGB", (4, 4)).save(tmp_path / "flat" / "0.png")
+    with pytest.raises(ValueError, match="has no class sub-folders"):
+        load_image_classification_data(train_dir=str(tmp_path / "flat"))
+    _write_images(tmp_path / "train", {"cat": 2, "dog": 2})
+    _write_images(tmp_path / "val", {"cat": 1, "emu": 1})
+    with pytest.raises(ValueError, match=r"\['emu'\].*no folder in train_dir"):
+        load_image_classification_data(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "val"))
+
+
+def test_collator_refuses_raw_rows_naming_the_columns_and_the_helper() -> None:
+    with pytest.raises(ValueError, match=r"'pixel_values'.*'labels'.*\['image', 'label'\].*with_transforms"):
+        collate_image_batch([{"image": PIL.Image.new("RGB", (4, 4)), "label": 1}])
+
+
 def test_dataset_without_label_column(monkeypatch: pytest.MonkeyPatch) -> None:
     images = [PIL.Image.new("RGB", (4, 4)) for _ in range(4)]
     unlabeled = datasets.Dataset.from_dict(

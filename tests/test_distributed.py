@@ -25,7 +25,8 @@ from accelerate.state import AcceleratorState
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments
-from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.trainer.rewiring import full_precision
 from hf_prune.structure import PrefixCache, StructureGraph, unit_output_masks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,8 @@ def test_candidate_losses_are_fp32_under_bf16_autocast(fresh_accelerate_state):
         group = StructureGraph(net, images[:1]).groups[4]
         candidates = [MaskedCandidate(unit_output_masks(net, group, units)) for units in ([0, 1], [2, 3, 5])]
         evaluator = SubsetLoss(net, [{"pixel_values": images, "labels": labels}], PrefixCache(net, images[:1]))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        # The trainer runs every method hook inside full_precision (PruningTrainer._run_hook).
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), full_precision(net):
             return evaluator.mean_losses(candidates), evaluator.dense_loss
 
     # Under accelerate's wrapper and an outer autocast: bit-identical to the model that never saw autocast.

@@ -6,7 +6,6 @@ import pytest
 import timm
 import torch
 
-from _toy import make_args, make_trainer
 from hf_prune.structure import StructureGraph
 from hf_prune.structure.group_sparsity import GroupNormSparsity
 
@@ -61,7 +60,7 @@ def test_regularizer_adds_a_per_unit_weight_decay_strongest_on_the_weakest_unit(
     assert torch.count_nonzero(fc.bias.grad) == 0
 
 
-def test_run_regularizes_until_the_prune_at_half_the_run_then_stops(tmp_path, monkeypatch):
+def test_run_regularizes_until_the_prune_at_half_the_run_then_stops(make_trainer, tmp_path, monkeypatch):
     calls = []
     original = GroupNormSparsity.add_regularization_gradients
     monkeypatch.setattr(GroupNormSparsity, "add_regularization_gradients", lambda self: calls.append(1) or original(self))
@@ -73,7 +72,7 @@ def test_run_regularizes_until_the_prune_at_half_the_run_then_stops(tmp_path, mo
     assert len(calls) == 4  # before the optimizer steps 1..4, none after the prune
 
 
-def test_regularizer_changes_the_trajectory_and_tp_reg_is_validated(tmp_path):
+def test_regularizer_changes_the_trajectory_and_tp_reg_is_validated(make_args, make_trainer, tmp_path):
     runs = []
     for name, reg in (("off", 0.0), ("on", 0.5)):
         trainer = make_trainer(tmp_path / name, pruning_method="tp_groupnorm", max_steps=4, tp_reg=reg)
@@ -85,7 +84,7 @@ def test_regularizer_changes_the_trajectory_and_tp_reg_is_validated(tmp_path):
         make_args(tmp_path, pruning_method="tp_groupnorm", tp_reg=-1e-4)
 
 
-def test_head_groups_get_one_score_per_head_and_a_vit_run_prunes_heads(tmp_path):
+def test_head_groups_get_one_score_per_head_and_a_vit_run_prunes_heads(make_trainer, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(0)

@@ -24,7 +24,6 @@ import hf_prune.hub.pretrained as pretrained_module
 from hf_prune import AutoPrunedModel, ModelSource, StructureGraph, save_pretrained
 from hf_prune.hub import PrunedModelError
 
-from _toy import make_trainer
 
 INPUTS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 TESTS = Path(__file__).parent
@@ -96,7 +95,7 @@ def test_uniform_transformers_widths_load_with_vanilla_transformers(tmp_path):
         assert torch.equal(AutoPrunedModel.from_pretrained(tmp_path)(INPUTS).logits, model(INPUTS).logits)
 
 
-def _trained(tmp_path, **overrides):
+def _trained(make_trainer, tmp_path, **overrides):
     trainer = make_trainer(tmp_path, pruning_method="magnitude", max_steps=6, eval_strategy="steps", eval_steps=3,
                            card_latency=False, **overrides)
     trainer.train()
@@ -104,8 +103,8 @@ def _trained(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_trainer_save_and_push_to_hub_upload_exactly_what_from_pretrained_needs(tmp_path, monkeypatch):
-    trainer = _trained(tmp_path / "run", hub_model_id="someone/slim-resnet20")
+def test_trainer_save_and_push_to_hub_upload_exactly_what_from_pretrained_needs(make_trainer, tmp_path, monkeypatch):
+    trainer = _trained(make_trainer, tmp_path / "run", hub_model_id="someone/slim-resnet20")
     remote = tmp_path / "remote"
     uploads = []
 
@@ -141,7 +140,7 @@ def test_trainer_save_and_push_to_hub_upload_exactly_what_from_pretrained_needs(
     assert "from_pretrained(\"someone/slim-resnet20\")" in card.text
 
 
-def test_pushes_during_training_upload_the_slim_model_and_no_pickle(tmp_path, monkeypatch):
+def test_pushes_during_training_upload_the_slim_model_and_no_pickle(make_trainer, tmp_path, monkeypatch):
     uploads = []
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: huggingface_hub.RepoUrl(
         f"https://huggingface.co/{repo_id}"))
@@ -162,7 +161,7 @@ def test_pushes_during_training_upload_the_slim_model_and_no_pickle(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_card_measures_latency_and_shows_the_method_plot_and_citation(tmp_path):
+def test_card_measures_latency_and_shows_the_method_plot_and_citation(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="ocsp", max_steps=8, ocsp_monitor_interval=0.25,
                            ocsp_prune_deadline=0.75, num_train_epochs=1)
     trainer.train()
@@ -181,7 +180,7 @@ def _tensors(directory: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cifar_resnet20", "transformers_vit"])
-def test_resume_after_a_prune_rebuilds_the_slim_model_and_restores_every_weight(tmp_path, kind):
+def test_resume_after_a_prune_rebuilds_the_slim_model_and_restores_every_weight(make_trainer, tmp_path, kind):
     settings = dict(pruning_method="magnitude", max_steps=6, prune_epoch=0.05, target_flops_reduction=0.3)
     full = make_trainer(tmp_path / "full", model=None if kind == "cifar_resnet20" else _tiny_vit(),
                         save_strategy="steps", save_steps=3, **settings)
@@ -202,7 +201,7 @@ def test_resume_after_a_prune_rebuilds_the_slim_model_and_restores_every_weight(
 
 
 @pytest.mark.slow
-def test_load_best_model_at_end_follows_the_checkpoint_architecture(tmp_path):
+def test_load_best_model_at_end_follows_the_checkpoint_architecture(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="magnitude", max_steps=6, prune_epoch=0.3, eval_strategy="steps",
                            eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
                            metric_for_best_model="eval_loss", greater_is_better=True)  # the worst loss: likely pre-prune

@@ -18,13 +18,12 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, PruningTrainer
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import CRITERIA, LAASPPruning, PruningContext, create_method, get_criterion, register_criterion
-from hf_prune.methods._subset_loss import dataset_labels, stratified_indices
+from hf_prune.methods.subset_loss import dataset_labels, stratified_indices
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph
 
-from _toy import Blobs
 
 X = torch.randn(1, 3, 32, 32)
 
@@ -235,29 +234,29 @@ def test_laasp_run_on_mnist_reaches_the_target_with_non_uniform_widths(tmp_path)
     assert (tmp_path / "laasp_search.png").exists()
 
 
-def _blob_run(tmp_path, **overrides) -> PruningTrainer:
+def _blob_run(blobs, tmp_path, **overrides) -> PruningTrainer:
     torch.manual_seed(0)
     settings = dict(num_train_epochs=2, per_device_train_batch_size=32, learning_rate=0.05, optim="sgd",
                     save_strategy="no", laasp_flops_step=0.1, target_flops_reduction=0.3, laasp_prune_start=0.5)
     settings.update(overrides)
     return PruningTrainer(model=timm.create_model("cifar_resnet20", num_classes=4),
-                          args=_args(tmp_path, **settings), train_dataset=Blobs(), eval_dataset=Blobs(64, 1))
+                          args=_args(tmp_path, **settings), train_dataset=blobs(), eval_dataset=blobs(64, 1))
 
 
 def _choices(method: LAASPPruning) -> list[tuple]:
     return [(s["group"], s["criterion"], tuple(s["removed"])) for s in method.history]
 
 
-def test_same_seed_same_sequence_of_choices(tmp_path):
-    first, second = _blob_run(tmp_path / "a"), _blob_run(tmp_path / "b")
+def test_same_seed_same_sequence_of_choices(blobs, tmp_path):
+    first, second = _blob_run(blobs, tmp_path / "a"), _blob_run(blobs, tmp_path / "b")
     first.train()
     second.train()
     assert len(first.pruning_method.history) >= 3
     assert _choices(first.pruning_method) == _choices(second.pruning_method)
 
 
-def test_floor_before_target_warns_and_training_goes_on(tmp_path):
-    trainer = _blob_run(tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08)
+def test_floor_before_target_warns_and_training_goes_on(blobs, tmp_path):
+    trainer = _blob_run(blobs, tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08)
     with pytest.warns(UserWarning, match=r"stopped at a MACs reduction of \d+\.\d%, short of the target 60"):
         trainer.train()
     assert trainer.pruning_method.phase == "done" and trainer.state.global_step == trainer.state.max_steps

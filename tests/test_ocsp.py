@@ -9,7 +9,6 @@ import types
 import pytest
 import timm
 import torch
-from _toy import make_trainer
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, StructureGraph, count_macs_params
@@ -85,14 +84,14 @@ def test_shrink_scales_exactly_the_pruning_set_slices():
         assert torch.allclose(weight[rows[unit]], old[rows[unit]] * factor)
 
 
-def _ocsp_trainer(tmp_path, **overrides):
+def _ocsp_trainer(make_trainer, tmp_path, **overrides):
     settings = dict(pruning_method="ocsp", num_train_epochs=4, seed=0)
     settings.update(overrides)
     return make_trainer(tmp_path, **settings)
 
 
-def test_ocsp_run_searches_regularizes_and_prunes_once(tmp_path):
-    trainer = _ocsp_trainer(tmp_path, save_strategy="no")
+def test_ocsp_run_searches_regularizes_and_prunes_once(make_trainer, tmp_path):
+    trainer = _ocsp_trainer(make_trainer, tmp_path, save_strategy="no")
     x = torch.randn(1, 3, 32, 32)
     dense_macs, _ = count_macs_params(trainer.model, x)
     trainer.train()
@@ -109,8 +108,8 @@ def test_ocsp_run_searches_regularizes_and_prunes_once(tmp_path):
     assert (tmp_path / "ocsp_stability.png").stat().st_size > 0 and (tmp_path / "pruned_widths.png").exists()
 
 
-def test_same_seed_gives_the_same_structure_and_two_trainers_do_not_interfere(tmp_path):
-    first, second = _ocsp_trainer(tmp_path / "a"), _ocsp_trainer(tmp_path / "b")
+def test_same_seed_gives_the_same_structure_and_two_trainers_do_not_interfere(make_trainer, tmp_path):
+    first, second = _ocsp_trainer(make_trainer, tmp_path / "a"), _ocsp_trainer(make_trainer, tmp_path / "b")
     first.train()
     second.train()
     assert first.pruning_events[0]["widths"] == second.pruning_events[0]["widths"]
@@ -118,14 +117,14 @@ def test_same_seed_gives_the_same_structure_and_two_trainers_do_not_interfere(tm
     assert first.pruning_method is not second.pruning_method
 
 
-def test_resume_mid_search_continues_identically(tmp_path):
-    uninterrupted = _ocsp_trainer(tmp_path / "full", save_strategy="steps", save_steps=6)
+def test_resume_mid_search_continues_identically(make_trainer, tmp_path):
+    uninterrupted = _ocsp_trainer(make_trainer, tmp_path / "full", save_strategy="steps", save_steps=6)
     uninterrupted.train()
     checkpoint = tmp_path / "full" / "checkpoint-6"
     saved = json.loads((checkpoint / "pruning_state.json").read_text())
     assert saved["method_state"]["phase"] == "regularizing"  # the checkpoint is mid-search
 
-    resumed = _ocsp_trainer(tmp_path / "resumed")
+    resumed = _ocsp_trainer(make_trainer, tmp_path / "resumed")
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.pruning_method.search.checks == uninterrupted.pruning_method.search.checks
     assert resumed.pruning_method.state_dict() | {"search_seconds": 0} == (
@@ -135,12 +134,12 @@ def test_resume_mid_search_continues_identically(tmp_path):
         assert torch.allclose(a, b, atol=1e-5), name
 
 
-def test_transformers_vit_run_prunes_heads_end_to_end(tmp_path):
+def test_transformers_vit_run_prunes_heads_end_to_end(make_trainer, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
                                                 num_attention_heads=4, intermediate_size=128, num_labels=4))
-    trainer = _ocsp_trainer(tmp_path, model=model, optim="adamw_torch", learning_rate=1e-3)
+    trainer = _ocsp_trainer(make_trainer, tmp_path, model=model, optim="adamw_torch", learning_rate=1e-3)
     trainer.train()
     (event,) = trainer.pruning_events
     assert event["macs_reduction"] >= 0.5
@@ -164,8 +163,8 @@ def test_bad_ocsp_arguments_are_refused(tmp_path, overrides, message):
         PruningArguments(output_dir=str(tmp_path), report_to=[], **overrides)
 
 
-def test_deadline_outside_the_run_fails_before_training(tmp_path):
-    trainer = _ocsp_trainer(tmp_path, ocsp_prune_deadline=10.0)
+def test_deadline_outside_the_run_fails_before_training(make_trainer, tmp_path):
+    trainer = _ocsp_trainer(make_trainer, tmp_path, ocsp_prune_deadline=10.0)
     with pytest.raises(ValueError, match="ocsp_prune_deadline=10 epochs falls at step 80.*train longer"):
         trainer.train()
     assert trainer.state.global_step == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 
 import pytest
@@ -13,6 +14,8 @@ from transformers import (
     ConvNextForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
+    SwinConfig,
+    SwinForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -27,7 +30,9 @@ from hf_prune.structure import (
     apply_shape_spec,
     count_macs_params,
     export_shape_spec,
+    mask_units,
     select_lowest,
+    unit_output_masks,
     unit_saliency,
 )
 
@@ -45,6 +50,12 @@ ZOO = {
     "mobilenetv3_small_100": _timm("mobilenetv3_small_100", 64),
     "efficientnet_b0": _timm("efficientnet_b0", 64),
     "convnext_atto": _timm("convnext_atto", 64),
+    "resnext26ts": _timm("resnext26ts", 64),
+    "swin": (
+        lambda: timm.create_model("swin_tiny_patch4_window7_224", num_classes=10, img_size=64, window_size=4,
+                                  depths=(1, 1, 1, 1), embed_dim=32),
+        64,
+    ),
     "vit_tiny_patch16_224": _timm("vit_tiny_patch16_224", 224),
     "deit_tiny_patch16_224": _timm("deit_tiny_patch16_224", 224),
     "hf_vit": (
@@ -53,6 +64,13 @@ ZOO = {
                       intermediate_size=128, num_labels=10)
         ),
         32,
+    ),
+    "hf_swin": (
+        lambda: SwinForImageClassification(
+            SwinConfig(image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+                       window_size=4, num_labels=10)
+        ),
+        64,
     ),
     "hf_resnet": (
         lambda: ResNetForImageClassification(
@@ -249,3 +267,65 @@ def test_bad_shape_specs_are_refused(corrupt, message):
     corrupt(spec)
     with pytest.raises(ShapeSpecError, match=message):
         apply_shape_spec(build(), spec)
+
+
+def test_grouped_convolutions_lose_whole_groups():
+    """Removing one group of a grouped conv equals zeroing its channels; groups and the spec follow."""
+    model, build, x = _build("resnext26ts")
+    graph = StructureGraph(model, x[:1])
+    modules = dict(model.named_modules())
+    group = next(g for g in graph.groups if any(modules[m].groups > 1 for m in g.modules if isinstance(modules[m], nn.Conv2d)))
+    conv_name = next(m for m in group.modules if isinstance(modules[m], nn.Conv2d) and modules[m].groups > 1)
+    conv = modules[conv_name]
+    groups, per_group = conv.groups, conv.out_channels // conv.groups
+    assert group.num_units == groups
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x)
+
+    graph.apply({group.name: [u for u in range(groups) if u != 1]})
+
+    assert (conv.groups, conv.in_channels, conv.out_channels) == (groups - 1, (groups - 1) * per_group, (groups - 1) * per_group)
+    assert conv.weight.shape[:2] == (conv.out_channels, per_group)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    spec = export_shape_spec(model, reference=build())
+    assert spec["modules"][conv_name]["groups"] == groups - 1
+
+
+@pytest.mark.parametrize("name", ["swin", "hf_swin"])
+def test_window_attention_heads_take_their_relative_position_bias_along(name):
+    """Removing a Swin head equals silencing its value rows; its bias-table column goes with it."""
+    model, _, x = _build(name)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 2)
+    table = next(s for s in group.slices if s.param_name.endswith("relative_position_bias_table"))
+    values = next(s for s in group.slices if s.produces and s.param_name.endswith(("qkv.weight", "v_proj.weight")))
+    rows = values.index[1]  # head 1's rows: q, k and v for a fused qkv
+    value_rows = rows[-len(rows) // 3:] if values.param_name.endswith("qkv.weight") else rows
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        saved = params[values.param_name].clone()
+        params[values.param_name][value_rows] = 0
+        expected = _logits(model(x))
+        params[values.param_name].copy_(saved)
+    heads = params[table.param_name].shape[-1]
+
+    graph.apply({group.name: [u for u in range(group.num_units) if u != 1]})
+
+    assert dict(model.named_parameters())[table.param_name].shape[-1] == heads - 1
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_of_an_unknown_family_is_refused_with_the_fix():
+    """CaiT's class attention reshapes by the input width: cutting its projections would break it."""
+    model = timm.create_model("cait_xxs24_224", num_classes=10, img_size=32, patch_size=16, embed_dim=32, depth=1,
+                              depth_token_only=1, num_heads=2).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(UnprunableLayerError, match=r"ClassAttn.*TalkingHeadAttn.*ignored_layers=\[") as info:
+        StructureGraph(model, x)
+    suggested = info.value.ignored_layers
+    assert ast.literal_eval(str(info.value).split("ignored_layers=")[1].split("]")[0] + "]") == suggested
+    assert {f"blocks_token_only.0.attn.{n}" for n in ("q", "k", "v", "proj")} <= set(suggested)
+    graph = StructureGraph(model, x, ignored_layers=suggested)
+    assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)

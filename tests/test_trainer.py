@@ -12,7 +12,6 @@ from hf_prune import count_macs_params
 from hf_prune.methods import PruningMethod, PruningPlan
 from hf_prune.structure import UnreachableTargetError
 
-from _toy import make_args, make_trainer
 
 
 class _Spy(PruningMethod):
@@ -30,7 +29,7 @@ class _Spy(PruningMethod):
         return None
 
 
-def test_prune_mid_training_rebuilds_optimizer_and_scheduler(tmp_path):
+def test_prune_mid_training_rebuilds_optimizer_and_scheduler(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none")
     trainer.pruning_method = _Spy(step=5)
     captured = {}
@@ -60,7 +59,7 @@ def test_prune_mid_training_rebuilds_optimizer_and_scheduler(tmp_path):
     assert captured["scheduler_step"] == 5
 
 
-def test_momentum_is_sliced_to_the_surviving_channels(tmp_path):
+def test_momentum_is_sliced_to_the_surviving_channels(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=6)
     trainer.pruning_method = _Spy(step=5)
     snapshots = {}
@@ -84,14 +83,14 @@ def test_momentum_is_sliced_to_the_surviving_channels(tmp_path):
     assert changed > 10
 
 
-def test_reset_policy_starts_the_optimizer_afresh(tmp_path):
+def test_reset_policy_starts_the_optimizer_afresh(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=6, optimizer_state_after_prune="reset")
     trainer.pruning_method = _Spy(step=6)
     trainer.train()
     assert not trainer.optimizer.optimizer.state  # pruned at the last step: no step taken since
 
 
-def test_magnitude_run_reaches_the_target_and_logs_it(tmp_path):
+def test_magnitude_run_reaches_the_target_and_logs_it(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="magnitude", eval_around_prune=True, num_train_epochs=4)
     x = torch.randn(1, 3, 32, 32)
     dense_macs, _ = count_macs_params(trainer.model, x)
@@ -108,7 +107,7 @@ def test_magnitude_run_reaches_the_target_and_logs_it(tmp_path):
 
 
 
-def _random_widths(tmp_path, seed: int) -> dict[str, list[int]]:
+def _random_widths(make_trainer, tmp_path, seed: int) -> dict[str, list[int]]:
     trainer = make_trainer(tmp_path / str(seed), pruning_method="random", max_steps=4, seed=seed)
     trainer.train()
     (event,) = trainer.pruning_events
@@ -116,15 +115,16 @@ def _random_widths(tmp_path, seed: int) -> dict[str, list[int]]:
     return event["widths"]
 
 
-def test_random_baseline_reaches_the_target_with_seeded_choices(tmp_path):
-    first, again, other = (_random_widths(tmp_path / name, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+def test_random_baseline_reaches_the_target_with_seeded_choices(make_trainer, tmp_path):
+    first, again, other = (_random_widths(make_trainer, tmp_path / name, seed)
+                           for name, seed in (("a", 0), ("b", 0), ("c", 1)))
     assert first == again and first != other
     magnitude = make_trainer(tmp_path / "m", pruning_method="magnitude", max_steps=4)
     magnitude.train()
     assert magnitude.pruning_events[0]["widths"] != first  # not the saliency ranking
 
 
-def test_transformers_vit_trains_through_a_head_prune(tmp_path):
+def test_transformers_vit_trains_through_a_head_prune(make_trainer, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
@@ -159,7 +159,7 @@ class _TwoStep(PruningMethod):
         self.calls = state["calls"]
 
 
-def test_multi_step_plan_recovers_without_moving_the_schedule(tmp_path):
+def test_multi_step_plan_recovers_without_moving_the_schedule(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=5)
     trainer.pruning_method = _TwoStep()
     steps_seen = []
@@ -190,7 +190,7 @@ def test_multi_step_plan_recovers_without_moving_the_schedule(tmp_path):
     assert trainer.state.global_step == 5
 
 
-def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(tmp_path):
+def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=5, save_strategy="steps", save_steps=4)
     trainer.pruning_method = _TwoStep()
     trainer.train()
@@ -205,14 +205,14 @@ def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(tmp_path):
     assert resumed.pruning_method.calls == 2 and len(resumed.pruning_events) == 2
 
 
-def test_resuming_with_another_method_is_refused(tmp_path):
+def test_resuming_with_another_method_is_refused(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=4)
     trainer.train()
     with pytest.raises(ValueError, match="pruning_method='magnitude'.*resume with the same method"):
         make_trainer(tmp_path, pruning_method="none", max_steps=5).train(resume_from_checkpoint=True)
 
 
-def test_unreachable_target_fails_before_training(tmp_path):
+def test_unreachable_target_fails_before_training(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, target_flops_reduction=0.97, layer_prune_limit=0.5)
     with pytest.raises(UnreachableTargetError, match="unreachable"):
         trainer.train()
@@ -231,6 +231,6 @@ def test_unreachable_target_fails_before_training(tmp_path):
         ({"optimizer_state_after_prune": "keep"}, "optimizer_state_after_prune"),
     ],
 )
-def test_bad_arguments_are_refused_with_the_fix(tmp_path, overrides, message):
+def test_bad_arguments_are_refused_with_the_fix(make_args, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         make_args(tmp_path, **overrides)

@@ -131,15 +131,33 @@ def _load_image_folders(
         train_dir: str, validation_dir: str | None, cache_dir: str | None,
 ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """Load class-per-sub-folder images; one load for both dirs so label ids agree."""
-    for folder in (train_dir, validation_dir):
-        if folder is not None and not os.path.isdir(folder):
-            raise ValueError(f"Image folder {folder!r} does not exist")
+    train_classes = _class_folders(train_dir)
     if validation_dir is None:
         dataset = datasets.load_dataset("imagefolder", data_dir=train_dir, cache_dir=cache_dir)
     else:
+        unseen = sorted(set(_class_folders(validation_dir)) - set(train_classes))
+        if unseen:
+            raise ValueError(
+                f"Validation classes {unseen} in {validation_dir!r} have no folder in train_dir {train_dir!r}: the "
+                "model would get an output it never trains. Give every validation class training images, or "
+                "remove those folders from validation_dir."
+            )
         data_files = {"train": os.path.join(train_dir, "**"), "validation": os.path.join(validation_dir, "**")}
         dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
     return _pick_splits(dataset, train_dir)
+
+
+def _class_folders(folder: str) -> list[str]:
+    """The class sub-folder names of an image folder; an error says how to lay it out."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"Image folder {folder!r} does not exist")
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"Image folder {folder!r} has no class sub-folders: the class of an image is the name of the folder "
+            f"it is in, e.g. {os.path.join(folder, 'cat', '1.png')} and {os.path.join(folder, 'dog', '2.png')}."
+        )
+    return classes
 
 
 def _pick_splits(dataset: datasets.DatasetDict, source: str) -> tuple[datasets.Dataset, datasets.Dataset | None]:

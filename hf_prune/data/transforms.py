@@ -113,7 +113,17 @@ def with_transforms(
 
 
 def collate_image_batch(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack transformed rows into {"pixel_values": (B, C, H, W) float, "labels": (B,) long}."""
+    """Stack transformed rows into {"pixel_values": (B, C, H, W) float, "labels": (B,) long}.
+
+    Raises:
+        ValueError: A row is not a transformed one (raw images, other column names).
+    """
+    if not {"pixel_values", "labels"} <= set(examples[0]):
+        raise ValueError(
+            f"collate_image_batch needs rows with 'pixel_values' (an image tensor) and 'labels' (an int), got "
+            f"{sorted(examples[0])}: pass the dataset through hf_prune.data.with_transforms(data, data_config) first "
+            "(it turns the image and label columns into pixel_values and labels)."
+        )
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "labels": torch.tensor([example["labels"] for example in examples], dtype=torch.long),

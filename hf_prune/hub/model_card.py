@@ -38,7 +38,7 @@ class ModelCardInputs:
         repo_id: what ``from_pretrained`` is given in the card's snippet.
         source: the dense architecture.
         method: ``pruning_method``; ``target``: ``target_flops_reduction``.
-        dense, pruned: the before/after rows.
+        dense, pruned: the before/after rows; dense_reference: a trained dense model's row, if known.
         events: the trainer's pruning events.
         arguments: the training arguments worth showing (non-default ones).
         command: the command line that trained the model.
@@ -55,6 +55,7 @@ class ModelCardInputs:
     target: float
     dense: ModelMeasurements
     pruned: ModelMeasurements
+    dense_reference: ModelMeasurements | None = None
     events: Sequence[dict[str, Any]] = ()
     arguments: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
@@ -82,7 +83,7 @@ def render_model_card(inputs: ModelCardInputs, template_path: str | None = None)
         target=f"{inputs.target:.0%}",
         macs_ratio=_percent(inputs.pruned.macs, inputs.dense.macs),
         macs_reduction=_percent(_difference(inputs.dense.macs, inputs.pruned.macs), inputs.dense.macs),
-        results=[_formatted(row) for row in (inputs.dense, inputs.pruned)],
+        results=[_formatted(row) for row in (inputs.dense_reference, inputs.dense, inputs.pruned) if row is not None],
         latency_note=_latency_note(inputs.dense, inputs.pruned),
         vanilla_loadable=inputs.vanilla_loadable,
         widths_plot=inputs.widths_plot,
@@ -102,11 +103,12 @@ def default_template_path() -> str:
 def _card_data(inputs: ModelCardInputs) -> ModelCardData:
     tags = ["pruned", "structured-pruning", "hf_prune", inputs.method, "image-classification", *inputs.tags]
     eval_results = None
-    if inputs.dataset_id and inputs.pruned.top1 is not None:
+    dataset = inputs.dataset_id or inputs.dataset_name
+    if dataset and inputs.pruned.top1 is not None:
         eval_results = [
             EvalResult(
                 task_type="image-classification",
-                dataset_type=inputs.dataset_id,
+                dataset_type=dataset,
                 dataset_name=inputs.dataset_name or inputs.dataset_id,
                 metric_type=metric,
                 metric_name=name,
@@ -119,7 +121,7 @@ def _card_data(inputs: ModelCardInputs) -> ModelCardData:
             if value is not None
         ]
     return ModelCardData(
-        library_name="hf_prune",
+        library_name="transformers" if inputs.vanilla_loadable else "hf_prune",
         pipeline_tag="image-classification",
         license=inputs.license,
         base_model=inputs.base_model,

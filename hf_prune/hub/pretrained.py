@@ -7,7 +7,14 @@ A saved slim model is a directory (or Hub repo) holding
   ``architecture`` / ``model_args`` / ``pretrained_cfg``, or the transformers config), plus an
   ``hf_prune`` section: the shape spec relative to that architecture, the method, the target
   and MACs/params before and after;
-* ``README.md`` -- the model card, and the plots it shows.
+* ``README.md`` -- the model card, and the plots it shows;
+* the preprocessing used in training (see :mod:`hf_prune.hub.preprocessing`).
+
+When no architecture config can state the slim widths (timm models, per-layer widths),
+``config.json`` has ``model_type: "hf_prune"``: after ``import hf_prune`` transformers'
+``AutoModelForImageClassification`` and ``pipeline`` load it through :mod:`hf_prune.hub.auto`,
+which calls the same loader. Such a transformers config keeps the dense config under
+``source_config`` and states the slim widths per layer in ``layer_widths``.
 
 Loading builds the source architecture on the meta device, reshapes it with the spec and
 assigns the safetensors weights strictly. Pickles are never read. When a transformers model's
@@ -20,7 +27,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import torch
@@ -29,14 +37,16 @@ from huggingface_hub.errors import HFValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoImageProcessor, PreTrainedModel, TimmWrapperImageProcessor
+from transformers.image_processing_utils import BaseImageProcessor
 
 from hf_prune.structure.attention import find_attention
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
 from .model_dir import discard, new_version, publish
-from .source import ModelSource
-from .trust import contained_file
+from .preprocessing import PREPROCESSOR_NAME, timm_pretrained_cfg
+from .source import MODEL_TYPE, SOURCE_CONFIG_KEY, ModelSource
+from .trust import check_labels, contained_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -47,18 +57,34 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_BUFFER_BYTES = 2**30
 
 
+WRAPPER_CLASS_NAME = "PrunedModelForImageClassification"
+# Where AutoPrunedModel.from_pretrained leaves what it read, so that saving the model again needs nothing else.
+LOADED_FACTS_ATTRIBUTE = "hf_prune_loaded"
+
+
 class PrunedModelError(ValueError):
     """A directory or repo that does not hold a loadable hf_prune model."""
+
+
+@dataclass(frozen=True)
+class LoadedFacts:
+    """What a loaded slim model was saved with: its source, class names and image processor."""
+
+    source: ModelSource
+    labels: list[str]
+    image_processor: BaseImageProcessor | None
 
 
 def save_pretrained(
     model: nn.Module,
     save_directory: str | os.PathLike,
     *,
-    source: ModelSource,
+    source: ModelSource | None = None,
     pruning: Mapping[str, Any] | None = None,
     model_card: str | None = None,
     extra_files: Mapping[str, str] | None = None,
+    image_processor: BaseImageProcessor | None = None,
+    labels: Sequence[str] | None = None,
 ) -> str:
     """Save a slim ``model`` so that :meth:`AutoPrunedModel.from_pretrained` rebuilds it.
 
@@ -68,13 +94,18 @@ def save_pretrained(
     complete; other files in ``save_directory`` are never touched.
 
     Args:
-        model: the slim model (any device, unwrapped).
+        model: the slim model (any device, unwrapped), or one loaded by ``from_pretrained``.
         save_directory: created if needed.
-        source: the dense architecture the model was pruned from.
+        source: the dense architecture the model was pruned from; by default the one a model
+            loaded by ``from_pretrained`` was saved with.
         pruning: extra facts for the ``hf_prune`` section of ``config.json`` (method, target,
             MACs/params, ...); must be JSON.
         model_card: the ``README.md`` text.
         extra_files: ``{name in the directory: path of an existing file}`` (e.g. plots).
+        image_processor: the eval preprocessing of training (see
+            :func:`~hf_prune.hub.preprocessing.image_processor_for`): a timm model's goes into
+            ``config.json``'s ``pretrained_cfg``, a transformers model's into ``preprocessor_config.json``.
+        labels: class names by index; by default a transformers model's ``id2label``.
 
     Returns:
         ``save_directory``.
@@ -83,10 +114,14 @@ def save_pretrained(
         PrunedModelError: the model cannot be rebuilt from ``source`` plus its shape spec, or the
             reloaded model's logits differ (a setting the config cannot record).
     """
+    model, source, image_processor, labels = _with_loaded_facts(model, source, image_processor, labels)
+    dense_source = source
     source = _record_pooling(model, uniform_source(model, source))
     spec = _rebuildable_spec(model, source)
     library_section = {"format_version": FORMAT_VERSION, "library": source.library, "shape_spec": spec}
-    config = {**source.to_config(), "hf_prune": {**library_section, **dict(pruning or {})}}
+    section = {**library_section, **dict(pruning or {})}
+    input_size = section.get("input_size") or source.input_size()
+    config = _saved_config(model, source, dense_source, section, labels, image_processor, input_size)
     state_dict = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
 
     os.makedirs(save_directory, exist_ok=True)
@@ -99,8 +134,10 @@ def save_pretrained(
             _fsync_file(os.path.join(version, name))
         if model_card is not None:
             _write_text(os.path.join(version, MODEL_CARD_NAME), model_card)
+        if source.library == "transformers" and image_processor is not None:
+            _write_text(os.path.join(version, PREPROCESSOR_NAME), image_processor.to_json_string())
         _write_text(os.path.join(version, CONFIG_NAME), json.dumps(config, indent=2, default=_json_default))
-        _check_round_trip(model, version, config["hf_prune"].get("input_size") or source.input_size())
+        _check_round_trip(model, version, input_size)
         publish(save_directory, version)
     except BaseException:
         discard(save_directory, version)
@@ -135,7 +172,13 @@ class AutoPrunedModel:
                 outside the allow-list, a file linking outside the directory, or a shape spec
                 that is malformed or does not fit the architecture.
         """
-        directory = _resolve(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        return cls.load(name_or_path, device=device, revision=revision, token=token, cache_dir=cache_dir)[0]
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu",
+             **hub_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+        """:meth:`from_pretrained` that also returns the checked ``config.json`` (used by the Auto classes)."""
+        directory = _resolve(name_or_path, **hub_kwargs)
         config = cls.load_config(directory)
         try:
             source = ModelSource.from_config(config)
@@ -146,7 +189,9 @@ class AutoPrunedModel:
         _check_weight_shapes(model, weights, directory)
         _rebuild_non_persistent_buffers(model, source, config["hf_prune"]["shape_spec"], directory)
         _load_strict(model, _load_weights(directory, weights), directory)
-        return model.to(device).eval()
+        facts = LoadedFacts(source, _saved_labels(config, directory), _saved_image_processor(directory, source))
+        setattr(model, LOADED_FACTS_ATTRIBUTE, facts)
+        return model.to(device).eval(), config
 
     @staticmethod
     def load_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -175,13 +220,83 @@ class AutoPrunedModel:
         return config
 
 
+def _with_loaded_facts(
+    model: nn.Module, source: ModelSource | None, image_processor: BaseImageProcessor | None, labels: Sequence[str] | None
+) -> tuple[nn.Module, ModelSource, BaseImageProcessor | None, list[str]]:
+    """The slim module to save (an Auto-class wrapper unwrapped), with what was not given taken from its load."""
+    if isinstance(model, PreTrainedModel) and model.config.model_type == MODEL_TYPE:
+        model = model.slim
+    facts = getattr(model, LOADED_FACTS_ATTRIBUTE, None)
+    if facts is not None:
+        source = source or facts.source
+        image_processor = image_processor if image_processor is not None else facts.image_processor
+        labels = labels or facts.labels
+    if source is None:
+        raise PrunedModelError(
+            f"save_pretrained needs the source of this {type(model).__name__}: pass source=ModelSource.from_model(dense_model) "
+            "(a model loaded with hf_prune's from_pretrained carries it)"
+        )
+    if labels is None and isinstance(model, PreTrainedModel):
+        labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    return model, source, image_processor, list(labels or (f"LABEL_{i}" for i in range(getattr(model, "num_classes", 0))))
+
+
+def _saved_config(
+    model: nn.Module,
+    source: ModelSource,
+    dense_source: ModelSource,
+    section: dict[str, Any],
+    labels: list[str],
+    image_processor: BaseImageProcessor | None,
+    input_size: list[int],
+) -> dict[str, Any]:
+    """``config.json``: the architecture's own config where it states the slim model, else the ``hf_prune`` type."""
+    label_fields = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+    entry_point = {"model_type": MODEL_TYPE, "architectures": [WRAPPER_CLASS_NAME], **label_fields}
+    if source.library == "transformers":
+        if isinstance(image_processor, TimmWrapperImageProcessor):
+            raise TypeError("a transformers model is saved with a transformers image processor (see image_processor_for)")
+        config = {**source.to_config(), **label_fields}
+        if not any(section["shape_spec"].get(key) for key in ("modules", "attention", "parameters")):
+            return {**config, "hf_prune": section}
+        return {**entry_point, "layer_widths": layer_widths(model, dense_source), SOURCE_CONFIG_KEY: config, "hf_prune": section}
+    config = source.to_config()
+    config["pretrained_cfg"] = timm_pretrained_cfg(source.pretrained_cfg, image_processor, input_size, len(labels))
+    return {**entry_point, **config, "label_names": labels, "hf_prune": section}
+
+
+def _saved_labels(config: dict[str, Any], directory: str) -> list[str]:
+    """The class names in ``config.json``, by index (checked: bounded free text, integer indices)."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict):
+        return []
+    try:
+        check_labels(id2label, "id2label")
+        return [str(id2label[key]) for key in sorted(id2label, key=int)]
+    except ValueError as err:
+        raise PrunedModelError(f"{directory}/{CONFIG_NAME}: {err}") from err
+
+
+def _saved_image_processor(directory: str, source: ModelSource) -> BaseImageProcessor | None:
+    """The saved preprocessing: timm's ``pretrained_cfg`` data fields, or ``preprocessor_config.json``."""
+    if source.library == "timm":
+        return TimmWrapperImageProcessor(pretrained_cfg=source.pretrained_cfg) if source.pretrained_cfg else None
+    if not os.path.isfile(_contained(directory, PREPROCESSOR_NAME)):
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(directory, trust_remote_code=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise PrunedModelError(f"{directory}/{PREPROCESSOR_NAME} is not a transformers image processor: {err}") from err
+
+
 def _resolve(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str:
     """A local directory as is, else the Hub snapshot holding config.json and model.safetensors."""
     if os.path.isdir(name_or_path):
         return str(name_or_path)
     try:
         return snapshot_download(
-            str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], repo_type="model", **hub_kwargs
+            str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME], repo_type="model",
+            **{key: value for key, value in hub_kwargs.items() if value is not None},
         )
     except HFValidationError as err:
         raise PrunedModelError(f"{name_or_path!r} is neither a local directory nor a Hub repo id") from err
@@ -381,8 +496,8 @@ def uniform_source(model: nn.Module, source: ModelSource) -> ModelSource:
     heads = {tuple(sorted(family.head_attributes(m).items())) for _, m, family in find_attention(model)}
     config = dict(source.model_args)
     widths = {
-        "intermediate_size": _slim_sizes(model, dense, _linear_out, config.get("intermediate_size")),
-        "hidden_size": _slim_sizes(model, dense, _layer_norm_width, config.get("hidden_size")),
+        "intermediate_size": set(_slim_sizes(model, dense, _linear_out, config.get("intermediate_size"))),
+        "hidden_size": set(_slim_sizes(model, dense, _layer_norm_width, config.get("hidden_size"))),
     }
     if len(heads) != 1 or any(len(sizes) != 1 for sizes in widths.values()):
         return source
@@ -398,14 +513,26 @@ def uniform_source(model: nn.Module, source: ModelSource) -> ModelSource:
     return candidate if candidate_shapes == slim_shapes else source
 
 
-def _slim_sizes(model: nn.Module, dense: nn.Module, size_of: Callable[[nn.Module], int | None], dense_size: Any) -> set:
-    """The sizes in ``model`` of the modules whose size is ``dense_size`` in ``dense``."""
-    slim_modules = dict(model.named_modules())
+def layer_widths(model: nn.Module, source: ModelSource) -> dict[str, list[int]]:
+    """Per layer, in order, the slim values of a transformers model's width fields (heads, MLP, hidden)."""
+    dense, config = source.build("meta"), source.model_args
+    heads = [family.head_attributes(module) for _, module, family in find_attention(model)]
     return {
+        "num_attention_heads": [attributes["num_heads"] for attributes in heads],
+        "head_dim": [attributes["head_dim"] for attributes in heads],
+        "intermediate_size": _slim_sizes(model, dense, _linear_out, config.get("intermediate_size")),
+        "hidden_size": _slim_sizes(model, dense, _layer_norm_width, config.get("hidden_size")),
+    }
+
+
+def _slim_sizes(model: nn.Module, dense: nn.Module, size_of: Callable[[nn.Module], int | None], dense_size: Any) -> list:
+    """The sizes in ``model`` of the modules whose size is ``dense_size`` in ``dense``, in module order."""
+    slim_modules = dict(model.named_modules())
+    return [
         size_of(slim_modules[name])
         for name, module in dense.named_modules()
         if dense_size is not None and size_of(module) == dense_size and name in slim_modules
-    }
+    ]
 
 
 def _linear_out(module: nn.Module) -> int | None:

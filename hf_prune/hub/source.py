@@ -21,6 +21,10 @@ from transformers import CONFIG_MAPPING, AutoModelForImageClassification, PreTra
 from .trust import DESCRIPTIVE_FIELDS, check_timm_source, check_transformers_config, timm_data_fields
 
 LIBRARIES = ("timm", "transformers")
+# config.json of a slim model that no architecture config can describe: loaded by hf_prune's
+# registered Auto classes; a transformers source config is nested under SOURCE_CONFIG_KEY.
+MODEL_TYPE = "hf_prune"
+SOURCE_CONFIG_KEY = "source_config"
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,10 @@ class ModelSource:
             model_args = config.get("model_args") or {}
             return cls("timm", config.get("architecture"), model_args, timm_data_fields(config.get("pretrained_cfg")))
         if library == "transformers":
+            if config.get("model_type") == MODEL_TYPE:
+                config = config.get(SOURCE_CONFIG_KEY)
+                if not isinstance(config, dict):
+                    raise ValueError(f"'{SOURCE_CONFIG_KEY}' is {type(config).__name__}: expected the dense model's config")
             model_args = check_transformers_config({k: v for k, v in config.items() if k != "hf_prune"})
             return cls("transformers", model_args["architectures"][0], model_args)
         raise ValueError(f"config.json names the model library {library!r}: expected one of {LIBRARIES}")

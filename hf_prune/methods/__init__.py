@@ -1,48 +1,39 @@
-"""Pruning methods: each decides what to prune; the PruningTrainer applies it."""
+"""Pruning methods: each decides what to prune; the PruningTrainer applies it.
+
+Importing this package registers the built-in methods; add one with ``@register_method``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
+from hf_prune.methods._registry import create_method, list_methods, method_class, register_method
+from hf_prune.methods.base import NoPruning, PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import CRITERIA, Criterion, get_criterion, register_criterion, unit_weights
-from hf_prune.methods.group_norm import GroupNormPruning
-from hf_prune.methods.laasp import LAASPPruning
 from hf_prune.methods.magnitude import MagnitudePruning
-from hf_prune.methods.ocsp import OCSPruning
 from hf_prune.methods.random_units import RandomPruning
-
-METHODS: dict[str, Callable[[], PruningMethod]] = {
-    "none": PruningMethod,
-    "magnitude": MagnitudePruning,
-    "random": RandomPruning,
-    "ocsp": OCSPruning,
-    "laasp": LAASPPruning,
-    "tp_groupnorm": GroupNormPruning,
-}
-
-
-def create_method(name: str) -> PruningMethod:
-    """Instantiate the method registered under ``name``."""
-    if name not in METHODS:
-        raise ValueError(f"unknown pruning_method '{name}': choose one of {sorted(METHODS)}")
-    return METHODS[name]()
-
+from hf_prune.methods.ocsp import OCSPArguments, OCSPruning
+from hf_prune.methods.laasp import LAASPArguments, LAASPPruning
+from hf_prune.methods.group_norm import GroupNormArguments, GroupNormPruning
 
 __all__ = [
     "CRITERIA",
-    "METHODS",
     "Criterion",
+    "GroupNormArguments",
     "GroupNormPruning",
+    "LAASPArguments",
     "LAASPPruning",
     "MagnitudePruning",
+    "NoPruning",
+    "OCSPArguments",
     "OCSPruning",
-    "RandomPruning",
     "PruningContext",
     "PruningMethod",
     "PruningPlan",
+    "RandomPruning",
     "create_method",
     "get_criterion",
+    "list_methods",
+    "method_class",
     "register_criterion",
+    "register_method",
     "unit_weights",
 ]

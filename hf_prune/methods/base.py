@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from torch import nn
 from torch.utils.data import Dataset
-from transformers import TrainerState
+from transformers import TrainerState, TrainingArguments
 
+from hf_prune.methods._registry import register_method
 from hf_prune.structure import MacsModel, StructureGraph
-
-if TYPE_CHECKING:
-    from hf_prune.trainer.pruning_config import PruningArguments
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class PruningContext:
         graph: its structure now (rebuilt after every prune).
         macs: analytic MACs model of the current structure.
         dense_macs: MACs of the model before any pruning (targets are relative to it).
-        args: the run's arguments.
+        args: the run's ``PruningArguments`` (each method reads its own fields).
         state: the Trainer's state (global step, epoch, max steps).
         learning_rate: the optimizer's learning rate now (first parameter group).
         train_dataset: the training set (items are dicts with ``pixel_values`` and ``labels``).
@@ -63,7 +61,7 @@ class PruningContext:
     graph: StructureGraph
     macs: MacsModel
     dense_macs: int
-    args: PruningArguments
+    args: TrainingArguments
     state: TrainerState
     learning_rate: float
     train_dataset: Dataset | None = field(repr=False)
@@ -87,11 +85,23 @@ class PruningContext:
 
 
 class PruningMethod:
-    """Base class: override the hooks you need; each may return a :class:`PruningPlan`."""
+    """Base class: override the hooks you need; each may return a :class:`PruningPlan`.
 
-    name: str = "none"
+    Register a subclass with :func:`~hf_prune.methods.register_method` to make it available as
+    ``PruningArguments(pruning_method=name)``. Hooks run with mixed precision off.
+    """
+
+    name: ClassVar[str] = ""
     #: ``(title, file name)`` of the plots ``on_train_end`` writes; the model card shows them.
-    figures: tuple[tuple[str, str], ...] = ()
+    figures: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: the dataclass of the method's flat ``PruningArguments`` fields, if it has settings
+    arguments: ClassVar[type | None] = None
+    #: a dense run: the trainer skips every hook (no tracing, no per-step work)
+    is_dense: ClassVar[bool] = False
+
+    @classmethod
+    def validate_arguments(cls, args: TrainingArguments) -> None:
+        """Refuse bad values of the method's own settings on ``args`` with the fix (before training)."""
 
     def on_train_begin(self, context: PruningContext) -> None:
         """Validate settings against the model (fail before training) and set up state."""
@@ -117,3 +127,11 @@ class PruningMethod:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
+
+
+@register_method
+class NoPruning(PruningMethod):
+    """``pruning_method="none"``: train the dense model (the reference every method is compared with)."""
+
+    name = "none"
+    is_dense = True

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from hf_prune.methods._registry import register_method
 from hf_prune.methods.base import PruningContext
 from hf_prune.methods.magnitude import MagnitudePruning
 from hf_prune.structure.group_sparsity import GroupNormSparsity
 
 
+@dataclass
+class GroupNormArguments:
+    """Settings of ``pruning_method="tp_groupnorm"``."""
+
+    tp_reg: float = field(
+        default=5e-4,
+        metadata={
+            "help": "tp_groupnorm: coefficient of Torch-Pruning's GroupNormPruner regularizer (its CIFAR ResNet "
+            "group_sl command uses 5e-4)."
+        },
+    )
+
+
+@register_method
 class GroupNormPruning(MagnitudePruning):
     """DepGraph's ``group_sl`` recipe (Torch-Pruning's ``GroupNormPruner``) inside the same run.
 
@@ -21,7 +38,13 @@ class GroupNormPruning(MagnitudePruning):
     """
 
     name = "tp_groupnorm"
+    arguments = GroupNormArguments
     default_prune_fraction = 0.5
+
+    @classmethod
+    def validate_arguments(cls, args) -> None:
+        if args.tp_reg < 0:
+            raise ValueError(f"tp_reg must be >= 0, got {args.tp_reg}")
 
     def __init__(self) -> None:
         super().__init__()

@@ -20,17 +20,18 @@ import os
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset
+from hf_prune.methods._registry import register_method
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
-from hf_prune.plots import plot_curves
+from hf_prune.plots import plot_panels
 from hf_prune.structure import PrefixCache, masking_is_exact, min_units_kept, unit_output_masks
 
 logger = logging.get_logger(__name__)
@@ -53,6 +54,59 @@ class Candidate:
     removed: tuple[int, ...]
 
 
+@dataclass
+class LAASPArguments:
+    """Settings of ``pruning_method="laasp"``."""
+
+    laasp_prune_start: float | None = field(
+        default=None,
+        metadata={
+            "help": "LAASP: epoch (fractions allowed) at which the search starts. Default: 0.3 of the run "
+            "(the reference prunes at epoch 60 of 200)."
+        },
+    )
+    laasp_flops_step: float = field(
+        default=0.01,
+        metadata={"help": "LAASP: fraction of the dense MACs one search step removes (sets each group's step size)."},
+    )
+    laasp_criteria: list[str] = field(
+        default_factory=lambda: ["l1", "l2", "fpgm", "cosine"],
+        metadata={
+            "help": "LAASP: filter criteria to choose from each step (hf_prune.methods.CRITERIA; add your own "
+            "with hf_prune.methods.register_criterion)."
+        },
+    )
+    laasp_subset_size: int = field(
+        default=512,
+        metadata={"help": "LAASP: training images (stratified, augmented once) on which candidates are scored."},
+    )
+    laasp_batch_size: int = field(
+        default=64, metadata={"help": "LAASP: images per forward when scoring candidates (per device)."}
+    )
+    laasp_recover_flops: float = field(
+        default=0.05,
+        metadata={"help": "LAASP: run recovery training each time the MACs reduction grew by this much."},
+    )
+    laasp_recovery_epochs: float = field(
+        default=0.1,
+        metadata={
+            "help": "LAASP: length of one recovery, in epochs (converted to optimizer steps at the frozen "
+            "current LR; the LR schedule does not move)."
+        },
+    )
+    laasp_screen_fraction: float = field(
+        default=0.125,
+        metadata={
+            "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
+            "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
+        },
+    )
+    laasp_screen_keep: int = field(
+        default=8, metadata={"help": "LAASP: candidates that pass the screening pass to the whole subset."}
+    )
+
+
+@register_method
 class LAASPPruning(PruningMethod):
     """Loss-aware selection of a (group, criterion) pair per step, from ``laasp_prune_start`` on.
 
@@ -62,7 +116,27 @@ class LAASPPruning(PruningMethod):
     """
 
     name = "laasp"
+    arguments = LAASPArguments
     figures = (("LAASP search", SEARCH_PLOT_NAME),)
+
+    @classmethod
+    def validate_arguments(cls, args) -> None:
+        if args.laasp_prune_start is not None and not args.laasp_prune_start >= 0:  # NaN fails too
+            raise ValueError(f"laasp_prune_start must be >= 0 epochs (or None for 0.3 of the run), got {args.laasp_prune_start}")
+        for name in ("laasp_flops_step", "laasp_recover_flops"):
+            if not 0.0 < getattr(args, name) < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1) (a fraction of the dense MACs), got {getattr(args, name)}")
+        if not args.laasp_criteria or len(set(args.laasp_criteria)) != len(args.laasp_criteria):
+            raise ValueError(f"laasp_criteria must name at least one criterion, each once; got {args.laasp_criteria}")
+        for name in ("laasp_subset_size", "laasp_batch_size", "laasp_screen_keep"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}")
+        if args.laasp_recovery_epochs < 0:
+            raise ValueError(f"laasp_recovery_epochs must be >= 0 (0 turns recovery off), got {args.laasp_recovery_epochs}")
+        if not 0.0 <= args.laasp_screen_fraction < 1.0:
+            raise ValueError(
+                f"laasp_screen_fraction must lie in [0, 1) (0 turns screening off), got {args.laasp_screen_fraction}"
+            )
 
     def __init__(self) -> None:
         self.prune_step: int | None = None
@@ -106,15 +180,19 @@ class LAASPPruning(PruningMethod):
     def on_train_end(self, context: PruningContext) -> None:
         usage = Counter(step["criterion"] for step in self.history)
         context.log({f"pruning/laasp_uses_{c}": float(usage[c]) for c in context.args.laasp_criteria})
-        if self.history and context.args.should_save:
-            plot_curves(
-                {
-                    "loss of the chosen candidate": [(i + 1, s["loss"]) for i, s in enumerate(self.history)],
-                    "MACs reduction": [(i + 1, s["reduction"]) for i, s in enumerate(self.history)],
-                },
-                os.path.join(context.args.output_dir, SEARCH_PLOT_NAME),
-                xlabel="LAASP step", ylabel="subset loss / reduction", title="LAASP search",
-            )
+        if not context.args.should_save:
+            return
+        if not self.history:
+            logger.warning(f"{SEARCH_PLOT_NAME} not written: no search step ran (the run ended before laasp_prune_start).")
+            return
+        steps = range(1, len(self.history) + 1)
+        plot_panels(
+            {
+                "subset loss": {"loss of the chosen candidate": [(i, s["loss"]) for i, s in zip(steps, self.history)]},
+                "MACs reduction (%)": {"after the step": [(i, 100 * s["reduction"]) for i, s in zip(steps, self.history)]},
+            },
+            os.path.join(context.args.output_dir, SEARCH_PLOT_NAME), xlabel="LAASP step", title="LAASP search",
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {

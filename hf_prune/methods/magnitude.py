@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
+from hf_prune.methods._registry import register_method
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.structure import group_saliencies, select_lowest
 
 
+@register_method
 class MagnitudePruning(PruningMethod):
     """Removes the lowest-norm units of all groups at once, at ``prune_epoch``.
 

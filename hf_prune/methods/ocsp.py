@@ -21,12 +21,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
+from hf_prune.methods._registry import register_method
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.plots import plot_curves
 from hf_prune.structure import ChannelGroup, MacsModel, Selection, group_saliencies, select_lowest
 
 STABILITY_PLOT_NAME = "ocsp_stability.png"
+
+logger = logging.get_logger(__name__)
 # The reference's regularization strengths are per optimizer step of its CIFAR recipe:
 # 300 epochs x 391 steps. Scaling by this over the run's steps keeps the total shrink the same.
 REFERENCE_RUN_STEPS = 300 * 391
@@ -71,11 +75,95 @@ class _SearchState:
     search_seconds: float = 0.0
 
 
+@dataclass
+class OCSPArguments:
+    """Settings of ``pruning_method="ocsp"``; epoch defaults are the reference CIFAR recipe (300 epochs)
+    scaled to the run's length."""
+
+    ocsp_monitor_interval: float | None = field(
+        default=None,
+        metadata={
+            "help": "OCSP: epochs between sub-network checks (fractions allowed; at least one optimizer step). "
+            "Default: num_train_epochs / 300 (the reference's one check per epoch of 300), at least 0.25."
+        },
+    )
+    ocsp_monitor_start: float | None = field(
+        default=None,
+        metadata={"help": "OCSP: epoch of the first check. Default: 2/300 of the run (reference: epoch 2)."},
+    )
+    ocsp_stability_lag: int = field(
+        default=2,
+        metadata={"help": "OCSP: the stability score compares the kept units with those this many checks back."},
+    )
+    ocsp_stability_window: int = field(
+        default=3, metadata={"help": "OCSP: checks averaged into the running stability score."}
+    )
+    ocsp_stability_threshold: float = field(
+        default=0.999,
+        metadata={"help": "OCSP: prune once the running stability score (mean Jaccard, in (0, 1]) reaches this."},
+    )
+    ocsp_reg_start: float | None = field(
+        default=None,
+        metadata={
+            "help": "OCSP: epoch by which sparsity regularization of the pruning set starts at the latest; it "
+            "starts earlier at the first check (after the third) where the running stability rose by at most "
+            "ocsp_plateau_tolerance over two checks. Default: 0.1 of the run (reference CIFAR: 30/300)."
+        },
+    )
+    ocsp_plateau_tolerance: float = field(
+        default=1e-4, metadata={"help": "OCSP: stability rise over two checks that counts as a plateau."}
+    )
+    ocsp_prune_deadline: float | None = field(
+        default=None,
+        metadata={"help": "OCSP: epoch at which to prune even if not yet stable. Default: 0.4 of the run (reference 120/300)."},
+    )
+    ocsp_reg_init: float = field(
+        default=1e-4,
+        metadata={
+            "help": "OCSP: initial shrink strength; after every optimizer step the pruning set's weights are "
+            "multiplied by 1 - reg * lr * (117300 / max_steps), i.e. in the units of the reference's "
+            "117,300-step CIFAR run, so the total shrink does not depend on the run's length."
+        },
+    )
+    ocsp_reg_delta: float = field(
+        default=1e-4, metadata={"help": "OCSP: added to the shrink strength every ocsp_reg_interval checks."}
+    )
+    ocsp_reg_interval: int = field(
+        default=3, metadata={"help": "OCSP: checks between increases of the shrink strength (reference: 3 epochs)."}
+    )
+    ocsp_flops_weighting: bool = field(
+        default=True,
+        metadata={
+            "help": "OCSP: multiply each group's saliency by 1 - softmax(MMACs saved per unit), so costly "
+            "units are pruned first."
+        },
+    )
+
+
+@register_method
 class OCSPruning(PruningMethod):
     """One-cycle structured pruning (OCSPruner), configured by the ``ocsp_*`` fields of ``PruningArguments``."""
 
     name = "ocsp"
+    arguments = OCSPArguments
     figures = (("Stability indicator", STABILITY_PLOT_NAME),)
+
+    @classmethod
+    def validate_arguments(cls, args) -> None:
+        if not 0.0 < args.ocsp_stability_threshold <= 1.0:
+            raise ValueError(f"ocsp_stability_threshold must lie in (0, 1], got {args.ocsp_stability_threshold}")
+        for name in ("ocsp_stability_lag", "ocsp_stability_window", "ocsp_reg_interval"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"{name} must be a positive number of checks, got {getattr(args, name)}")
+        for name in ("ocsp_reg_init", "ocsp_reg_delta", "ocsp_plateau_tolerance"):
+            if getattr(args, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
+        for name in ("ocsp_monitor_interval", "ocsp_monitor_start", "ocsp_reg_start", "ocsp_prune_deadline"):
+            value = getattr(args, name)
+            if value is not None and not value >= 0:  # NaN fails too
+                raise ValueError(f"{name} is an epoch and must be >= 0, got {value}")
+        if args.ocsp_monitor_interval == 0:
+            raise ValueError("ocsp_monitor_interval must be > 0 epochs (leave it unset for the default)")
 
     def __init__(self) -> None:
         self.search = _SearchState()
@@ -122,7 +210,11 @@ class OCSPruning(PruningMethod):
         return plan
 
     def on_train_end(self, context: PruningContext) -> None:
-        if not context.args.should_save or not self.search.stability:
+        if not context.args.should_save:
+            return
+        if not self.search.stability:
+            logger.warning(f"{STABILITY_PLOT_NAME} not written: the run ended before the first sub-network check "
+                           f"(step {self._monitor_start_step}, ocsp_monitor_start).")
             return
         markers = {"regularization starts": self.search.reg_start_epoch, "prune": self.search.pruned_epoch}
         plot_curves(

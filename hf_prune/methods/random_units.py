@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from hf_prune.methods._registry import register_method
 from hf_prune.methods.base import PruningContext
 from hf_prune.methods.magnitude import MagnitudePruning
 
 
+@register_method
 class RandomPruning(MagnitudePruning):
     """Like ``magnitude`` (same prune point, global ranking to the MACs target, per-group floor),
     but the units' scores are uniform random numbers drawn from a generator seeded by ``args.seed``:

@@ -15,7 +15,9 @@ so a model that emits constant or NaN logits scores 0 rather than 1.
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `list` of `float`): Per-class scores, one row of C floats per example.
+    predictions (`list` of `list` of `float`): Per-class scores, one row of C floats per example; or
+        (`list` of `int`) predicted class indices, as `evaluate.evaluator("image-classification")`
+        passes them, which give top-1 only.
     references (`list` of `int`): True class index of each example, in [0, C).
     k (`int` or `list` of `int`, defaults to 1): The k (or several k) to report, each in [1, C].
 
@@ -40,18 +42,25 @@ class TopkAccuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Value("int64"),
-                }
-            ),
+            features=[
+                datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Value("float32")),
+                        "references": datasets.Value("int64"),
+                    }
+                ),
+                datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+            ],
             reference_urls=["https://pytorch.org/docs/stable/generated/torch.topk.html"],
         )
 
     def _compute(self, predictions, references, k=1):
-        scores = np.asarray(predictions, dtype=np.float32)
         labels = np.asarray(references, dtype=np.int64)
+        if np.ndim(predictions) == 1:
+            if k != 1 or len(predictions) != len(labels):
+                raise ValueError("Predicted class indices give top-1 only (k=1), one per reference")
+            return {"top1": float(np.mean(np.asarray(predictions, dtype=np.int64) == labels))}
+        scores = np.asarray(predictions, dtype=np.float32)
         ks = [k] if isinstance(k, (int, np.integer)) else list(k)
         if scores.ndim != 2 or len(scores) != len(labels):
             raise ValueError(

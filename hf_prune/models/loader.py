@@ -207,6 +207,18 @@ def _load_timm_weights(model: torch.nn.Module, directory: str, saved_classes: An
         )
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Raise `load_model`'s ValueError for a name it cannot resolve, without building or downloading anything.
+
+    For scripts, to fail on a typo before loading data. Local directories, ``hf-hub:``/``local-dir:``
+    sources and Hub ids (``owner/name``) are only checked by loading them.
+    """
+    if os.path.isdir(name_or_path) or ":" in name_or_path:
+        return
+    if _resolve_timm_name(name_or_path) is None and "/" not in name_or_path:
+        raise _unknown_model_error(name_or_path)
+
+
 def _resolve_timm_name(name: str) -> str | None:
     """The name to pass to `timm.create_model`, or None when timm does not know `name`."""
     stripped = name.removeprefix(_TIMM_PREFIX)

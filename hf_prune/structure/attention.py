@@ -20,7 +20,8 @@ from torch import nn
 class AttentionFamily:
     """How one attention implementation stores its heads."""
 
-    module_type: type[nn.Module]
+    matches: Callable[[nn.Module], bool]
+    """True for modules of this family."""
     head_projections: Callable[[nn.Module], tuple[nn.Linear, ...]]
     """Linears whose output channels are laid out per head (q, k, v or fused qkv)."""
     head_of_channel: Callable[[nn.Module, nn.Linear, int], int]
@@ -29,42 +30,100 @@ class AttentionFamily:
     """Shape-defining attributes, recorded in the shape spec."""
     sync_num_heads: Callable[[nn.Module], None]
     """Update the head-count attributes from the (pruned) projection widths."""
+    head_parameters: Callable[[nn.Module], tuple[tuple[str, int], ...]] = lambda attn: ()
+    """Parameters holding one slice per head besides the projections (relative position bias
+    tables), as ``(name inside the module, head dimension)``; sliced along with the heads."""
+
+
+def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    params = dict(attn.named_parameters())
+    return tuple((name, dim) for name, dim in candidates if name in params)
 
 
 def _timm_families() -> list[AttentionFamily]:
     from timm.layers.attention import Attention
+    from timm.models.swin_transformer import WindowAttention
 
     def sync_heads(attn: nn.Module) -> None:
         attn.num_heads = attn.qkv.out_features // (3 * attn.head_dim)
         attn.attn_dim = attn.num_heads * attn.head_dim
 
+    def window_head_dim(attn: nn.Module) -> int:
+        return attn.qkv.out_features // (3 * attn.num_heads)
+
+    def sync_window_heads(attn: nn.Module) -> None:
+        # WindowAttention keeps no head_dim; its bias table holds one column per head.
+        attn.num_heads = attn.relative_position_bias_table.shape[-1]
+
     return [
         AttentionFamily(
-            module_type=Attention,
+            matches=lambda m: type(m) is Attention,
             head_projections=lambda attn: (attn.qkv,),
             # qkv output is laid out as (3, num_heads, head_dim).
             head_of_channel=lambda attn, proj, i: (i % attn.attn_dim) // attn.head_dim,
             head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": attn.head_dim},
             sync_num_heads=sync_heads,
-        )
+        ),
+        AttentionFamily(
+            matches=lambda m: type(m) is WindowAttention,
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=lambda attn, proj, i: (i % (proj.out_features // 3)) // window_head_dim(attn),
+            head_attributes=lambda attn: {"num_heads": attn.num_heads},
+            sync_num_heads=sync_window_heads,
+            head_parameters=lambda attn: (("relative_position_bias_table", -1),),
+        ),
     ]
 
 
-def _transformers_families() -> list[AttentionFamily]:
-    from transformers.models.vit.modeling_vit import ViTAttention
+def _head_count_attribute(attn: nn.Module) -> str | None:
+    return next((a for a in ("num_attention_heads", "num_heads") if isinstance(getattr(attn, a, None), int)), None)
 
+
+def _is_qkv_attention(m: nn.Module) -> bool:
+    """transformers' current layout (ViT, DeiT, DINOv2, Swin, CLIP, ...): q/k/v_proj and head_dim."""
+    projections = (getattr(m, name, None) for name in ("q_proj", "k_proj", "v_proj"))
+    return (all(isinstance(p, nn.Linear) for p in projections) and isinstance(getattr(m, "head_dim", None), int)
+            and _head_count_attribute(m) is not None)
+
+
+def _is_query_key_value_attention(m: nn.Module) -> bool:
+    """transformers' older layout (PVT, MobileViT, ...): query/key/value and attention_head_size."""
+    projections = (getattr(m, name, None) for name in ("query", "key", "value"))
+    return (all(isinstance(p, nn.Linear) for p in projections)
+            and isinstance(getattr(m, "attention_head_size", None), int)
+            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size"))
+
+
+_TRANSFORMERS_HEAD_PARAMETERS = (("relative_position_bias.relative_position_bias_table", -1),)
+
+
+def _transformers_families() -> list[AttentionFamily]:
     def sync_heads(attn: nn.Module) -> None:
         # The forward views q/k/v as (-1, head_dim): only the bookkeeping attribute changes.
-        attn.num_attention_heads = attn.q_proj.out_features // attn.head_dim
+        setattr(attn, _head_count_attribute(attn), attn.q_proj.out_features // attn.head_dim)
+
+    def sync_query_heads(attn: nn.Module) -> None:
+        attn.num_attention_heads = attn.query.out_features // attn.attention_head_size
+        attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
 
     return [
         AttentionFamily(
-            module_type=ViTAttention,
+            matches=_is_qkv_attention,
             head_projections=lambda attn: (attn.q_proj, attn.k_proj, attn.v_proj),
             head_of_channel=lambda attn, proj, i: i // attn.head_dim,
-            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads, "head_dim": attn.head_dim},
+            head_attributes=lambda attn: {"num_heads": getattr(attn, _head_count_attribute(attn)),
+                                          "head_dim": attn.head_dim},
             sync_num_heads=sync_heads,
-        )
+            head_parameters=lambda attn: _present(attn, _TRANSFORMERS_HEAD_PARAMETERS),
+        ),
+        AttentionFamily(
+            matches=_is_query_key_value_attention,
+            head_projections=lambda attn: (attn.query, attn.key, attn.value),
+            head_of_channel=lambda attn, proj, i: i // attn.attention_head_size,
+            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads, "head_dim": attn.attention_head_size},
+            sync_num_heads=sync_query_heads,
+            head_parameters=lambda attn: _present(attn, _TRANSFORMERS_HEAD_PARAMETERS),
+        ),
     ]
 
 
@@ -79,6 +138,6 @@ def find_attention(model: nn.Module) -> Iterator[tuple[str, nn.Module, Attention
     families = attention_families()
     for name, module in model.named_modules():
         for family in families:
-            if type(module) is family.module_type:
+            if family.matches(module):
                 yield name, module, family
                 break

@@ -18,6 +18,7 @@ from torch import nn
 from hf_prune.structure.attention import find_attention
 from hf_prune.structure.counting import count_module_macs
 from hf_prune.structure.graph import StructureGraph
+from hf_prune.structure.layer_kinds import layer_kind
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class MacsModel:
         return self.base_macs - self.macs({group: 1})
 
 
+def _scales_with_widths(module: nn.Module) -> bool:
+    kind = layer_kind(module)
+    return kind is not None and kind.macs_scale_with_widths
+
+
 def _layer_terms(graph: StructureGraph, per_module: Mapping[str, int]) -> list[_Term]:
     """One term per conv/linear layer, scaled on its output and input dimensions."""
     shrinks: dict[tuple[str, int], dict[str, _Shrink]] = {}
@@ -83,7 +89,7 @@ def _layer_terms(graph: StructureGraph, per_module: Mapping[str, int]) -> list[_
             )
     terms = []
     for name, module in graph.model.named_modules():
-        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or name not in per_module:
+        if not _scales_with_widths(module) or name not in per_module:
             continue
         weight = f"{name}.weight"
         dims = tuple(tuple(shrinks[(weight, d)].values()) for d in (0, 1) if (weight, d) in shrinks)
@@ -101,7 +107,7 @@ def _attention_terms(graph: StructureGraph, per_module: Mapping[str, int]) -> li
         linear_macs = sum(
             per_module.get(f"{name}.{child}", 0)
             for child, m in attention.named_modules()
-            if child and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+            if child and _scales_with_widths(m)
         )
         core = per_module.get(name, 0) - linear_macs
         projection = graph.name_of(family.head_projections(attention)[0])

@@ -7,13 +7,13 @@ activations are left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from hf_prune.models.forward import run_model
 
 aten = torch.ops.aten
 
@@ -24,48 +24,6 @@ def _cpu_flash_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) 
 
 
 _EXTRA_FLOP_FORMULAS = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_sdpa_flops}
-
-
-def run_model(model: nn.Module, example_inputs: Any) -> Any:
-    """Call ``model`` on a tensor, a sequence of positional inputs or a mapping of keyword inputs."""
-    if isinstance(example_inputs, Mapping):
-        return model(**example_inputs)
-    if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, torch.Tensor):
-        return model(*example_inputs)
-    return model(example_inputs)
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a timm (bare tensor) or transformers (``ModelOutput``) forward."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, Mapping):
-        return next(v for v in output.values() if isinstance(v, torch.Tensor))
-    return output[0]
-
-
-@contextmanager
-def full_precision(model: nn.Module) -> Iterator[None]:
-    """Run ``model``'s forwards in fp32 while the context is open, even under mixed precision.
-
-    Decisions (candidate losses) must not depend on bf16/fp16 rounding. Accelerate's mixed
-    precision replaces ``model.forward`` by an autocast-wrapped one and keeps the original as
-    ``model._original_forward``; that inner autocast would re-enable what an outer
-    ``torch.autocast(enabled=False)`` turns off, so the original forward is put back for a while
-    as well.
-    """
-    wrapped = model.__dict__.get("forward")
-    original = model.__dict__.get("_original_forward")
-    if original is not None:
-        model.forward = original
-    try:
-        with torch.autocast(device_type=next(model.parameters()).device.type, enabled=False):
-            yield
-    finally:
-        if original is not None:
-            model.forward = wrapped
 
 
 def count_module_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:

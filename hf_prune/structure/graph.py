@@ -19,13 +19,32 @@ import torch_pruning as tp
 from torch import nn
 
 from hf_prune.structure.attention import AttentionFamily, find_attention
-from hf_prune.structure.counting import logits_of, run_model
-
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+from hf_prune.models.forward import logits_of, run_model
+from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
 
 
 class UnprunableLayerError(ValueError):
-    """A layer sits in a pruning group but its tensors cannot be sliced safely."""
+    """A layer sits in a pruning group but its tensors cannot be sliced safely.
+
+    Attributes:
+        ignored_layers: the ``ignored_layers`` that make the model prunable (empty when none do).
+    """
+
+    def __init__(self, message: str, ignored_layers: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.ignored_layers = list(ignored_layers)
+
+
+class _UnknownAttentionError(Exception):
+    """A group reaches into an attention module of no known family."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _UnequalUnitsError(ValueError):
+    """A group's units hold unequal numbers of channels in some tensor."""
 
 
 @dataclass(frozen=True)
@@ -65,28 +84,21 @@ class ChannelGroup:
 
 def _tensor_dims(module: nn.Module, produces: bool) -> list[tuple[str, int]]:
     """(attribute, dim) of every parameter of ``module`` that a channel cut slices."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        depthwise = module.groups == module.in_channels == module.out_channels and module.groups > 1
-        if produces or depthwise:
-            return [("weight", 1 if module.transposed else 0), ("bias", 0)]
-        return [("weight", 0 if module.transposed else 1)]
-    if isinstance(module, nn.Linear):
-        return [("weight", 0), ("bias", 0)] if produces else [("weight", 1)]
-    if isinstance(module, _NORM_TYPES):
-        return [("weight", 0), ("bias", 0)]
-    if isinstance(module, nn.LayerNorm):
-        return [("weight", -1), ("bias", -1)]
-    if isinstance(module, nn.PReLU):
-        return [("weight", 0)] if module.num_parameters > 1 else []
-    raise UnprunableLayerError(type(module).__name__)
+    kind = layer_kind(module)
+    if kind is None:
+        raise UnprunableLayerError(type(module).__name__)
+    return kind.sliced_tensors(module, produces)
 
 
-def _grouped_conv_names(model: nn.Module) -> list[str]:
-    return [
-        name
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups and not m.groups == m.in_channels == m.out_channels
-    ]
+def _is_whole_group_conv(module: nn.Module) -> bool:
+    """A grouped (not depthwise) convolution that is pruned by whole groups."""
+    return (isinstance(module, nn.modules.conv._ConvNd) and is_channel_coupled_conv(module)
+            and module.groups < module.out_channels)
+
+
+def _is_unsliceable_conv(module: nn.Module) -> bool:
+    """A grouped convolution whose input and output channels differ: its channels stay."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_channel_coupled_conv(module)
 
 
 class StructureGraph:
@@ -99,8 +111,8 @@ class StructureGraph:
         model: a timm or transformers vision model (or any ``nn.Module``).
         example_inputs: a small batch (e.g. ``torch.randn(1, 3, 32, 32)``) used to trace the graph.
         ignored_layers: module names whose shapes must not change; every group touching them is
-            left out. The classifier (``get_classifier()`` or the last Linear) is always kept at
-            its number of classes.
+            left out. The classifier (see :func:`classifier_names`) is always kept at its number of
+            classes.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] = ()) -> None:
@@ -111,39 +123,59 @@ class StructureGraph:
         unknown = [n for n in ignored_layers if n not in modules]
         if unknown:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
-        self.classifier_name = classifier_name(model)
-        self.ignored = {modules[n] for n in ignored_layers} | {modules[self.classifier_name]}
-        self.ignored |= {modules[n] for n in _grouped_conv_names(model)}
+        self.ignored = {modules[n] for n in [*ignored_layers, *classifier_names(model)]}
+        self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
             proj: attn for attn, (_, family) in self._attention.items() for proj in family.head_projections(attn)
         }
+        self._head_parameters = {
+            attn: [(f"{name}.{param}", dim) for param, dim in family.head_parameters(attn)]
+            for attn, (name, family) in self._attention.items()
+        }
+        self._unknown_attention = _unknown_attention_layers(model, self._attention)
         self._dg = self._trace(example_inputs)
         self.groups = self._collect_groups()
 
     def _trace(self, example_inputs: Any) -> tp.DependencyGraph:
+        params = dict(self.model.named_parameters())
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.enable_grad(), warnings.catch_warnings():
                 # torch-pruning warns about every unwrapped parameter (pos/cls embeddings).
                 warnings.simplefilter("ignore", UserWarning)
-                return tp.DependencyGraph().build_dependency(
+                graph = _build_dependency_graph(
                     self.model,
                     example_inputs,
                     forward_fn=lambda m, x: logits_of(run_model(m, x)),
                     ignored_layers=[],
+                    # Per-head tables are sliced by head here, not by channel in torch-pruning.
+                    ignored_params=[params[name] for name, _ in self._all_head_parameters()],
                     verbose=False,
                 )
         finally:
             self.model.train(was_training)
+        for module, node in graph.module2node.items():
+            if isinstance(module, nn.Module) and _is_whole_group_conv(module):
+                _couple_input_and_output(graph, node)
+        return graph
+
+    def _all_head_parameters(self) -> list[tuple[str, int]]:
+        return [entry for entries in self._head_parameters.values() for entry in entries]
 
     def _collect_groups(self) -> list[ChannelGroup]:
-        groups = []
+        groups, unknown_attention = [], {}
         for tp_group in self._dg.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv2d, nn.Conv1d, nn.Linear)):
-            group = self._describe(tp_group)
+            try:
+                group = self._describe(tp_group)
+            except _UnknownAttentionError as err:
+                unknown_attention[err.name] = None
+                continue
             if group is not None:
                 groups.append(group)
+        if unknown_attention:
+            raise self._unknown_attention_error(list(unknown_attention))
         return groups
 
     def _describe(self, tp_group: tp.Group) -> ChannelGroup | None:
@@ -157,10 +189,14 @@ class StructureGraph:
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
+            if isinstance(target, tp.ops._SplitOp):
+                return None  # split sizes are often constants of a module (MixNet, Res2Net): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if target in self.ignored or self._feeds_attention(target, produces):
                 return None
+            if target in self._unknown_attention:
+                raise _UnknownAttentionError(self._unknown_attention[target])
             touched.append(self._names[target])
             try:
                 dims = _tensor_dims(target, produces)
@@ -169,20 +205,26 @@ class StructureGraph:
             for attr, dim in dims:
                 if isinstance(getattr(target, attr, None), nn.Parameter):
                     members.append((f"{self._names[target]}.{attr}" if self._names[target] else attr, dim, item, produces))
-        unit_of_root = self._unit_mapping(root, attention)
-        num_units = len(set(unit_of_root(i) for i in tp_group[0].root_idxs))
-        slices = tuple(
-            TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
-            for name, dim, item, produces in members
-        )
+        unit_of_root = self._units(tp_group, root, attention)
+        num_units = len(set(unit_of_root.values()))
+        try:
+            slices = [
+                TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
+                for name, dim, item, produces in members
+            ]
+        except _UnequalUnitsError:
+            return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
+        if attention is not None:
+            one_per_unit = torch.arange(num_units).view(-1, 1)
+            slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
         root_indices = [[] for _ in range(num_units)]
         for i in tp_group[0].root_idxs:
-            root_indices[unit_of_root(i)].append(i)
+            root_indices[unit_of_root[int(i)]].append(int(i))
         return ChannelGroup(
             name=self._names[root],
             kind="head" if attention is not None else "channel",
             num_units=num_units,
-            slices=slices,
+            slices=tuple(slices),
             modules=tuple(dict.fromkeys(touched)),
             _root_indices=root_indices,
         )
@@ -191,18 +233,59 @@ class StructureGraph:
         """True for the transformer residual stream: it feeds a head projection's input."""
         return module in self._head_projection and not produces
 
-    def _unit_mapping(self, root: nn.Module, attention: nn.Module | None):
-        if attention is None:
-            return lambda i: i
-        family: AttentionFamily = self._attention[attention][1]
-        return lambda i: family.head_of_channel(attention, root, i)
+    def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None) -> dict[int, int]:
+        """The unit of every root index: one channel, or every channel of one head or one conv group.
+
+        Root indices that share a head, or a group of a grouped convolution anywhere in the
+        torch-pruning group, are tied together (union-find); units are numbered in root order.
+        """
+        roots = [int(r) for r in tp_group[0].root_idxs]
+        parent = {r: r for r in roots}
+
+        def find(r: int) -> int:
+            while parent[r] != r:
+                parent[r] = parent[parent[r]]
+                r = parent[r]
+            return r
+
+        first_with_key: dict[Any, int] = {}
+
+        def tie(key: Any, r: int) -> None:
+            parent[find(r)] = find(first_with_key.setdefault(key, r))
+
+        if attention is not None:
+            family: AttentionFamily = self._attention[attention][1]
+            for r in roots:
+                tie(("head", family.head_of_channel(attention, root, r)), r)
+        for item in tp_group:
+            conv = item.dep.target.module
+            if isinstance(conv, nn.Module) and _is_whole_group_conv(conv):
+                per_group = conv.out_channels // conv.groups
+                for i, r in zip(item.idxs, item.root_idxs):
+                    tie((conv, int(i) // per_group), int(r))
+        unit_ids: dict[int, int] = {}
+        return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
+
+    def _unknown_attention_error(self, names: list[str]) -> UnprunableLayerError:
+        kinds = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in map(self.model.get_submodule, names)})
+        fix = [
+            f"{name}.{child}" for name in names for child, m in self.model.get_submodule(name).named_modules()
+            if child and (kind := layer_kind(m)) is not None and kind.macs_scale_with_widths
+        ]
+        return UnprunableLayerError(
+            f"{len(names)} attention layer(s) of a kind the structure engine does not know ({', '.join(kinds)}; "
+            f"first: '{names[0]}'): removing channels of their projections would cut across heads and break "
+            f"their reshapes. Pass ignored_layers={fix} to keep their heads (the rest of the model is still pruned).",
+            ignored_layers=fix,
+        )
 
     def _unprunable(self, module: nn.Module) -> UnprunableLayerError:
         name = self._names[module]
         return UnprunableLayerError(
             f"Layer '{name}' ({type(module).__name__}) shares channels with prunable layers, but the structure "
             f"engine does not know how to slice its parameters. Pass ignored_layers=['{name}'] to keep its "
-            "channels (every group touching it is then left unpruned)."
+            "channels (every group touching it is then left unpruned).",
+            ignored_layers=[name],
         )
 
     def name_of(self, module: nn.Module) -> str:
@@ -231,7 +314,10 @@ class StructureGraph:
             modules = dict(self.model.named_modules())
             for name, removed in removals.items():
                 pruner = self._dg.get_pruner_of_module(modules[name])
-                self._dg.get_pruning_group(modules[name], pruner.prune_out_channels, removed).prune(record_history=False)
+                self._prune(self._dg.get_pruning_group(modules[name], pruner.prune_out_channels, removed))
+                attention = self._head_projection.get(modules[name])
+                for param_name, dim in self._head_parameters.get(attention, []):
+                    _slice_parameter(self.model, param_name, dim, sorted(keep[name]))
         finally:
             index_maps = {}
             for name, p in self.model.named_parameters():
@@ -239,7 +325,26 @@ class StructureGraph:
                 p.data = values[name].flatten()[index_maps[name].flatten()].view(p.shape)
         for attention, (_, family) in self._attention.items():
             family.sync_num_heads(attention)
+        for module in self.model.modules():
+            if (kind := layer_kind(module)) is not None and kind.sync_shape is not None:
+                kind.sync_shape(module)
         return index_maps
+
+    def _prune(self, tp_group: tp.Group) -> None:
+        """Torch-pruning's ``Group.prune``, except that grouped convolutions lose whole groups."""
+        regular = type(tp_group)()
+        regular._DG = self._dg
+        whole_groups = []
+        for item in tp_group:
+            target = item.dep.target.module
+            if isinstance(target, nn.Module) and _is_whole_group_conv(target):
+                if self._dg.is_out_channel_pruning_fn(item.dep.handler):
+                    whole_groups.append((target, item.idxs))
+            else:
+                regular.add_dep(item.dep, item.idxs)
+        regular.prune(record_history=False)
+        for conv, removed in whole_groups:
+            _remove_conv_channels(conv, removed)
 
     def _removed_root_indices(self, keep: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
         by_name = {g.name: g for g in self.groups}
@@ -257,29 +362,105 @@ class StructureGraph:
         return removals
 
 
+def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
+    except (AssertionError, TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
+        raise UnprunableLayerError(
+            f"torch-pruning cannot trace the channel dependencies of this {type(model).__name__} "
+            f"({type(err).__name__}: {err}); the structure engine cannot prune it."
+        ) from err
+
+
+def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
+    """Make removing input channels of a grouped convolution remove the same output channels, and back."""
+    pruner = graph.get_pruner_of_module(node.module)
+    node.dependencies += [
+        tp.dependency.Dependency(pruner.prune_in_channels, pruner.prune_out_channels, source=node, target=node),
+        tp.dependency.Dependency(pruner.prune_out_channels, pruner.prune_in_channels, source=node, target=node),
+    ]
+
+
+def _remove_conv_channels(conv: nn.modules.conv._ConvNd, removed: Sequence[int]) -> None:
+    """Remove whole groups (given as their channels) of a grouped convolution: fewer groups, same width each."""
+    per_group = conv.out_channels // conv.groups
+    kept = sorted(set(range(conv.out_channels)) - {int(i) for i in removed})
+    conv.in_channels = conv.out_channels = len(kept)
+    conv.groups = len(kept) // per_group
+    _slice_parameter(conv, "weight", 0, kept)  # (out, in / groups, ...) or, transposed, (in, out / groups, ...)
+    if conv.bias is not None:
+        _slice_parameter(conv, "bias", 0, kept)
+
+
+def _slice_parameter(owner: nn.Module, name: str, dim: int, kept: Sequence[int]) -> None:
+    """Replace parameter ``name`` (dotted, below ``owner``) by its ``kept`` positions along ``dim``."""
+    module_name, _, attr = name.rpartition(".")
+    module = owner.get_submodule(module_name)
+    old = getattr(module, attr)
+    index = torch.as_tensor(list(kept), dtype=torch.long, device=old.device)
+    setattr(module, attr, nn.Parameter(old.data.index_select(dim, index), requires_grad=old.requires_grad))
+
+
+_HEAD_COUNT_ATTRIBUTES = ("num_heads", "num_attention_heads")
+
+
+def _unknown_attention_layers(model: nn.Module, known: Mapping[nn.Module, Any]) -> dict[nn.Module, str]:
+    """Conv/linear layers inside attention modules of no known family -> that module's name.
+
+    An attention module is recognized by a head count attribute (``num_heads``,
+    ``num_attention_heads``); the innermost such module not inside a known family is taken.
+    """
+    def has_heads(m: nn.Module) -> bool:
+        return any(isinstance(getattr(m, a, None), int) for a in _HEAD_COUNT_ATTRIBUTES)
+
+    inside_known = {m for attn in known for m in attn.modules()}
+    found = {}
+    for name, module in model.named_modules():
+        if module in inside_known or not has_heads(module):
+            continue
+        descendants = list(module.modules())[1:]
+        if any(has_heads(m) or m in known for m in descendants):
+            continue  # a block or stage that holds the attention module
+        for child in descendants:
+            kind = layer_kind(child)
+            if kind is not None and kind.macs_scale_with_widths:
+                found[child] = name
+    return found
+
+
 def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tensor:
     """Arrange a member's indices as a (num_units, per_unit) tensor."""
     rows: list[list[int]] = [[] for _ in range(num_units)]
     for i, r in zip(idxs, root_idxs):
-        rows[unit_of_root(r)].append(int(i))
+        rows[unit_of_root[int(r)]].append(int(i))
     width = len(rows[0])
     if any(len(r) != width for r in rows):
         # Unequal fan-out (e.g. a channel feeding a flatten of varying size) cannot be tabulated.
-        raise UnprunableLayerError("a group maps units to unequal numbers of channels")
+        raise _UnequalUnitsError("a group maps units to unequal numbers of channels")
     return torch.tensor(rows, dtype=torch.long)
 
 
-def classifier_name(model: nn.Module) -> str:
-    """Name of the module producing the class logits (never pruned on its output side)."""
+def classifier_names(model: nn.Module) -> list[str]:
+    """Names of the layers producing the class logits (never pruned on their output side).
+
+    ``get_classifier()`` (timm) or ``classifier`` (transformers), else the last Linear. When that
+    is a head module (an MLP head, or a distillation head with two classifiers), every Linear or
+    conv inside it that outputs as many channels as its last one.
+    """
     names = {m: n for n, m in model.named_modules()}
     get_classifier = getattr(model, "get_classifier", None)
-    if callable(get_classifier) and isinstance(get_classifier(), nn.Module) and get_classifier() in names:
-        return names[get_classifier()]
-    if hasattr(model, "classifier") and isinstance(model.classifier, nn.Module):
-        linears = [m for m in model.classifier.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        if linears:
-            return names[linears[-1]]
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
-    return linears[-1]
+    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
+    if not isinstance(head, nn.Module) or head not in names:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
+        return [linears[-1]]
+    layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    if not layers:
+        return [names[head]]
+    width = _out_width(layers[-1])
+    return [names[m] for m in layers if _out_width(m) == width]
+
+
+def _out_width(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels

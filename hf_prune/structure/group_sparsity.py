@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch_pruning as tp
 
-from hf_prune.structure.counting import logits_of, run_model
+from hf_prune.models.forward import logits_of, run_model
 from hf_prune.structure.graph import StructureGraph
 
 

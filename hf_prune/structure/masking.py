@@ -23,22 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_prune.structure.counting import run_model
+from hf_prune.models.forward import run_model
 from hf_prune.structure.graph import ChannelGroup
-
-_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
-                   nn.modules.instancenorm._InstanceNorm)
-_CHANNELS_LAST = (nn.Linear, nn.LayerNorm)
-# Norms whose output for one channel depends on the values of the other channels.
-_CROSS_CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm)
+from hf_prune.structure.layer_kinds import layer_kind
 
 
 def _output_channel_dim(module: nn.Module) -> int | None:
-    if isinstance(module, _CHANNELS_FIRST):
-        return 1  # (N, C, ...) activations
-    if isinstance(module, _CHANNELS_LAST):
-        return -1
-    return None  # elementwise layers (PReLU, ...) pass the zeros of their producer on
+    kind = layer_kind(module)
+    return None if kind is None else kind.channel_dim
 
 
 def unit_output_masks(
@@ -71,7 +63,8 @@ def masking_is_exact(model: nn.Module, group: ChannelGroup) -> bool:
     only approximates the loss after a physical prune.
     """
     modules = dict(model.named_modules())
-    return not any(isinstance(modules.get(name), _CROSS_CHANNEL_NORMS) for name in group.modules)
+    kinds = [layer_kind(modules[name]) for name in group.modules if name in modules]
+    return not any(kind is not None and kind.cross_channel for kind in kinds)
 
 
 @contextmanager

@@ -17,25 +17,14 @@ import torch
 from torch import nn
 
 from hf_prune.structure.attention import find_attention
+from hf_prune.structure.layer_kinds import layer_kind
 
 SPEC_FORMAT = "hf_prune.shape_spec/1"
 
-_SHAPE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
-    (nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")),
-    (nn.Linear, ("in_features", "out_features")),
-    (nn.modules.batchnorm._BatchNorm, ("num_features",)),
-    (nn.modules.instancenorm._InstanceNorm, ("num_features",)),
-    (nn.GroupNorm, ("num_channels",)),
-    (nn.LayerNorm, ("normalized_shape",)),
-    (nn.PReLU, ("num_parameters",)),
-)
-
 
 def _shape_attributes(module: nn.Module) -> tuple[str, ...] | None:
-    for module_type, attributes in _SHAPE_ATTRIBUTES:
-        if isinstance(module, module_type):
-            return attributes
-    return None
+    kind = layer_kind(module)
+    return None if kind is None else kind.shape_attributes
 
 
 def _module_entry(module: nn.Module, attributes: tuple[str, ...]) -> dict[str, Any]:

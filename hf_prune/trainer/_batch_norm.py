@@ -8,13 +8,14 @@ changes) measures what the pruned sub-network itself can still do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
-from hf_prune.structure.counting import run_model
+from hf_prune.models.forward import run_model
 
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -49,3 +50,17 @@ def recalibrated_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) -
                 getattr(norm, name).copy_(value)
         for module, training in modes.items():
             module.training = training
+
+
+def calibration_batches(
+    dataset: Any, collator: Callable[[list[Any]], dict[str, Any]], batch_size: int, count: int, seed: int
+) -> Iterator[torch.Tensor]:
+    """``count`` batches of training images, the same on every rank and every run.
+
+    Drawn and augmented under ``seed`` in a forked RNG: the training RNG is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        order = torch.randperm(len(dataset))[: batch_size * count].tolist()
+        for start in range(0, len(order), batch_size):
+            yield collator([dataset[i] for i in order[start:start + batch_size]])["pixel_values"]

@@ -2,69 +2,82 @@
 
 The training loop is the Trainer's own. A callback asks the pruning method for a plan after
 every optimizer step and at every epoch end; when one comes, the trainer removes the channels
-and rebuilds everything that held the old parameters: optimizer (state sliced or reset), LR
-scheduler at the same position, the accelerate/DDP wrapper and the callback handler's
-references. Only two Trainer methods are overridden: ``compute_loss`` (timm models return bare
-logits) and ``training_step`` (the loop keeps the wrapper of the epoch's start in a local).
+and has :mod:`~hf_prune.trainer.rewiring` rebuild everything that held the old parameters
+(optimizer with sliced or fresh state, LR scheduler at the same position, the accelerate/DDP
+wrapper). The loop itself is not copied: besides ``compute_loss`` (timm models return bare
+logits) and ``training_step`` (the loop keeps the wrapper of the epoch's start in a local), the
+overrides are the save/load/push entry points, which write and read slim models. What is saved
+besides the weights lives in :mod:`~hf_prune.trainer.pruning_state`, the card in
+:mod:`~hf_prune.trainer.card`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import HubStrategy, get_last_checkpoint
 from transformers.utils.hub import PushInProgress, hf_api
 from transformers.utils import logging
 
 from hf_prune.hub import AutoPrunedModel, ModelSource, save_pretrained
-from hf_prune.hub.model_card import render_model_card
-from hf_prune.hub.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, uniform_source
+from hf_prune.hub.preprocessing import PREPROCESSOR_NAME
+from hf_prune.hub.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
-from hf_prune.plots import plot_layer_widths
+from hf_prune.models.forward import logits_of
 from hf_prune.structure import MacsModel, StructureGraph
-from hf_prune.structure.counting import logits_of
-from hf_prune.trainer._batch_norm import recalibrated_batch_norm
-from hf_prune.trainer._model_card import CURVES_PLOT_NAME, card_inputs, plot_training_curves
+from hf_prune.trainer._batch_norm import calibration_batches, recalibrated_batch_norm
+from hf_prune.trainer.card import RunFacts, card_figures, render_card, write_widths_plot
 from hf_prune.trainer.pruning_config import PruningArguments
+from hf_prune.trainer.pruning_state import PruningRecord, run_identity
+from hf_prune.trainer.rewiring import full_precision, rebuild_optimizer, rewrap_model
 
 logger = logging.get_logger(__name__)
 
-PRUNING_STATE_NAME = "pruning_state.json"
-WIDTHS_PLOT_NAME = "pruned_widths.png"
-
 
 class _PruningCallback(TrainerCallback):
-    """Forwards the Trainer's events to the pruning method and applies its plans."""
+    """Forwards the Trainer's events to the pruning method and applies its plans.
+
+    A dense method (``is_dense``) gets no call at all: no tracing, no per-step work, no broadcast.
+    """
 
     def __init__(self, trainer: PruningTrainer) -> None:
         self.trainer = trainer
 
+    def _active(self) -> bool:
+        return not self.trainer.pruning_method.is_dense
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.trainer._on_train_begin()
+        self.trainer._train_started = time.perf_counter()
+        if self._active():
+            self.trainer._on_train_begin()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self.trainer.pruning_method.name != "none":
-            self.trainer.pruning_method.on_pre_optimizer_step(self.trainer._context())
+        if self._active():
+            self.trainer._run_hook(self.trainer.pruning_method.on_pre_optimizer_step)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.trainer._maybe_prune(self.trainer.pruning_method.on_step_end)
+        if self._active():
+            self.trainer._maybe_prune(self.trainer.pruning_method.on_step_end)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.trainer._maybe_prune(self.trainer.pruning_method.on_epoch_end)
+        if self._active():
+            self.trainer._maybe_prune(self.trainer.pruning_method.on_epoch_end)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.trainer._on_train_end()
+        if self._active():
+            self.trainer._on_train_end()
 
 
 class PruningTrainer(Trainer):
@@ -77,6 +90,9 @@ class PruningTrainer(Trainer):
             ``args.pruning_method``.
         example_inputs: a batch used to trace the model and count MACs; by default one image
             of the training set.
+        processing_class: (a ``transformers.Trainer`` argument) the eval preprocessing as an
+            image processor (:func:`hf_prune.hub.image_processor_for`); saved with the model so that
+            ``pipeline("image-classification")`` preprocesses as training did.
         **kwargs: everything else ``transformers.Trainer`` accepts (datasets, collator,
             ``compute_metrics``, callbacks, ...).
     """
@@ -167,27 +183,27 @@ class PruningTrainer(Trainer):
                 f"cannot save a {type(self.model).__name__}: hf_prune saves timm and transformers models "
                 "(built with timm.create_model or transformers), whose architecture it can record"
             )
+        facts = self._run_facts()
         with tempfile.TemporaryDirectory() as scratch:
-            figures = self._card_figures(scratch) if self._write_card else {}
-            card = self._render_card(output_dir, figures) if self._write_card else None
-            save_pretrained(
-                self.accelerator.unwrap_model(self.model),
-                output_dir,
-                source=self.model_source,
-                pruning=self._pruning_summary(),
-                model_card=card,
-                extra_files=figures,
-            )
-        _write_text_atomic(os.path.join(output_dir, "training_args.json"), self.args.to_json_string())
-        _write_json_atomic(
-            os.path.join(output_dir, PRUNING_STATE_NAME),
-            {
-                "method": self.pruning_method.name,
-                "method_state": self.pruning_method.state_dict(),
-                "dense_macs": self.dense_macs,
-                "pruning_events": self.pruning_events,
-            },
-        )
+            figures = card_figures(facts, scratch) if self._write_card else {}
+            card = None
+            if self._write_card:
+                self._published_figures = list(figures)
+                card = render_card(facts, figures, self.hub_model_id or output_dir, self._card_kwargs)
+            with full_precision(facts.model):  # the save compares reloaded logits: fp32 on both sides
+                save_pretrained(
+                    facts.model,
+                    output_dir,
+                    source=self.model_source,
+                    pruning=facts.record.summary(
+                        self.args.target_flops_reduction, list(facts.input_size), facts.macs, _num_params(facts.model)
+                    ),
+                    model_card=card,
+                    extra_files=figures,
+                    image_processor=self.processing_class if isinstance(self.processing_class, BaseImageProcessor) else None,
+                    labels=self._class_names(),
+                )
+        facts.record.save(output_dir, self.args)
 
     def create_model_card(
         self,
@@ -200,14 +216,19 @@ class PruningTrainer(Trainer):
         dataset_tags: str | list[str] | None = None,
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
+        dense_reference: dict[str, Any] | str | None = None,
     ) -> None:
         """Set the card's metadata (license, base model, dataset id and name, tags); later saves use it.
+
+        ``finetuned_from`` becomes the card's ``base_model`` only when it is a Hub id (not a local
+        path). ``dense_reference`` adds a trained dense model's row: ``{"top1": ..., "top5": ...}``
+        or the path of a dense run's ``eval_results.json``.
 
         The card itself (results, latency, plots, arguments, citation) is written by
         :meth:`save_model`, and rewritten here if ``output_dir`` already holds a saved model.
         """
         given = {"license": license, "tags": tags, "model_name": model_name, "finetuned_from": finetuned_from,
-                 "dataset_tags": dataset_tags, "dataset": dataset}
+                 "dataset_tags": dataset_tags, "dataset": dataset, "dense_reference": dense_reference}
         self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, WEIGHTS_NAME)):
             self.save_model()
@@ -240,7 +261,7 @@ class PruningTrainer(Trainer):
         return hf_api().upload_folder(
             repo_id=self.hub_model_id,
             folder_path=self.args.output_dir,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, *self._published_figures],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, MODEL_CARD_NAME, *self._published_figures],
             commit_message=commit_message,
             token=token,
             revision=revision if revision is not None else self.args.hub_revision,
@@ -267,48 +288,41 @@ class PruningTrainer(Trainer):
         )
         self.push_in_progress = PushInProgress([job])
 
-    def _pruning_summary(self) -> dict[str, Any]:
-        params = sum(p.numel() for p in self.model.parameters())
-        return {
-            "method": self.pruning_method.name,
-            "target_flops_reduction": self.args.target_flops_reduction,
-            "input_size": list(self._example_inputs().shape[1:]),
-            "macs_dense": self.dense_macs,
-            "macs": self.macs_model.base_macs if self.pruning_method.name != "none" else self.dense_macs,
-            "params_dense": self.pruning_events[0]["params_before"] if self.pruning_events else params,
-            "params": params,
-            "pruning_events": [
-                {key: event[key] for key in ("global_step", "epoch", "reason", "macs_after", "params_after", "macs_reduction")}
-                for event in self.pruning_events
-            ],
-        }
-
-    def _card_figures(self, scratch: str) -> dict[str, str]:
-        """The card's plots: per-layer widths, training curves, the method's own; ``{name: path}``."""
-        figures = {}
-        widths = self._layer_widths()
-        if widths:
-            figures[WIDTHS_PLOT_NAME] = plot_layer_widths(
-                widths, os.path.join(scratch, WIDTHS_PLOT_NAME), title=f"{self.pruning_method.name}: kept units per group"
-            )
-        curves = plot_training_curves(self, os.path.join(scratch, CURVES_PLOT_NAME))
-        if curves:
-            figures[CURVES_PLOT_NAME] = curves
-        for _, name in self.pruning_method.figures:
-            path = os.path.join(self.args.output_dir, name)
-            if os.path.isfile(path):
-                figures[name] = path
-        return figures
-
-    def _render_card(self, output_dir: str, figures: dict[str, str]) -> str:
-        self._published_figures = list(figures)
-        titles = {CURVES_PLOT_NAME: "Training curves", **{name: title for title, name in self.pruning_method.figures}}
-        inputs = card_inputs(
-            self, self.hub_model_id or output_dir, self._card_kwargs, [(titles[n], n) for n in figures if n in titles]
+    def _run_facts(self) -> RunFacts:
+        """A plain snapshot of the run for the saved files and the card."""
+        model = self.accelerator.unwrap_model(self.model)
+        return RunFacts(
+            record=self._record(),
+            args=self.args,
+            log_history=self.state.log_history,
+            model=model,
+            source=self.model_source,
+            input_size=tuple(self._example_inputs().shape[1:]),
+            macs=self.dense_macs if self.pruning_method.is_dense else self.macs_model.base_macs,
+            widths=self._layer_widths(),
+            method_figures=self.pruning_method.figures,
         )
-        inputs.widths_plot = WIDTHS_PLOT_NAME if WIDTHS_PLOT_NAME in figures else None
-        inputs.vanilla_loadable = uniform_source(self.model, self.model_source) is not self.model_source
-        return render_model_card(inputs)
+
+    def _class_names(self) -> list[str] | None:
+        """The names of the training set's one ``ClassLabel`` column (a timm model carries none itself)."""
+        features = getattr(self.train_dataset, "features", None) or {}
+        names = [feature.names for feature in features.values() if isinstance(feature, datasets.ClassLabel)]
+        return names[0] if len(names) == 1 else None
+
+    def _record(self) -> PruningRecord:
+        return PruningRecord(
+            self.pruning_method.name, self.pruning_method.state_dict(), self.dense_macs, self.pruning_events,
+            self._run_identity(),
+        )
+
+    def _run_identity(self) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        config = getattr(model, "config", None)
+        identity = {
+            "architecture": self.model_source.architecture if self.model_source else type(model).__name__,
+            "num_classes": getattr(model, "num_classes", None) or getattr(config, "num_labels", None),
+        }
+        return run_identity(self.args, self.pruning_method, identity)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Rebuild the checkpoint's (possibly slim) architecture and load every weight strictly.
@@ -334,20 +348,10 @@ class PruningTrainer(Trainer):
         self._graph = self._macs = None
 
     def _read_pruning_state(self, checkpoint: str) -> None:
-        path = os.path.join(checkpoint, PRUNING_STATE_NAME)
-        if not os.path.exists(path):
-            logger.warning(f"{checkpoint} has no {PRUNING_STATE_NAME}: the pruning method starts afresh")
-            return
-        with open(path) as f:
-            saved = json.load(f)
-        if saved["method"] != self.pruning_method.name:
-            raise ValueError(
-                f"{checkpoint} was written by pruning_method='{saved['method']}', but this run uses "
-                f"'{self.pruning_method.name}': resume with the same method"
-            )
-        self._restored_method_state = saved["method_state"]
-        self.dense_macs = saved["dense_macs"]
-        self.pruning_events = saved["pruning_events"]
+        record = PruningRecord.load(checkpoint, self._run_identity(), self.args.resume_with_changed_pruning)
+        if record is not None:
+            self._restored_method_state = record.method_state
+            self.dense_macs, self.pruning_events = record.dense_macs, record.events
 
     # ------------------------------------------------------------------ structure
     @property
@@ -393,12 +397,9 @@ class PruningTrainer(Trainer):
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _on_train_begin(self) -> None:
-        self._train_started = time.perf_counter()
-        if self.pruning_method.name == "none":
-            return  # a dense run: nothing to trace
         if self.dense_macs is None:
             self.dense_macs = self.macs_model.base_macs
-        self.pruning_method.on_train_begin(self._context())
+        self._run_hook(self.pruning_method.on_train_begin)
         if self._restored_method_state is not None:
             self.pruning_method.load_state_dict(self._restored_method_state)
             self._restored_method_state = None
@@ -422,7 +423,7 @@ class PruningTrainer(Trainer):
         broadcast and every other rank adopts them: all ranks apply the same plan and start the
         next hook from the same state.
         """
-        plan = hook(self._context())
+        plan = self._run_hook(hook)
         if self.accelerator.num_processes == 1:
             return plan
         decision = broadcast_object_list([plan, self.pruning_method.state_dict()], from_process=0)
@@ -430,20 +431,24 @@ class PruningTrainer(Trainer):
             self.pruning_method.load_state_dict(decision[1])
         return decision[0]
 
-    def _on_train_end(self) -> None:
-        if self.pruning_method.name == "none":
-            return
-        self.pruning_method.on_train_end(self._context())
-        widths = self._layer_widths()
-        if widths and self.args.should_save:
-            plot_layer_widths(widths, os.path.join(self.args.output_dir, WIDTHS_PLOT_NAME),
-                              title=f"{self.pruning_method.name}: kept units per group")
+    def _run_hook(self, hook: Callable[[PruningContext], Any]) -> Any:
+        """Call a method hook with mixed precision off: decisions must not depend on bf16 rounding."""
+        with full_precision(self.model):
+            return hook(self._context())
 
-    def _layer_widths(self) -> dict[str, tuple[int, int]]:
-        """``{group: (units before the first prune, units now)}`` of every group that was pruned."""
+    def _on_train_end(self) -> None:
+        self._run_hook(self.pruning_method.on_train_end)
+        if self.args.should_save:
+            write_widths_plot(self._layer_widths(), self.pruning_method.name, self.args.output_dir)
+
+    def _layer_widths(self) -> dict[str, tuple[int, int, str]]:
+        """``{group: (units before the first prune, units now, kind)}`` of every group, in model order.
+
+        Empty before the first prune (there is no structure to show)."""
         first = {n: w[0] for e in reversed(self.pruning_events) for n, w in e["widths"].items()}
-        groups = {g.name: g.num_units for g in self.structure.groups} if first else {}
-        return {n: (first[n], groups.get(n, first[n])) for n in groups if n in first}
+        order = {name: index for index, (name, _) in enumerate(self.model.named_modules())} if first else {}
+        groups = sorted(self.structure.groups, key=lambda g: order.get(g.name, len(order))) if first else []
+        return {g.name: (first.get(g.name, g.num_units), g.num_units, g.kind) for g in groups}
 
     def recover(self, num_steps: int) -> float:
         """Train ``num_steps`` extra optimizer steps at the current learning rate.
@@ -486,13 +491,13 @@ class PruningTrainer(Trainer):
         metrics_before = self._evaluate_for_event("before")
         eval_seconds = time.perf_counter() - eval_started
         macs_before = self.macs_model.base_macs
-        params_before = sum(p.numel() for p in self.model.parameters())
+        params_before = _num_params(self.model)
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
         old_params = dict(self.model.named_parameters())
         index_maps = self.structure.apply(plan.keep)
         self._graph = self._macs = None
         self._rebuild_optimizer(old_params, index_maps)
-        self._rewrap_model()
+        rewrap_model(self)
 
         macs_after = self.macs_model.base_macs
         eval_started = time.perf_counter()
@@ -509,98 +514,41 @@ class PruningTrainer(Trainer):
             "macs_before": macs_before,
             "macs_after": macs_after,
             "params_before": params_before,
-            "params_after": sum(p.numel() for p in self.model.parameters()),
+            "params_after": _num_params(self.model),
             "macs_reduction": 1.0 - macs_after / self.dense_macs,
             "widths": widths,
         }
         self.pruning_events.append(event)
         self.log({f"pruning/{k}": float(event[k]) for k in ("macs_after", "params_after", "macs_reduction")})
-        logger.info(
-            f"pruned at step {event['global_step']}: MACs {macs_before / 1e6:.2f}M -> {macs_after / 1e6:.2f}M, "
-            f"params {event['params_before'] / 1e6:.3f}M -> {event['params_after'] / 1e6:.3f}M ({plan.reason})"
-        )
+        self._announce(event)
         return event
+
+    def _announce(self, event: dict[str, Any]) -> None:
+        """One plain line per prune, printed like the Trainer's own logs (below the progress bar)."""
+        line = (
+            f"[hf_prune] pruned at step {event['global_step']} (epoch {event['epoch'] or 0:.2f}): MACs "
+            f"{event['macs_before'] / 1e6:.2f}M -> {event['macs_after'] / 1e6:.2f}M "
+            f"({event['macs_reduction']:.1%} below dense), params {event['params_before'] / 1e6:.3f}M -> "
+            f"{event['params_after'] / 1e6:.3f}M, method {self.pruning_method.name}: {event['reason']}"
+        )
+        if self.is_world_process_zero():
+            tqdm.write(line)
 
     def _evaluate_for_event(self, when: str) -> dict[str, float] | None:
         if not self.args.eval_around_prune or self.eval_dataset is None:
             return None
         if when == "before" or not self.args.eval_after_prune_bn_batches:
             return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
-        with recalibrated_batch_norm(self.model, self._calibration_batches()):
+        args = self.args
+        batches = calibration_batches(
+            self.train_dataset, self.data_collator, args.per_device_train_batch_size, args.eval_after_prune_bn_batches, args.seed
+        )
+        with recalibrated_batch_norm(self.model, batches):
             return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
 
-    def _calibration_batches(self) -> Iterator[torch.Tensor]:
-        """The same training images on every rank and every run; the training RNG is left untouched."""
-        batch_size, count = self.args.per_device_train_batch_size, self.args.eval_after_prune_bn_batches
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.args.seed)
-            order = torch.randperm(len(self.train_dataset))[: batch_size * count].tolist()
-            for start in range(0, len(order), batch_size):
-                items = [self.train_dataset[i] for i in order[start:start + batch_size]]
-                yield self.data_collator(items)["pixel_values"]
-
     def _rebuild_optimizer(self, old_params: dict[str, nn.Parameter], index_maps: dict[str, torch.Tensor]) -> None:
-        """New optimizer over the new parameters (state sliced or reset), scheduler at the same step."""
-        if self.optimizer is None:
-            return  # pruned before training started: train() builds everything
-        old_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
-        current_lrs = [group["lr"] for group in old_optimizer.param_groups]
-        scheduler_state = self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None
-        self._forget_in_accelerator(self.optimizer, self.lr_scheduler)
-
-        self.optimizer = self.lr_scheduler = None
-        self.create_optimizer()
-        new_optimizer = self.optimizer
-        if self.args.optimizer_state_after_prune == "slice":
-            _slice_optimizer_state(old_optimizer, new_optimizer, old_params, dict(self.model.named_parameters()), index_maps)
-        self.optimizer = self.accelerator.prepare_optimizer(new_optimizer)
-        self.create_scheduler(num_training_steps=self.state.max_steps, optimizer=self.optimizer)
-        if scheduler_state is not None:
-            self.lr_scheduler.load_state_dict(scheduler_state)
-        for group, lr in zip(new_optimizer.param_groups, current_lrs):
-            group["lr"] = lr  # a new scheduler sets its step-0 LR; continue at the current one
-        for attr in ("model", "optimizer", "lr_scheduler"):
-            setattr(self.callback_handler, attr, getattr(self, attr))
-
-    def _rewrap_model(self) -> None:
-        """Wrap the pruned model again (DDP buckets and compiled graphs hold the old tensors)."""
-        if self.model_wrapped is self.model:
-            return
-        self.accelerator._models = [m for m in self.accelerator._models if m is not self.model_wrapped]
-        original_forward = getattr(self.model, "_original_forward", None)
-        if original_forward is not None:
-            self.model.forward = original_forward  # accelerate re-applies its autocast wrapper once
-        self.model_wrapped = self.accelerator.prepare_model(self.model, device_placement=False)
-
-    def _forget_in_accelerator(self, optimizer, scheduler) -> None:
-        """Drop references that would keep the old parameters alive and be saved with state."""
-        acc = self.accelerator
-        acc._optimizers = [o for o in acc._optimizers if o is not optimizer]
-        acc._schedulers = [s for s in acc._schedulers if s is not scheduler]
+        rebuild_optimizer(self, old_params, index_maps, slice_state=self.args.optimizer_state_after_prune == "slice")
 
 
-def _slice_optimizer_state(old, new, old_params, new_params, index_maps) -> None:
-    """Carry each parameter's optimizer state over to its surviving elements."""
-    for name, new_param in new_params.items():
-        state = old.state.get(old_params.get(name))
-        if not state:
-            continue
-        old_shape = old_params[name].shape
-        flat_index = index_maps[name].flatten()
-        new.state[new_param] = {
-            key: value.flatten()[flat_index].view(new_param.shape).clone()
-            if torch.is_tensor(value) and value.shape == old_shape
-            else value
-            for key, value in state.items()
-        }
-
-
-def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-    _write_text_atomic(path, json.dumps(payload, indent=2))
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

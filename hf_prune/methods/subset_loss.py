@@ -2,8 +2,8 @@
 
 The subset is stratified (equal share per class), drawn and augmented once under a fixed seed,
 and kept as tensors: every candidate of every step sees the same images. Candidate losses are
-sums of cross-entropy, computed in fp32 even under mixed precision (autocast off), that can be
-all-reduced, so ranks that split the subset reach the same decisions.
+sums of cross-entropy (in fp32: the trainer runs method hooks with mixed precision off) that can
+be all-reduced, so ranks that split the subset reach the same decisions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_prune.structure import PrefixCache, mask_units
-from hf_prune.structure.counting import full_precision, logits_of
+from hf_prune.models.forward import logits_of
 
 Batch = dict[str, torch.Tensor]
 
@@ -169,7 +169,7 @@ class SubsetLoss:
         self.model.eval()
         bar = tqdm(total=len(candidates) * len(batches), desc="laasp candidates", leave=False, disable=self.disable_tqdm)
         try:
-            with torch.no_grad(), full_precision(self.model):
+            with torch.no_grad():
                 for batch in batches:
                     totals[-2:] += torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])], device=device)
                     for i, (candidate, frontier) in enumerate(zip(candidates, frontiers)):

@@ -5,7 +5,7 @@ two multiples can cost as much as the next one. This times ``nn.Conv2d(c, c, 3)`
 resolutions of a CIFAR ResNet for the dense width, widths a prune leaves (e.g. 22 of 32) and nearby
 multiples of 8::
 
-    OMP_NUM_THREADS=1 taskset -c 1 python scripts/benchmark_conv_widths.py
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_conv_widths.py
 """
 
 from __future__ import annotations

@@ -4,19 +4,20 @@
   magnitude pruning) with the same global batch, once as one process and once under
   ``torchrun --nproc_per_node 2`` (half the batch per process); the Trainer's ``train_runtime``
   and the whole command's wall time.
-* laasp_step: the candidates of one LAASP search step (``scripts/benchmark_laasp.py``'s setup)
+* laasp_step: the candidates of one LAASP search step (``benchmarks/benchmark_laasp.py``'s setup)
   scored on the same subset by 1 process and by 2 (each scores its half; loss sums all-reduced).
 
 Three setups: 1 process with 2 threads (the same cores as 2 processes), 1 process with 1 thread
 (one rank's share), and 2 processes with 1 thread each. Prints a markdown table::
 
-    python scripts/benchmark_distributed.py --output outputs/benchmark_distributed.json
+    python benchmarks/benchmark_distributed.py --output outputs/benchmark_distributed.json
 """
 
 from __future__ import annotations
 
 import json
 import os
+import runpy
 import statistics
 import subprocess
 import sys
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from benchmark_laasp import step_setup  # this script's folder is on sys.path when it runs
 from transformers import HfArgumentParser, set_seed
 
-SCRIPTS = Path(__file__).resolve().parent
-ROOT = SCRIPTS.parent
+ROOT = Path(__file__).resolve().parents[1]
+# A sibling program, not a package: its LAASP step setup is loaded by path.
+step_setup = runpy.run_path(str(ROOT / "benchmarks" / "benchmark_laasp.py"))["step_setup"]
 
 
 @dataclass
@@ -76,7 +77,7 @@ def benchmark_train(options: BenchmarkArguments) -> dict[str, Any]:
     for label, processes, threads in SETUPS:
         with tempfile.TemporaryDirectory(prefix="dist-bench-") as output_dir:
             command = [
-                str(SCRIPTS / "prune_image_classification.py"), "--output_dir", output_dir, "--use_cpu",
+                str(ROOT / "scripts" / "prune_image_classification.py"), "--output_dir", output_dir, "--use_cpu",
                 "--per_device_train_batch_size", str(options.global_batch_size // processes),
                 "--max_steps", str(options.max_steps), "--eval_strategy", "no", "--eval_around_prune", "false",
                 "--disable_tqdm", "true", "--seed", str(options.seed), "--logging_steps", "1000",

@@ -5,15 +5,16 @@ Each run goes through ``scripts/prune_image_classification.py`` and appends one 
 Then ``results.md`` (mean ± std over seeds, Welch's t-test of the paper methods against the
 others) and one ``accuracy_vs_macs_<model>.png`` per model are written::
 
-    python scripts/benchmark.py --quick            # CPU, about 10 minutes
-    python scripts/benchmark.py                    # the full grid (hours on CPU)
-    python scripts/benchmark.py --report_only      # reports from results.jsonl (e.g. merged shards)
+    python benchmarks/benchmark.py --quick         # CPU, about 10 minutes
+    python benchmarks/benchmark.py                 # the full grid (hours on CPU)
+    python benchmarks/benchmark.py --report_only   # reports from results.jsonl (e.g. merged shards)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import runpy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from hf_prune import AutoPrunedModel
 from hf_prune.latency import measure_latency_ms
 from hf_prune.plots import plot_scatter
 
-import prune_image_classification  # the sibling script (scripts/ is on sys.path)
+# A program, not a package: its main(argv) -> report is loaded by path.
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 KEY_FIELDS = ("model", "method", "target", "seed")
 PAPER_METHODS = ("ocsp", "laasp")
@@ -104,7 +107,7 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
     if options.max_train_samples:
         argv += ["--max_train_samples", str(options.max_train_samples)]
     started = time.perf_counter()
-    report = prune_image_classification.main(argv)
+    report = run_example(argv)
     events = report["pruning_events"]
     # LAASP prunes in many small steps: its last step is the one that reaches the target.
     after = (events[-1].get("metrics_after") or {}) if events else {}

@@ -4,7 +4,7 @@ Both train the same model (one wrapper that maps ``pixel_values`` to logits, so 
 same cross-entropy) on the same data with the same arguments, alternating A/B for ``--repeats``
 rounds; the median ``train_runtime`` of each is compared::
 
-    OMP_NUM_THREADS=1 taskset -c 1 python scripts/benchmark_overhead.py --threads 1
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_overhead.py --threads 1
 """
 
 from __future__ import annotations

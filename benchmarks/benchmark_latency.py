@@ -5,7 +5,7 @@ cost shrinks with the width, the convolutions' MACs with width squared. Folding 
 the convolutions (``torch.fx.experimental.optimization.fuse``, what an inference export does)
 removes one of those passes. Every saved model is loaded with ``AutoPrunedModel``::
 
-    OMP_NUM_THREADS=1 taskset -c 1 python scripts/benchmark_latency.py \\
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_latency.py \\
         --dense_dir outputs/benchmark/runs/cifar_resnet20-none-0.0-0 \\
         --slim_dirs outputs/benchmark/runs/cifar_resnet20-magnitude-0.5-0 outputs/benchmark/runs/cifar_resnet20-magnitude-0.8-0
 """
@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, count_macs_params
 from hf_prune.latency import measure_latency_ms
-from hf_prune.structure.counting import logits_of
+from hf_prune.models.forward import logits_of
 
 
 @dataclass

@@ -14,7 +14,7 @@ Two parts (``--mode step``, ``--mode run`` or ``--mode all``):
 
 Results go to ``--output`` (JSON) and a table is printed::
 
-    python scripts/benchmark_laasp.py --mode all --output outputs/benchmark_laasp.json
+    python benchmarks/benchmark_laasp.py --mode all --output outputs/benchmark_laasp.json
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import argparse
 import copy
 import json
 import os
+import runpy
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,12 +37,14 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import LAASPPruning, PruningContext
-from hf_prune.methods._subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss
 from hf_prune.methods.laasp import Candidate
 from hf_prune.models import load_model
 from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
 
-import prune_image_classification  # the sibling script (scripts/ is on sys.path)
+# A program, not a package: its main(argv) -> report is loaded by path.
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -175,7 +179,7 @@ def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
                                    *options.laasp_args.split()])):
         output_dir = tempfile.mkdtemp(prefix=f"laasp-bench-{name}-")
         started = time.perf_counter()
-        report = prune_image_classification.main(["--output_dir", output_dir, *common, *extra])
+        report = run_example(["--output_dir", output_dir, *common, *extra])
         results[name] = {"seconds": time.perf_counter() - started, "train_seconds": report["train_runtime"],
                          "top1": report["pruned"]["top1"],
                          "macs": report["pruned"]["macs"], "params": report["pruned"]["params"],

@@ -1,22 +1,24 @@
 """OCSPruner vs dense training vs one-shot magnitude pruning, side by side in one run.
 
 Each method trains the same model on the same data with the same epochs and seed through
-``prune_image_classification.main``. Prints a markdown table and writes ``results.json``:
+``scripts/prune_image_classification.py``. Prints a markdown table and writes ``results.json``:
 
-    python scripts/benchmark_ocsp.py --output_dir outputs/benchmark_ocsp
+    python benchmarks/benchmark_ocsp.py --output_dir outputs/benchmark_ocsp
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
+import runpy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import prune_image_classification  # noqa: E402  (a sibling script, not a package)
+# A program, not a package: its main(argv) -> report is loaded by path.
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 
 @dataclass
@@ -47,7 +49,7 @@ def run(args: BenchmarkArguments, method: str) -> dict:
     ]
     if args.max_train_samples:
         argv += ["--max_train_samples", str(args.max_train_samples)]
-    return prune_image_classification.main(argv)
+    return run_example(argv)
 
 
 def summarize(method: str, report: dict, dense_runtime: float) -> dict:

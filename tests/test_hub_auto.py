@@ -1,0 +1,139 @@
+"""Slim models through transformers' entry points: Auto classes, pipeline, evaluate's evaluator, saved preprocessing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import evaluate
+import pytest
+import timm
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification, ConvNextConfig, ViTConfig, pipeline
+
+from hf_prune import AutoPrunedModel, ModelSource, PruningTrainer, StructureGraph, save_pretrained
+from hf_prune.data import build_transform, collate_image_batch, load_image_classification_data, with_transforms
+from hf_prune.hub import image_processor_for
+from hf_prune.metrics import TOPK_ACCURACY_PATH, compute_topk_metrics
+from hf_prune.models import ImageDataConfig
+
+
+DATA_CONFIG = ImageDataConfig(input_size=(3, 32, 32), mean=(0.45, 0.4, 0.35), std=(0.25, 0.2, 0.3), crop_pct=0.875)
+KINDS = ["timm_cnn", "timm_vit", "transformers_vit", "transformers_convnext"]
+
+
+def _pruned_model(kind: str) -> tuple[torch.nn.Module, str, ModelSource]:
+    """A tiny 10-class model with a different number of units kept in every group (per-layer widths)."""
+    torch.manual_seed(0)
+    if kind == "timm_cnn":
+        model, library = timm.create_model("cifar_resnet20", num_classes=10), "timm"
+    elif kind == "timm_vit":
+        model, library = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=2), "timm"
+    elif kind == "transformers_vit":
+        config = ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=128, num_labels=10)
+        model, library = AutoModelForImageClassification.from_config(config), "transformers"
+    else:
+        config = ConvNextConfig(num_channels=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_labels=10)
+        model, library = AutoModelForImageClassification.from_config(config), "transformers"
+    source = ModelSource.from_model(model)
+    graph = StructureGraph(model.eval(), torch.randn(1, 3, 32, 32))
+    graph.apply({g.name: list(range(max(1, g.num_units - 1 - i % 3))) for i, g in enumerate(graph.groups)})
+    return model.eval(), library, source
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_image_classification_data("builtin:digits", seed=0, max_train_samples=16, max_eval_samples=24)
+
+
+def _trainer(make_args, tmp_path, kind: str, digits) -> PruningTrainer:
+    model, library, _ = _pruned_model(kind)
+    data = with_transforms(digits, DATA_CONFIG, hflip=False)
+    return PruningTrainer(
+        model=model, args=make_args(tmp_path, pruning_method="none", per_device_eval_batch_size=8,
+                                    remove_unused_columns=False, card_latency=False),
+        train_dataset=data.train, eval_dataset=data.validation, data_collator=collate_image_batch,
+        compute_metrics=compute_topk_metrics, processing_class=image_processor_for(DATA_CONFIG, library),
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pipeline_and_auto_class_reproduce_the_trainer(make_args, tmp_path, kind, digits):
+    trainer = _trainer(make_args, tmp_path / "run", kind, digits)
+    top1 = trainer.evaluate()["eval_top1"]
+    expected = trainer.predict(trainer.eval_dataset).predictions.argmax(-1).tolist()
+    trainer.save_model()
+    directory = tmp_path / "run"
+
+    classifier = pipeline("image-classification", model=str(directory))
+    images, labels = list(digits.validation[digits.image_column]), list(digits.validation[digits.label_column])
+    predicted = [digits.labels.index(result[0]["label"]) for result in classifier(images, top_k=1)]
+    assert predicted == expected  # class names saved, preprocessing as in training
+    assert sum(p == y for p, y in zip(predicted, labels)) / len(labels) == pytest.approx(top1)
+
+    auto = AutoModelForImageClassification.from_pretrained(directory)
+    pixels = collate_image_batch([trainer.eval_dataset[i] for i in range(4)])["pixel_values"]
+    with torch.no_grad():
+        expected_logits = trainer.model(pixels)
+        expected_logits = getattr(expected_logits, "logits", expected_logits)
+        assert torch.equal(auto(pixels).logits, expected_logits)
+        auto.save_pretrained(tmp_path / "again")  # a reloaded model saves a folder that loads again
+        again = AutoModelForImageClassification.from_pretrained(tmp_path / "again")
+        assert torch.equal(again(pixels).logits, expected_logits)
+    assert auto.config.id2label == dict(enumerate(digits.labels)) == again.config.id2label
+
+
+@pytest.mark.parametrize("kind", ["timm_cnn", "transformers_vit"])
+def test_saved_preprocessing_is_the_training_eval_transform(tmp_path, kind, digits):
+    model, library, source = _pruned_model(kind)
+    save_pretrained(model, tmp_path, source=source, image_processor=image_processor_for(DATA_CONFIG, library),
+                    pruning={"input_size": [3, 32, 32]})
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    images = list(digits.validation[digits.image_column])[:4]
+    found = processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+    expected = torch.stack([build_transform(DATA_CONFIG, train=False)(image) for image in images])
+    # timm: the very transform; transformers: the same steps, resized by another kernel (at most 2 grey levels).
+    tolerance = 0 if library == "timm" else 2 / 255 / min(DATA_CONFIG.std)
+    assert found.shape == expected.shape and (found - expected).abs().max() <= tolerance
+    config = json.loads((tmp_path / "config.json").read_text())
+    if library == "timm":
+        assert config["pretrained_cfg"]["mean"] == list(DATA_CONFIG.mean) and "hf_hub_id" not in config["pretrained_cfg"]
+        assert config["pretrained_cfg"]["input_size"] == [3, 32, 32] and config["pretrained_cfg"]["crop_pct"] == 0.875
+    else:
+        assert sorted(os.listdir(tmp_path)) == [".hf_prune", "config.json", "model.safetensors", "preprocessor_config.json"]
+
+
+def test_a_reloaded_per_layer_vit_states_its_widths_and_saves_without_a_source(tmp_path):
+    model, _, source = _pruned_model("transformers_vit")
+    save_pretrained(model, tmp_path / "a", source=source)
+    auto = AutoModelForImageClassification.from_pretrained(tmp_path / "a")
+    heads = auto.config.layer_widths["num_attention_heads"]
+    assert auto.config.model_type == "hf_prune" and len(set(heads)) > 1 and 4 not in heads
+    assert "num_attention_heads" not in auto.config.to_dict()  # the dense value lives under source_config only
+
+    bare = AutoPrunedModel.from_pretrained(tmp_path / "a")
+    save_pretrained(bare, tmp_path / "b")  # the source comes from the load
+    inputs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(AutoPrunedModel.from_pretrained(tmp_path / "b")(inputs).logits, model(inputs).logits)
+
+
+def test_a_model_without_a_known_source_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="pass source=ModelSource.from_model"):
+        save_pretrained(timm.create_model("cifar_resnet20", num_classes=10), tmp_path)
+
+
+def test_evaluate_evaluator_gives_the_trainer_top1(make_args, tmp_path, digits):
+    trainer = _trainer(make_args, tmp_path, "timm_cnn", digits)
+    top1 = trainer.evaluate()["eval_top1"]
+    trainer.save_model()
+    results = evaluate.evaluator("image-classification").compute(
+        model_or_pipeline=str(tmp_path),  # a path: evaluate 0.4.6 fails on transformers 5 given a Pipeline object
+        data=digits.validation,
+        metric=evaluate.load(TOPK_ACCURACY_PATH),
+        input_column=digits.image_column,
+        label_column=digits.label_column,
+        label_mapping={name: index for index, name in enumerate(digits.labels)},
+    )
+    assert results["top1"] == pytest.approx(top1)
