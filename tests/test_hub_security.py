@@ -137,6 +137,33 @@ def test_a_file_linking_outside_the_directory_is_never_read(saved_dir, tmp_path,
         load_model(str(saved_dir), 10)
 
 
+def test_a_hub_cache_snapshot_may_link_into_its_own_blobs(saved_dir, tmp_path, monkeypatch):
+    repo = tmp_path / "hub" / "models--someone--slim"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (repo / "blobs" / name).write_bytes((saved_dir / name).read_bytes())
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", name))
+    monkeypatch.setattr(pretrained_module, "snapshot_download", lambda repo_id, **kwargs: str(snapshot))
+    reloaded = AutoPrunedModel.from_pretrained("someone/slim")
+    assert torch.equal(reloaded(INPUTS), AutoPrunedModel.from_pretrained(saved_dir)(INPUTS))
+
+
+def test_an_hf_hub_timm_name_is_checked_like_a_local_dir(tmp_path, monkeypatch):
+    import hf_prune.models.loader as loader_module
+
+    source = timm.create_model("cifar_resnet20", num_classes=4)
+    timm.models.save_for_hf(source, tmp_path, safe_serialization=True)
+    monkeypatch.setattr(loader_module, "snapshot_download", lambda repo_id, **kwargs: str(tmp_path))
+    loaded = load_model("hf-hub:someone/resnet", 4, pretrained=True)
+    assert (loaded.source, loaded.name) == ("timm", "cifar_resnet20")
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    _edit_config(tmp_path, lambda c: c.update(model_args={"checkpoint_path": "/etc/evil.pth"}))
+    with pytest.raises(ValueError, match=r"\['checkpoint_path'\] would make timm load"):
+        load_model("hf-hub:someone/resnet", 4)
+
+
 @pytest.mark.parametrize("edit", [
     lambda spec: spec.update(modules=[]),
     lambda spec: spec["modules"].update(conv1=5),
@@ -184,7 +211,8 @@ def test_computed_buffers_are_rebuilt_on_a_model_built_on_meta(tmp_path, monkeyp
 
     built_on = []
     original_build = ModelSource.build
-    monkeypatch.setattr(ModelSource, "build", lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
+    monkeypatch.setattr(ModelSource, "build",
+                        lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
     reloaded = AutoPrunedModel.from_pretrained(tmp_path)
 
     assert built_on == ["meta"]
@@ -193,6 +221,23 @@ def test_computed_buffers_are_rebuilt_on_a_model_built_on_meta(tmp_path, monkeyp
     assert all(torch.equal(b, expected[n]) for n, b in reloaded.named_buffers())
     with torch.no_grad():
         assert torch.equal(_logits(reloaded(INPUTS)), _logits(model(INPUTS)))
+
+
+def test_a_computed_buffer_no_hook_rebuilds_comes_from_a_cpu_build(tmp_path, monkeypatch):
+    from timm.models.swin_transformer import WindowAttention
+
+    torch.manual_seed(0)
+    model = _timm_swin().eval()
+    save_pretrained(model, tmp_path, source=ModelSource.from_model(model))
+    monkeypatch.delattr(WindowAttention, "init_non_persistent_buffers")
+    built_on = []
+    original_build = ModelSource.build
+    monkeypatch.setattr(ModelSource, "build",
+                        lambda self, device="meta": built_on.append(str(device)) or original_build(self, device))
+    reloaded = AutoPrunedModel.from_pretrained(tmp_path)
+    assert built_on == ["meta", "cpu"]
+    with torch.no_grad():
+        assert torch.equal(reloaded(INPUTS), model(INPUTS))
 
 
 # ------------------------------------------------------------------------------- exact round trips
@@ -214,6 +259,21 @@ def test_a_setting_the_config_cannot_record_makes_the_save_refuse(saved_dir):
     with pytest.raises(PrunedModelError, match="does not reload exactly"):
         save_pretrained(model, saved_dir, source=source)
     assert _model_files(saved_dir) == before
+
+
+def test_a_mixed_precision_forward_is_not_taken_for_a_model_setting(tmp_path):
+    model, source = _resnet()
+    plain_forward = model.forward
+
+    def bf16_forward(*args, **kwargs):  # what accelerate's mixed_precision="bf16" does to a prepared model
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain_forward(*args, **kwargs).float()
+
+    model.forward = bf16_forward
+    save_pretrained(model, tmp_path, source=source)
+    assert model.forward is bf16_forward
+    with torch.no_grad():
+        assert torch.equal(AutoPrunedModel.from_pretrained(tmp_path)(INPUTS), plain_forward(INPUTS))
 
 
 # ------------------------------------------------------------------------------- all-or-nothing saves

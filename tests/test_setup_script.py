@@ -23,8 +23,8 @@ def _plan(tmp_path: Path, wheels: Path, **env: str) -> str:
 
 @pytest.fixture
 def pinned_torch() -> str:
-    return next(line.removeprefix("torch==") for line in (ROOT / "scripts" / "constraints-cpu.txt").read_text().splitlines()
-                if line.startswith("torch=="))
+    lines = (ROOT / "scripts" / "constraints-cpu.txt").read_text().splitlines()
+    return next(line.removeprefix("torch==") for line in lines if line.startswith("torch=="))
 
 
 def test_the_local_cpu_wheel_is_used_when_present(tmp_path, pinned_torch):

@@ -55,7 +55,8 @@ class ModelSource:
         else:
             object.__setattr__(self, "model_args", check_transformers_config(self.model_args))
             if self.architecture not in self.model_args.get("architectures", [self.architecture]):
-                raise ValueError(f"architecture {self.architecture!r} differs from the config's {self.model_args['architectures']}")
+                architectures = self.model_args["architectures"]
+                raise ValueError(f"architecture {self.architecture!r} differs from the config's {architectures}")
         try:
             json.dumps(self.model_args)
         except TypeError as err:

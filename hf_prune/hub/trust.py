@@ -142,7 +142,9 @@ def check_labels(labels: Any, where: str) -> None:
     for item in items:
         for part in item if isinstance(item, tuple) else (item,):
             if not isinstance(part, str | int) or isinstance(part, bool) or len(str(part)) > MAX_LABEL_LENGTH:
-                raise ValueError(f"'{where}' holds {part!r}: class names are strings of at most {MAX_LABEL_LENGTH} characters")
+                raise ValueError(
+                    f"'{where}' holds {part!r}: class names are strings of at most {MAX_LABEL_LENGTH} characters"
+                )
 
 
 def timm_data_fields(pretrained_cfg: Any) -> dict[str, Any]:

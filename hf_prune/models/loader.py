@@ -189,7 +189,7 @@ def _load_timm_dir(
 def _load_timm_weights(model: torch.nn.Module, directory: str, saved_classes: Any) -> None:
     path = contained_file(directory, _WEIGHTS_NAME)
     if not os.path.isfile(path):
-        raise ValueError(f"{directory} has no {_WEIGHTS_NAME}: only safetensors weights are loaded (pickles can run code)")
+        raise ValueError(f"{directory} has no {_WEIGHTS_NAME}: only safetensors weights are read (pickles run code)")
     try:
         state_dict = load_file(path)
     except (SafetensorError, OSError) as err:
@@ -272,7 +272,9 @@ def _load_timm(name: str, num_labels: int, pretrained: bool, image_size: int | N
     return _timm_loaded_model(model, name, dict(getattr(model, "_model_args", kwargs)), image_size)
 
 
-def _timm_loaded_model(model: torch.nn.Module, name: str, model_args: dict[str, Any], image_size: int | None) -> LoadedModel:
+def _timm_loaded_model(
+        model: torch.nn.Module, name: str, model_args: dict[str, Any], image_size: int | None
+) -> LoadedModel:
     """A timm model with its rebuild arguments and data config."""
     data = timm.data.resolve_data_config({}, model=model)
     channels = data["input_size"][0]
