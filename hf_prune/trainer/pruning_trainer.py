@@ -200,7 +200,7 @@ class PruningTrainer(Trainer):
                     ),
                     model_card=card,
                     extra_files=figures,
-                    image_processor=self.processing_class if isinstance(self.processing_class, BaseImageProcessor) else None,
+                    image_processor=self._image_processor(),
                     labels=self._class_names(),
                 )
         facts.record.save(output_dir, self.args)
@@ -261,7 +261,10 @@ class PruningTrainer(Trainer):
         return hf_api().upload_folder(
             repo_id=self.hub_model_id,
             folder_path=self.args.output_dir,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, MODEL_CARD_NAME, *self._published_figures],
+            allow_patterns=[
+                CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, *self._published_figures,
+                *([PREPROCESSOR_NAME] if self._image_processor() else []),
+            ],
             commit_message=commit_message,
             token=token,
             revision=revision if revision is not None else self.args.hub_revision,
@@ -302,6 +305,10 @@ class PruningTrainer(Trainer):
             widths=self._layer_widths(),
             method_figures=self.pruning_method.figures,
         )
+
+    def _image_processor(self) -> BaseImageProcessor | None:
+        """The eval preprocessing saved with the model (``processing_class``, when it is an image processor)."""
+        return self.processing_class if isinstance(self.processing_class, BaseImageProcessor) else None
 
     def _class_names(self) -> list[str] | None:
         """The names of the training set's one ``ClassLabel`` column (a timm model carries none itself)."""
