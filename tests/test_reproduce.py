@@ -17,7 +17,7 @@ FAKE_ACCELERATE = f"""#!{sys.executable}
 import runpy, sys
 args = sys.argv[sys.argv.index("scripts/prune_image_classification.py") + 1:]
 parser = runpy.run_path("scripts/prune_image_classification.py")["make_parser"]()
-model, data, training = parser.parse_args_into_dataclasses(args=args)
+model, data, _, training = parser.parse_args_into_dataclasses(args=args)
 print(model.model_name_or_path, data.dataset_name, training.pruning_method, training.target_flops_reduction)
 """
 
