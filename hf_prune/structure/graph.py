@@ -96,6 +96,15 @@ def _is_whole_group_conv(module: nn.Module) -> bool:
             and module.groups < module.out_channels)
 
 
+def _channels_per_group(module: Any) -> int | None:
+    """Channels per group of a layer that loses whole groups (grouped conv, GroupNorm), else None."""
+    if isinstance(module, nn.Module) and _is_whole_group_conv(module):
+        return module.out_channels // module.groups
+    if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+        return module.num_channels // module.num_groups
+    return None
+
+
 def _is_unsliceable_conv(module: nn.Module) -> bool:
     """A grouped convolution whose input and output channels differ: its channels stay."""
     return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_channel_coupled_conv(module)
@@ -236,8 +245,8 @@ class StructureGraph:
     def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None) -> dict[int, int]:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
-        Root indices that share a head, or a group of a grouped convolution anywhere in the
-        torch-pruning group, are tied together (union-find); units are numbered in root order.
+        Root indices that share a head, or a group of a grouped convolution or GroupNorm anywhere
+        in the torch-pruning group, are tied together (union-find); units are numbered in root order.
         """
         roots = [int(r) for r in tp_group[0].root_idxs]
         parent = {r: r for r in roots}
@@ -258,11 +267,10 @@ class StructureGraph:
             for r in roots:
                 tie(("head", family.head_of_channel(attention, root, r)), r)
         for item in tp_group:
-            conv = item.dep.target.module
-            if isinstance(conv, nn.Module) and _is_whole_group_conv(conv):
-                per_group = conv.out_channels // conv.groups
-                for i, r in zip(item.idxs, item.root_idxs):
-                    tie((conv, int(i) // per_group), int(r))
+            layer = item.dep.target.module
+            per_group = _channels_per_group(layer)
+            for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
+                tie((layer, int(i) // per_group), int(r))
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
@@ -331,7 +339,7 @@ class StructureGraph:
         return index_maps
 
     def _prune(self, tp_group: tp.Group) -> None:
-        """Torch-pruning's ``Group.prune``, except that grouped convolutions lose whole groups."""
+        """Torch-pruning's ``Group.prune``, except that grouped convolutions and GroupNorms lose whole groups."""
         regular = type(tp_group)()
         regular._DG = self._dg
         whole_groups = []
@@ -342,9 +350,14 @@ class StructureGraph:
                     whole_groups.append((target, item.idxs))
             else:
                 regular.add_dep(item.dep, item.idxs)
+        norms = {item.dep.target.module for item in regular if isinstance(item.dep.target.module, nn.GroupNorm)}
+        norm_group_width = {norm: _channels_per_group(norm) for norm in norms}
         regular.prune(record_history=False)
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
+        for norm, per_group in norm_group_width.items():
+            if per_group is not None:  # torch-pruning keeps num_groups; whole groups went
+                norm.num_groups = norm.num_channels // per_group
 
     def _removed_root_indices(self, keep: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
         by_name = {g.name: g for g in self.groups}
@@ -363,6 +376,9 @@ class StructureGraph:
 
 
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
+    """Torch-pruning's graph; its failures (not the model's own) become an :class:`UnprunableLayerError`."""
+    with torch.no_grad():
+        run_model(model, example_inputs)  # a model that does not run is not torch-pruning's failure
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
     except (AssertionError, TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:

@@ -1,0 +1,30 @@
+"""A fixed subset of the coverage sweep (benchmarks/coverage_sweep.py): prune to 50 % MACs, save, reload."""
+
+from __future__ import annotations
+
+import pytest
+
+import coverage_sweep
+
+# Grouped convolutions (by whole groups), a split kept whole, windowed attention with per-head
+# bias tables (transformers Swin), and a refusal retried with the ignored_layers it names.
+SUBSET = ["regnetx_002", "res2net50_14w_8s", "hf_swin", "cait_xxs24_224"]
+
+
+@pytest.mark.parametrize("key", SUBSET)
+def test_architecture_prunes_to_half_the_macs_and_reloads_equal(key):
+    row = coverage_sweep.run_in_process(coverage_sweep.ARCHS[key])
+    assert row["status"] in ("pruned", "refused; pruned with its fix"), row.get("error")
+    assert coverage_sweep.TARGET <= row["reduction"] < coverage_sweep.TARGET + 0.02
+    assert row["analytic_error"] < 0.01
+    assert row["reload_max_abs_diff"] <= coverage_sweep.RELOAD_TOLERANCE
+
+
+def test_table_counts_only_the_architectures_that_ran():
+    rows = [
+        {"library": "timm", "status": "pruned"},
+        {"library": "timm", "status": "refused; pruned with its fix"},
+        {"library": "timm", "status": "failed"},
+        {"library": "timm", "status": "not run"},
+    ]
+    assert coverage_sweep.summary_line(rows, "timm").startswith("timm: 1/3 prune to 50% MACs and reload equal (33%), 1 more")
