@@ -61,7 +61,7 @@ def _hf(family: str, model_type: str, image_size: int = 64, skip: str = "", **ov
 
 
 _VIT_SMALL = dict(embed_dim=64, depth=2, num_heads=2)
-_HF_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8)
+_HF_VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, patch_size=8)
 _HF_STAGES = dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
 _HF_SWIN = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], window_size=4, patch_size=2)
 
