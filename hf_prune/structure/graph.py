@@ -198,8 +198,8 @@ class StructureGraph:
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
-            if isinstance(target, tp.ops._SplitOp):
-                return None  # split sizes are often constants of a module (MixNet, Res2Net): kept whole
+            if isinstance(target, (tp.ops._SplitOp, tp.ops._SliceOp)):
+                return None  # split sizes and slice bounds are often constants (MixNet, Res2Net, DPN): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if target in self.ignored or self._feeds_attention(target, produces):
