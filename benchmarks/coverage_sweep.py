@@ -428,14 +428,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if unknown:
         raise SystemExit(f"unknown architectures {unknown}; known: {sorted(ARCHS)}")
     rows = []
+    partial = args.output.with_suffix(".partial.jsonl")  # rows so far, should the sweep be stopped
     for key in keys:
         rows.append(run_isolated(ARCHS[key], args.timeout))
+        write_atomically(partial, "".join(json.dumps(r) + "\n" for r in rows))
         r = rows[-1]
         print(f"{r['key']:32s} {r['status']:8s} {r.get('reduction', float('nan')):.3f} {r['seconds']:6.1f}s "
               f"{r.get('error', '')[:150]}", flush=True)
     if args.update:
         rows = _merged(args.output.with_suffix(".jsonl"), rows)
     write_atomically(args.output.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    partial.unlink()
     table = markdown_table(rows)
     write_atomically(args.output.with_suffix(".md"), table)
     if args.readme:
