@@ -253,8 +253,8 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
     analytic = MacsModel(graph, x[:1])
     args = hf_prune.PruningArguments(
         output_dir=str(work_dir), pruning_method="magnitude", target_flops_reduction=TARGET, max_steps=3,
-        prune_epoch=0.25, ignored_layers=ignored, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], save_strategy="no",
-        use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0, eval_around_prune=False, card_latency=False,
+        prune_epoch=0.25, ignored_layers=ignored, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[],
+        save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0, eval_around_prune=False, card_latency=False,
     )
     trainer = hf_prune.PruningTrainer(model=model, args=args, train_dataset=_RandomImages(arch.image_size))
     trainer.train()
@@ -342,7 +342,8 @@ def _guarded_row(arch: Arch, work_dir: Path) -> dict[str, Any]:
         return run_arch(arch, work_dir)
     except Exception as err:  # noqa: BLE001  (every failure is a result of the sweep)
         last = traceback.extract_tb(err.__traceback__)[-1]
-        return {"error": f"{str(err)[:600]} (at {Path(last.filename).name}:{last.lineno})", "error_type": type(err).__name__}
+        where = f"{Path(last.filename).name}:{last.lineno}"
+        return {"error": f"{str(err)[:600]} (at {where})", "error_type": type(err).__name__}
 
 
 def _finish_row(arch: Arch, row: dict[str, Any], started: float) -> dict[str, Any]:
@@ -366,7 +367,8 @@ def summary_line(rows: list[dict[str, Any]], library: str) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The coverage table: family -> status, reduction, notes."""
     lines = [summary_line(rows, "timm") + "; " + summary_line(rows, "transformers") + ".", "",
-             "| library | family | model | status | MACs cut | analytic err | reload max abs diff | latency ratio | notes |",
+             "| library | family | model | status | MACs cut | analytic err | reload max abs diff | latency ratio "
+             "| notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("skipped") or r.get("error"):

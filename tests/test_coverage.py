@@ -27,4 +27,5 @@ def test_table_counts_only_the_architectures_that_ran():
         {"library": "timm", "status": "failed"},
         {"library": "timm", "status": "not run"},
     ]
-    assert coverage_sweep.summary_line(rows, "timm").startswith("timm: 1/3 prune to 50% MACs and reload equal (33%), 1 more")
+    line = coverage_sweep.summary_line(rows, "timm")
+    assert line.startswith("timm: 1/3 prune to 50% MACs and reload equal (33%), 1 more")

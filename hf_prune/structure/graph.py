@@ -3,8 +3,8 @@
 With ``group_sparsity.py`` (the Torch-Pruning peer's regularizer), this module is the only place
 that talks to torch-pruning. It turns the library's dependency groups into plain descriptions
 (:class:`ChannelGroup`): which tensors hold which channels of a group, in units that can be
-removed (one channel, or one attention head). Methods score and choose units;
-:meth:`StructureGraph.apply` removes them physically.
+removed (one channel, one attention head, or one group of a grouped convolution or GroupNorm).
+Methods score and choose units; :meth:`StructureGraph.apply` removes them physically.
 """
 
 from __future__ import annotations
@@ -83,9 +83,17 @@ class ChannelGroup:
 
 
 def _tensor_dims(module: nn.Module, produces: bool) -> list[tuple[str, int]]:
-    """(attribute, dim) of every parameter of ``module`` that a channel cut slices."""
+    """(attribute, dim) of every parameter of ``module`` that a channel cut slices.
+
+    Raises:
+        UnprunableLayerError: an unknown layer type, or one with per-channel parameters its kind
+            does not slice (e.g. the ``gain`` of timm's ``ScaledStdConv2d``).
+    """
     kind = layer_kind(module)
     if kind is None:
+        raise UnprunableLayerError(type(module).__name__)
+    sliced = {attr for side in (True, False) for attr, _ in kind.sliced_tensors(module, side)}
+    if any(name not in sliced and p.numel() > 1 for name, p in module.named_parameters(recurse=False)):
         raise UnprunableLayerError(type(module).__name__)
     return kind.sliced_tensors(module, produces)
 
@@ -160,7 +168,7 @@ class StructureGraph:
                     forward_fn=lambda m, x: logits_of(run_model(m, x)),
                     ignored_layers=[],
                     # Per-head tables are sliced by head here, not by channel in torch-pruning.
-                    ignored_params=[params[name] for name, _ in self._all_head_parameters()],
+                    ignored_params=[params[name] for entries in self._head_parameters.values() for name, _ in entries],
                     verbose=False,
                 )
         finally:
@@ -169,9 +177,6 @@ class StructureGraph:
             if isinstance(module, nn.Module) and _is_whole_group_conv(module):
                 _couple_input_and_output(graph, node)
         return graph
-
-    def _all_head_parameters(self) -> list[tuple[str, int]]:
-        return [entry for entries in self._head_parameters.values() for entry in entries]
 
     def _collect_groups(self) -> list[ChannelGroup]:
         groups, unknown_attention = [], {}
