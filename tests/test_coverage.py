@@ -6,9 +6,9 @@ import pytest
 
 import coverage_sweep
 
-# Grouped convolutions (by whole groups), a split kept whole, windowed attention with per-head
-# bias tables (transformers Swin), and a refusal retried with the ignored_layers it names.
-SUBSET = ["regnetx_002", "res2net50_14w_8s", "hf_swin", "cait_xxs24_224"]
+# Grouped convolutions and GroupNorms (by whole groups), windowed attention with per-head bias
+# tables, and a refusal (XCiT's class attention) retried with the ignored_layers it names.
+SUBSET = ["hf_regnet", "hf_bit", "hf_swin", "xcit_nano_12_p16_224"]
 
 
 @pytest.mark.parametrize("key", SUBSET)

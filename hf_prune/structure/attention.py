@@ -96,7 +96,10 @@ def _is_query_key_value_attention(m: nn.Module) -> bool:
             and not hasattr(m, "logit_scale"))
 
 
-_TRANSFORMERS_HEAD_PARAMETERS = (("relative_position_bias.relative_position_bias_table", -1),)
+_TRANSFORMERS_HEAD_PARAMETERS = (
+    ("relative_position_bias.relative_position_bias_table", -1),  # Swin
+    ("relative_position_bias_table", -1),  # Donut-Swin
+)
 
 
 def _transformers_families() -> list[AttentionFamily]:
