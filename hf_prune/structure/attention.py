@@ -92,8 +92,9 @@ def _is_query_key_value_attention(m: nn.Module) -> bool:
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
             and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size")
-            # Swinv2's cosine attention keeps per-head scales and a bias MLP this family does not slice.
-            and not hasattr(m, "logit_scale"))
+            # Swinv2's cosine attention keeps per-head scales and a bias MLP this family does not slice;
+            # PVTv2 reshapes the attention output to the input width.
+            and not hasattr(m, "logit_scale") and type(m).__name__ != "PvtV2SelfAttention")
 
 
 _TRANSFORMERS_HEAD_PARAMETERS = (
