@@ -471,14 +471,12 @@ def classifier_names(model: nn.Module) -> list[str]:
     names = {m: n for n, m in model.named_modules()}
     get_classifier = getattr(model, "get_classifier", None)
     head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
-    if not isinstance(head, nn.Module) or head not in names:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
-        return [linears[-1]]
-    layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    has_head = isinstance(head, nn.Module) and head in names
+    layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))] if has_head else []
+    if not layers:  # e.g. HGNetV2's `classifier` only pools; its Linear is `fc`
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
     if not layers:
-        return [names[head]]
+        raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
     width = _out_width(layers[-1])
     return [names[m] for m in layers if _out_width(m) == width]
 
