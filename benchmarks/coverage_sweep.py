@@ -315,11 +315,11 @@ def run_isolated(arch: Arch, timeout: float) -> dict[str, Any]:
     child = multiprocessing.get_context("fork").Process(target=_child, args=(arch, sender))
     child.start()
     sender.close()
-    if receiver.poll(timeout):
-        row = receiver.recv()
-    else:
-        row = {"error": f"timed out after {timeout:.0f} s" if child.is_alive() else "the worker crashed",
-               "error_type": "Timeout" if child.is_alive() else "Crash"}
+    try:
+        row = receiver.recv() if receiver.poll(timeout) else {"error": f"timed out after {timeout:.0f} s",
+                                                               "error_type": "Timeout"}
+    except EOFError:  # the child died without a row
+        row = {"error": f"the worker crashed (exit code {child.exitcode})", "error_type": "Crash"}
     child.kill()
     child.join()
     return _finish_row(arch, row, started)
