@@ -333,3 +333,25 @@ def test_attention_of_an_unknown_family_is_refused_with_the_fix():
     assert {f"blocks_token_only.0.attn.{n}" for n in ("q", "k", "v", "proj")} <= set(suggested)
     graph = StructureGraph(model, x, ignored_layers=suggested)
     assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)
+
+
+class _Gained(nn.Module):
+    """A weight-standardized conv: its per-channel ``gain`` is a parameter no layer kind slices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 8, 3)
+        self.conv1 = nn.Conv2d(8, 8, 3)
+        self.conv2 = timm.layers.ScaledStdConv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.conv1(self.conv0(x))).mean((2, 3)))
+
+
+def test_layer_with_unsliced_per_channel_parameters_is_refused_with_the_fix():
+    with pytest.raises(UnprunableLayerError, match=r"'conv2' \(ScaledStdConv2d\)") as info:
+        StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16))
+    assert info.value.ignored_layers == ["conv2"]
+    graph = StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16), ignored_layers=["conv2"])
+    assert [g.modules for g in graph.groups] == [("conv0", "conv1")]
