@@ -61,7 +61,7 @@ def _hf(family: str, model_type: str, image_size: int = 64, skip: str = "", **ov
 
 
 _VIT_SMALL = dict(embed_dim=64, depth=2, num_heads=2)
-_HF_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8)
+_HF_VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, patch_size=8)
 _HF_STAGES = dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
 _HF_SWIN = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], window_size=4, patch_size=2)
 
@@ -253,8 +253,8 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
     analytic = MacsModel(graph, x[:1])
     args = hf_prune.PruningArguments(
         output_dir=str(work_dir), pruning_method="magnitude", target_flops_reduction=TARGET, max_steps=3,
-        prune_epoch=0.25, ignored_layers=ignored, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], save_strategy="no",
-        use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0, eval_around_prune=False, card_latency=False,
+        prune_epoch=0.25, ignored_layers=ignored, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[],
+        save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0, eval_around_prune=False, card_latency=False,
     )
     trainer = hf_prune.PruningTrainer(model=model, args=args, train_dataset=_RandomImages(arch.image_size))
     trainer.train()
@@ -315,11 +315,11 @@ def run_isolated(arch: Arch, timeout: float) -> dict[str, Any]:
     child = multiprocessing.get_context("fork").Process(target=_child, args=(arch, sender))
     child.start()
     sender.close()
-    if receiver.poll(timeout):
-        row = receiver.recv()
-    else:
-        row = {"error": f"timed out after {timeout:.0f} s" if child.is_alive() else "the worker crashed",
-               "error_type": "Timeout" if child.is_alive() else "Crash"}
+    try:
+        row = receiver.recv() if receiver.poll(timeout) else {"error": f"timed out after {timeout:.0f} s",
+                                                               "error_type": "Timeout"}
+    except EOFError:  # the child died without a row
+        row = {"error": f"the worker crashed (exit code {child.exitcode})", "error_type": "Crash"}
     child.kill()
     child.join()
     return _finish_row(arch, row, started)
@@ -342,7 +342,8 @@ def _guarded_row(arch: Arch, work_dir: Path) -> dict[str, Any]:
         return run_arch(arch, work_dir)
     except Exception as err:  # noqa: BLE001  (every failure is a result of the sweep)
         last = traceback.extract_tb(err.__traceback__)[-1]
-        return {"error": f"{str(err)[:600]} (at {Path(last.filename).name}:{last.lineno})", "error_type": type(err).__name__}
+        where = f"{Path(last.filename).name}:{last.lineno}"
+        return {"error": f"{str(err)[:600]} (at {where})", "error_type": type(err).__name__}
 
 
 def _finish_row(arch: Arch, row: dict[str, Any], started: float) -> dict[str, Any]:
@@ -366,7 +367,8 @@ def summary_line(rows: list[dict[str, Any]], library: str) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The coverage table: family -> status, reduction, notes."""
     lines = [summary_line(rows, "timm") + "; " + summary_line(rows, "transformers") + ".", "",
-             "| library | family | model | status | MACs cut | analytic err | reload max abs diff | latency ratio | notes |",
+             "| library | family | model | status | MACs cut | analytic err | reload max abs diff | latency ratio "
+             "| notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("skipped") or r.get("error"):
@@ -428,14 +430,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if unknown:
         raise SystemExit(f"unknown architectures {unknown}; known: {sorted(ARCHS)}")
     rows = []
+    partial = args.output.with_suffix(".partial.jsonl")  # rows so far, should the sweep be stopped
     for key in keys:
         rows.append(run_isolated(ARCHS[key], args.timeout))
+        write_atomically(partial, "".join(json.dumps(r) + "\n" for r in rows))
         r = rows[-1]
         print(f"{r['key']:32s} {r['status']:8s} {r.get('reduction', float('nan')):.3f} {r['seconds']:6.1f}s "
               f"{r.get('error', '')[:150]}", flush=True)
     if args.update:
         rows = _merged(args.output.with_suffix(".jsonl"), rows)
     write_atomically(args.output.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    partial.unlink()
     table = markdown_table(rows)
     write_atomically(args.output.with_suffix(".md"), table)
     if args.readme:

@@ -274,8 +274,11 @@ def test_grouped_convolutions_lose_whole_groups():
     model, build, x = _build("resnext26ts")
     graph = StructureGraph(model, x[:1])
     modules = dict(model.named_modules())
-    group = next(g for g in graph.groups if any(modules[m].groups > 1 for m in g.modules if isinstance(modules[m], nn.Conv2d)))
-    conv_name = next(m for m in group.modules if isinstance(modules[m], nn.Conv2d) and modules[m].groups > 1)
+    def grouped_conv(group):
+        return next((m for m in group.modules if isinstance(modules[m], nn.Conv2d) and modules[m].groups > 1), None)
+
+    group = next(g for g in graph.groups if grouped_conv(g))
+    conv_name = grouped_conv(group)
     conv = modules[conv_name]
     groups, per_group = conv.groups, conv.out_channels // conv.groups
     assert group.num_units == groups
@@ -284,7 +287,8 @@ def test_grouped_convolutions_lose_whole_groups():
 
     graph.apply({group.name: [u for u in range(groups) if u != 1]})
 
-    assert (conv.groups, conv.in_channels, conv.out_channels) == (groups - 1, (groups - 1) * per_group, (groups - 1) * per_group)
+    kept_width = (groups - 1) * per_group
+    assert (conv.groups, conv.in_channels, conv.out_channels) == (groups - 1, kept_width, kept_width)
     assert conv.weight.shape[:2] == (conv.out_channels, per_group)
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
@@ -329,3 +333,25 @@ def test_attention_of_an_unknown_family_is_refused_with_the_fix():
     assert {f"blocks_token_only.0.attn.{n}" for n in ("q", "k", "v", "proj")} <= set(suggested)
     graph = StructureGraph(model, x, ignored_layers=suggested)
     assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)
+
+
+class _Gained(nn.Module):
+    """A weight-standardized conv: its per-channel ``gain`` is a parameter no layer kind slices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 8, 3)
+        self.conv1 = nn.Conv2d(8, 8, 3)
+        self.conv2 = timm.layers.ScaledStdConv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.conv1(self.conv0(x))).mean((2, 3)))
+
+
+def test_layer_with_unsliced_per_channel_parameters_is_refused_with_the_fix():
+    with pytest.raises(UnprunableLayerError, match=r"'conv2' \(ScaledStdConv2d\)") as info:
+        StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16))
+    assert info.value.ignored_layers == ["conv2"]
+    graph = StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16), ignored_layers=["conv2"])
+    assert [g.modules for g in graph.groups] == [("conv0", "conv1")]

@@ -91,10 +91,16 @@ def _is_query_key_value_attention(m: nn.Module) -> bool:
     projections = (getattr(m, name, None) for name in ("query", "key", "value"))
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
-            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size"))
+            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size")
+            # Swinv2's cosine attention keeps per-head scales and a bias MLP this family does not slice;
+            # PVTv2 reshapes the attention output to the input width.
+            and not hasattr(m, "logit_scale") and type(m).__name__ != "PvtV2SelfAttention")
 
 
-_TRANSFORMERS_HEAD_PARAMETERS = (("relative_position_bias.relative_position_bias_table", -1),)
+_TRANSFORMERS_HEAD_PARAMETERS = (
+    ("relative_position_bias.relative_position_bias_table", -1),  # Swin
+    ("relative_position_bias_table", -1),  # Donut-Swin
+)
 
 
 def _transformers_families() -> list[AttentionFamily]:

@@ -32,7 +32,9 @@ def count_module_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     model.eval()
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     try:
-        with torch.no_grad(), counter:
+        # Autograd stays on: under no_grad the counter's module tracker fails on some models (CaiT:
+        # "Expected gradient function to be set"). One forward's graph is freed at once.
+        with torch.enable_grad(), counter:
             run_model(model, example_inputs)
     finally:
         model.train(was_training)

@@ -3,8 +3,8 @@
 With ``group_sparsity.py`` (the Torch-Pruning peer's regularizer), this module is the only place
 that talks to torch-pruning. It turns the library's dependency groups into plain descriptions
 (:class:`ChannelGroup`): which tensors hold which channels of a group, in units that can be
-removed (one channel, or one attention head). Methods score and choose units;
-:meth:`StructureGraph.apply` removes them physically.
+removed (one channel, one attention head, or one group of a grouped convolution or GroupNorm).
+Methods score and choose units; :meth:`StructureGraph.apply` removes them physically.
 """
 
 from __future__ import annotations
@@ -83,9 +83,17 @@ class ChannelGroup:
 
 
 def _tensor_dims(module: nn.Module, produces: bool) -> list[tuple[str, int]]:
-    """(attribute, dim) of every parameter of ``module`` that a channel cut slices."""
+    """(attribute, dim) of every parameter of ``module`` that a channel cut slices.
+
+    Raises:
+        UnprunableLayerError: an unknown layer type, or one with per-channel parameters its kind
+            does not slice (e.g. the ``gain`` of timm's ``ScaledStdConv2d``).
+    """
     kind = layer_kind(module)
     if kind is None:
+        raise UnprunableLayerError(type(module).__name__)
+    sliced = {attr for side in (True, False) for attr, _ in kind.sliced_tensors(module, side)}
+    if any(name not in sliced and p.numel() > 1 for name, p in module.named_parameters(recurse=False)):
         raise UnprunableLayerError(type(module).__name__)
     return kind.sliced_tensors(module, produces)
 
@@ -94,6 +102,15 @@ def _is_whole_group_conv(module: nn.Module) -> bool:
     """A grouped (not depthwise) convolution that is pruned by whole groups."""
     return (isinstance(module, nn.modules.conv._ConvNd) and is_channel_coupled_conv(module)
             and module.groups < module.out_channels)
+
+
+def _channels_per_group(module: Any) -> int | None:
+    """Channels per group of a layer that loses whole groups (grouped conv, GroupNorm), else None."""
+    if isinstance(module, nn.Module) and _is_whole_group_conv(module):
+        return module.out_channels // module.groups
+    if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+        return module.num_channels // module.num_groups
+    return None
 
 
 def _is_unsliceable_conv(module: nn.Module) -> bool:
@@ -151,7 +168,7 @@ class StructureGraph:
                     forward_fn=lambda m, x: logits_of(run_model(m, x)),
                     ignored_layers=[],
                     # Per-head tables are sliced by head here, not by channel in torch-pruning.
-                    ignored_params=[params[name] for name, _ in self._all_head_parameters()],
+                    ignored_params=[params[name] for entries in self._head_parameters.values() for name, _ in entries],
                     verbose=False,
                 )
         finally:
@@ -160,9 +177,6 @@ class StructureGraph:
             if isinstance(module, nn.Module) and _is_whole_group_conv(module):
                 _couple_input_and_output(graph, node)
         return graph
-
-    def _all_head_parameters(self) -> list[tuple[str, int]]:
-        return [entry for entries in self._head_parameters.values() for entry in entries]
 
     def _collect_groups(self) -> list[ChannelGroup]:
         groups, unknown_attention = [], {}
@@ -189,8 +203,8 @@ class StructureGraph:
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
-            if isinstance(target, tp.ops._SplitOp):
-                return None  # split sizes are often constants of a module (MixNet, Res2Net): kept whole
+            if isinstance(target, (tp.ops._SplitOp, tp.ops._SliceOp)):
+                return None  # split sizes and slice bounds are often constants (MixNet, Res2Net, DPN): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if target in self.ignored or self._feeds_attention(target, produces):
@@ -236,8 +250,8 @@ class StructureGraph:
     def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None) -> dict[int, int]:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
-        Root indices that share a head, or a group of a grouped convolution anywhere in the
-        torch-pruning group, are tied together (union-find); units are numbered in root order.
+        Root indices that share a head, or a group of a grouped convolution or GroupNorm anywhere
+        in the torch-pruning group, are tied together (union-find); units are numbered in root order.
         """
         roots = [int(r) for r in tp_group[0].root_idxs]
         parent = {r: r for r in roots}
@@ -258,11 +272,10 @@ class StructureGraph:
             for r in roots:
                 tie(("head", family.head_of_channel(attention, root, r)), r)
         for item in tp_group:
-            conv = item.dep.target.module
-            if isinstance(conv, nn.Module) and _is_whole_group_conv(conv):
-                per_group = conv.out_channels // conv.groups
-                for i, r in zip(item.idxs, item.root_idxs):
-                    tie((conv, int(i) // per_group), int(r))
+            layer = item.dep.target.module
+            per_group = _channels_per_group(layer)
+            for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
+                tie((layer, int(i) // per_group), int(r))
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
@@ -331,7 +344,7 @@ class StructureGraph:
         return index_maps
 
     def _prune(self, tp_group: tp.Group) -> None:
-        """Torch-pruning's ``Group.prune``, except that grouped convolutions lose whole groups."""
+        """Torch-pruning's ``Group.prune``, except that grouped convolutions and GroupNorms lose whole groups."""
         regular = type(tp_group)()
         regular._DG = self._dg
         whole_groups = []
@@ -342,9 +355,14 @@ class StructureGraph:
                     whole_groups.append((target, item.idxs))
             else:
                 regular.add_dep(item.dep, item.idxs)
+        norms = {item.dep.target.module for item in regular if isinstance(item.dep.target.module, nn.GroupNorm)}
+        norm_group_width = {norm: _channels_per_group(norm) for norm in norms}
         regular.prune(record_history=False)
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
+        for norm, per_group in norm_group_width.items():
+            if per_group is not None:  # torch-pruning keeps num_groups; whole groups went
+                norm.num_groups = norm.num_channels // per_group
 
     def _removed_root_indices(self, keep: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
         by_name = {g.name: g for g in self.groups}
@@ -363,6 +381,9 @@ class StructureGraph:
 
 
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
+    """Torch-pruning's graph; its failures (not the model's own) become an :class:`UnprunableLayerError`."""
+    with torch.no_grad():
+        run_model(model, example_inputs)  # a model that does not run is not torch-pruning's failure
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
     except (AssertionError, TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
@@ -450,14 +471,12 @@ def classifier_names(model: nn.Module) -> list[str]:
     names = {m: n for n, m in model.named_modules()}
     get_classifier = getattr(model, "get_classifier", None)
     head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
-    if not isinstance(head, nn.Module) or head not in names:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
-        return [linears[-1]]
-    layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    has_head = isinstance(head, nn.Module) and head in names
+    layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))] if has_head else []
+    if not layers:  # e.g. HGNetV2's `classifier` only pools; its Linear is `fc`
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
     if not layers:
-        return [names[head]]
+        raise ValueError("cannot find the classifier layer: pass it in ignored_layers")
     width = _out_width(layers[-1])
     return [names[m] for m in layers if _out_width(m) == width]
 

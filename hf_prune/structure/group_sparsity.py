@@ -24,7 +24,7 @@ class GroupNormSparsity:
     """Torch-Pruning's ``GroupNormPruner`` on the model of ``graph``.
 
     Args:
-        graph: the model's structure now; its ignored layers (classifier, grouped convs, user
+        graph: the model's structure now; its ignored layers (classifier, grouped convs of unequal widths, user
             ``ignored_layers``) are ignored by the pruner too.
         example_inputs: a batch to trace the model with.
         reg: the regularization coefficient (``GroupNormPruner(reg=...)``).

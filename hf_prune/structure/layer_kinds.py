@@ -73,7 +73,7 @@ _TORCH_KINDS: tuple[LayerKind, ...] = (
     LayerKind(nn.Linear, _linear_tensors, ("in_features", "out_features"), channel_dim=-1, macs_scale_with_widths=True),
     LayerKind(nn.modules.batchnorm._BatchNorm, _affine_tensors(0), ("num_features",), channel_dim=1),
     LayerKind(nn.modules.instancenorm._InstanceNorm, _affine_tensors(0), ("num_features",), channel_dim=1),
-    LayerKind(nn.GroupNorm, _affine_tensors(0), ("num_channels",), channel_dim=1, cross_channel=True),
+    LayerKind(nn.GroupNorm, _affine_tensors(0), ("num_channels", "num_groups"), channel_dim=1, cross_channel=True),
     LayerKind(nn.LayerNorm, _affine_tensors(-1), ("normalized_shape",), channel_dim=-1, cross_channel=True),
     LayerKind(nn.PReLU, _prelu_tensors, ("num_parameters",), channel_dim=None),
 )
