@@ -46,7 +46,7 @@ from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, expo
 from .model_dir import discard, new_version, publish
 from .preprocessing import PREPROCESSOR_NAME, timm_pretrained_cfg
 from .source import MODEL_TYPE, SOURCE_CONFIG_KEY, ModelSource
-from .trust import check_labels, contained_file
+from .trust import check_labels, contained_file, read_json_object
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -196,16 +196,13 @@ class AutoPrunedModel:
     @staticmethod
     def load_config(directory: str | os.PathLike) -> dict[str, Any]:
         """The ``config.json`` of a local slim-model directory, checked for an ``hf_prune`` section."""
-        path, real_path = os.path.join(directory, CONFIG_NAME), _contained(directory, CONFIG_NAME)
-        if not os.path.isfile(real_path):
-            raise PrunedModelError(f"{directory} has no {CONFIG_NAME}: it is not a saved model directory")
+        path = os.path.join(directory, CONFIG_NAME)
         try:
-            with open(real_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PrunedModelError(f"{path} is not valid JSON ({err}): save or download the model again") from err
-        if not isinstance(config, dict):
-            raise PrunedModelError(f"{path} holds a JSON {type(config).__name__}, not an object: not a model config")
+            config = read_json_object(directory, CONFIG_NAME)
+        except FileNotFoundError:
+            raise PrunedModelError(f"{directory} has no {CONFIG_NAME}: it is not a saved model directory") from None
+        except ValueError as err:
+            raise PrunedModelError(str(err)) from err
         section = config.get("hf_prune")
         if not isinstance(section, dict) or not isinstance(section.get("shape_spec"), dict):
             raise PrunedModelError(

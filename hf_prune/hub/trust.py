@@ -9,6 +9,7 @@ is built. Every file read from a directory must resolve inside it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -173,6 +174,26 @@ def contained_file(directory: str | os.PathLike, name: str) -> str:
             "inside it (copy the file in instead of linking it)"
         )
     return path
+
+
+def read_json_object(directory: str | os.PathLike, name: str) -> dict[str, Any]:
+    """The JSON object in ``directory/name`` (contained in the directory).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: it links outside, is not valid JSON or not an object (the message names the fix).
+    """
+    path, real_path = os.path.join(directory, name), contained_file(directory, name)
+    if not os.path.isfile(real_path):
+        raise FileNotFoundError(path)
+    try:
+        with open(real_path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): save or download the model again") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object: not a model config")
+    return value
 
 
 def _containment_root(directory: str | os.PathLike) -> str:

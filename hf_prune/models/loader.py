@@ -18,7 +18,6 @@ or kernels), its files must not link outside it, and only safetensors weights ar
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -33,7 +32,13 @@ from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers import CONFIG_MAPPING, AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
 
-from hf_prune.hub.trust import check_timm_source, check_transformers_config, contained_file, timm_data_fields
+from hf_prune.hub.trust import (
+    check_timm_source,
+    check_transformers_config,
+    contained_file,
+    read_json_object,
+    timm_data_fields,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,17 +147,10 @@ def _read_config(directory: str) -> dict[str, Any]:
     for name in os.listdir(directory):
         if name.endswith((".json", ".safetensors")):
             contained_file(directory, name)
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"Model directory {directory!r} has no config.json")
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): save or download the model again") from err
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object: it is not a model config")
-    return config
+        return read_json_object(directory, "config.json")
+    except FileNotFoundError:
+        raise ValueError(f"Model directory {directory!r} has no config.json") from None
 
 
 def _download_timm_dir(repo_id: str, pretrained: bool) -> str:
