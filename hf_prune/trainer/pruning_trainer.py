@@ -464,9 +464,9 @@ class PruningTrainer(Trainer):
         Returns the logged event: MACs/params before and after, reduction vs. the dense model,
         and the width of every changed group.
         """
-        eval_started = time.perf_counter()
+        eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
         metrics_before = self._evaluate_for_event("before")
-        eval_seconds = time.perf_counter() - eval_started
+        eval_seconds, eval_cpu_seconds = time.perf_counter() - eval_started, time.process_time() - eval_cpu_started
         macs_before = self.macs_model.base_macs
         params_before = _num_params(self.model)
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
@@ -477,13 +477,15 @@ class PruningTrainer(Trainer):
         rewrap_model(self)
 
         macs_after = self.macs_model.base_macs
-        eval_started = time.perf_counter()
+        eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
         metrics_after = self._evaluate_for_event("after")
         eval_seconds += time.perf_counter() - eval_started
+        eval_cpu_seconds += time.process_time() - eval_cpu_started
         event = {
             "metrics_before": metrics_before,
             "metrics_after": metrics_after,
             "eval_seconds": eval_seconds,  # eval_around_prune's share of train_runtime
+            "eval_cpu_seconds": eval_cpu_seconds,  # the same in CPU process time
             "global_step": self.state.global_step,
             "epoch": self.state.epoch,
             "train_seconds": time.perf_counter() - self._train_started,
