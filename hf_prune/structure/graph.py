@@ -99,8 +99,8 @@ class StructureGraph:
         model: a timm or transformers vision model (or any ``nn.Module``).
         example_inputs: a small batch (e.g. ``torch.randn(1, 3, 32, 32)``) used to trace the graph.
         ignored_layers: module names whose shapes must not change; every group touching them is
-            left out. The classifier (``get_classifier()`` or the last Linear) is always kept at
-            its number of classes.
+            left out. The classifier (``get_classifier()`` or the last Linear) always keeps its
+            number of classes, but the group feeding it is prunable: it loses input columns.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] = ()) -> None:
@@ -112,7 +112,8 @@ class StructureGraph:
         if unknown:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
         self.classifier_name = classifier_name(model)
-        self.ignored = {modules[n] for n in ignored_layers} | {modules[self.classifier_name]}
+        self._classifier = modules[self.classifier_name]
+        self.ignored = {modules[n] for n in ignored_layers}
         self.ignored |= {modules[n] for n in _grouped_conv_names(model)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
@@ -159,8 +160,8 @@ class StructureGraph:
                 continue
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
-            if target in self.ignored or self._feeds_attention(target, produces):
-                return None
+            if target in self.ignored or self._feeds_attention(target, produces) or (target is self._classifier and produces):
+                return None  # only the classifier's output (the classes) is fixed; its input columns may go
             touched.append(self._names[target])
             try:
                 dims = _tensor_dims(target, produces)
