@@ -182,7 +182,8 @@ def test_index_maps_trace_every_kept_element():
     assert torch.equal(new_weight.detach(), old_weight.flatten()[maps[weight_name].flatten()].view(new_weight.shape))
 
 
-def test_unit_saliency_matches_a_hand_count():
+@pytest.mark.parametrize("fan_power", [1.0, 0.5])
+def test_unit_saliency_matches_a_hand_count(fan_power):
     model, _, x = _build("cifar_resnet20")
     graph = StructureGraph(model, x[:1])
     group = graph.groups[0]
@@ -193,8 +194,8 @@ def test_unit_saliency_matches_a_hand_count():
         w = params[s.param_name].detach().movedim(s.dim, 0)
         for unit in range(group.num_units):
             channel = w[s.index[unit]]
-            expected[unit] += channel.pow(2).sum() / w[0].numel()
-    torch.testing.assert_close(unit_saliency(model, group), expected / len(weights))
+            expected[unit] += channel.pow(2).sum() / w[0].numel() ** fan_power
+    torch.testing.assert_close(unit_saliency(model, group, fan_power), expected / len(weights))
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
