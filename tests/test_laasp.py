@@ -118,6 +118,7 @@ def test_one_step_removes_about_flops_step_of_the_dense_macs(tmp_path):
     context = _context(model, _args(tmp_path, laasp_flops_step=0.01, layer_prune_limit=0.9))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in context.graph.groups}
+    method.step_sizes = method.dense_step_sizes(context)
     dense = context.dense_macs
     checked = 0
     for group in context.graph.groups:
@@ -130,12 +131,39 @@ def test_one_step_removes_about_flops_step_of_the_dense_macs(tmp_path):
     assert checked > 20
 
 
+def test_step_sizes_are_fixed_on_the_dense_model(tmp_path):
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    args = _args(tmp_path, laasp_flops_step=0.01, laasp_prune_start=0.0, layer_prune_limit=0.9)
+    dense = _context(model, args)
+    method = LAASPPruning()
+    method.on_train_begin(dense)
+    dense_step = method.step_units(dense, "layer3.0.conv1")
+    # Halving the stream feeding layer3.0.conv1 halves its MACs per unit: a recomputed step would double.
+    stream = next(g for g in dense.graph.groups if "layer2.2.conv2" in g.modules)
+    StructureGraph(model, X).apply({stream.name: list(range(stream.num_units // 2))})
+    pruned = _context(model, args, dense_macs=dense.dense_macs)
+    assert method.dense_step_sizes(pruned)["layer3.0.conv1"] > dense_step  # what a per-step recompute would take
+    assert method.step_units(pruned, "layer3.0.conv1") == dense_step
+
+
+def test_recovery_follows_the_final_step_too(tmp_path):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.02, target_flops_reduction=0.01, laasp_recover_flops=0.01,
+                 laasp_prune_start=0.0, laasp_recovery_epochs=0.5)
+    context = _context(model, args)
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    plan = method.on_step_end(context)  # one step reaches the 1 % target
+    assert method.history[-1]["reduction"] >= 0.01 and plan.recovery_steps == 5  # 0.5 epochs of 10 steps
+
+
 def test_groups_at_their_floor_are_no_candidates(tmp_path):
     model = timm.create_model("cifar_resnet20", num_classes=10)
     context = _context(model, _args(tmp_path, layer_prune_limit=0.5, laasp_flops_step=0.2))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units * 2 for g in context.graph.groups}  # as if half were gone already
     method.dense_units["layer3.0.conv1"] = 120  # floor 60 of the 64 units left: 4 may go
+    method.step_sizes = method.dense_step_sizes(context)
     candidates = method.candidates(context)
     assert candidates and all(c.group == "layer3.0.conv1" and len(c.removed) == 4 for c in candidates)
 
@@ -189,6 +217,7 @@ def test_screening_keeps_the_best_candidates_losses_exact(tmp_path):
                                      laasp_screen_fraction=0.25, laasp_screen_keep=3))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in full.graph.groups}
+    method.step_sizes = method.dense_step_sizes(full)
     candidates = method.candidates(full)[::3]
     exact, _ = method.evaluate(full, candidates)
     cheap, _ = method.evaluate(screened, candidates)

@@ -67,7 +67,10 @@ class LAASPArguments:
     )
     laasp_flops_step: float = field(
         default=0.01,
-        metadata={"help": "LAASP: fraction of the dense MACs one search step removes (sets each group's step size)."},
+        metadata={
+            "help": "LAASP: fraction of the dense MACs one search step removes: each group's step size (units) is "
+            "fixed once on the dense model, as in the reference."
+        },
     )
     laasp_criteria: list[str] = field(
         default_factory=lambda: ["l1", "l2", "fpgm", "cosine"],
@@ -144,6 +147,7 @@ class LAASPPruning(PruningMethod):
         self.history: list[dict[str, Any]] = []
         self.last_recovery_reduction = 0.0
         self.dense_units: dict[str, int] = {}
+        self.step_sizes: dict[str, int] = {}
         self._recovery_steps = 0
         self._subset: list[dict[str, torch.Tensor]] | None = None
         self._bar: tqdm | None = None
@@ -156,6 +160,7 @@ class LAASPPruning(PruningMethod):
         for criterion in args.laasp_criteria:
             get_criterion(criterion)  # an unknown name fails now, not at the prune epoch
         self.dense_units = {g.name: g.num_units for g in context.graph.groups}
+        self.step_sizes = self.dense_step_sizes(context)
         self._recovery_steps = round(args.laasp_recovery_epochs * context.steps_per_epoch)
         inexact = [g.name for g in context.graph.groups if not masking_is_exact(context.model, g)]
         if inexact:
@@ -197,6 +202,7 @@ class LAASPPruning(PruningMethod):
             "history": self.history,
             "last_recovery_reduction": self.last_recovery_reduction,
             "dense_units": self.dense_units,
+            "step_sizes": self.step_sizes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -204,6 +210,7 @@ class LAASPPruning(PruningMethod):
         self.history = list(state["history"])
         self.last_recovery_reduction = state["last_recovery_reduction"]
         self.dense_units = dict(state["dense_units"])
+        self.step_sizes = dict(state["step_sizes"])
 
     # ------------------------------------------------------------------ search
     def _search_step(self, context: PruningContext) -> PruningPlan | None:
@@ -245,15 +252,26 @@ class LAASPPruning(PruningMethod):
                 result.append(Candidate(group.name, group_index, tuple(criteria), index, removed))
         return result
 
+    @staticmethod
+    def dense_step_sizes(context: PruningContext) -> dict[str, int]:
+        """Units per step of every group that saves MACs, about ``laasp_flops_step`` of the dense MACs each.
+
+        Computed once on the dense model and then fixed, as the reference does (n_l = round(step / dF_l)).
+        """
+        sizes = {}
+        for group in context.graph.groups:
+            per_unit = context.macs.macs_per_unit(group.name)
+            if per_unit > 0:
+                sizes[group.name] = max(1, round(context.args.laasp_flops_step * context.dense_macs / per_unit))
+        return sizes
+
     def step_units(self, context: PruningContext, group: str) -> int:
-        """Units of ``group`` one step removes: about ``laasp_flops_step`` of the dense MACs, above the floor."""
+        """Units of ``group`` one step removes: its step size on the dense model, above the floor."""
         units = next(g.num_units for g in context.graph.groups if g.name == group)
         floor = min_units_kept(self.dense_units.get(group, units), context.args.layer_prune_limit)
-        per_unit = context.macs.macs_per_unit(group)
-        if units <= floor or per_unit <= 0:
+        if units <= floor or group not in self.step_sizes:
             return 0  # at its floor, or removing it saves nothing
-        wanted = max(1, round(context.args.laasp_flops_step * context.dense_macs / per_unit))
-        return min(wanted, units - floor)
+        return min(self.step_sizes[group], units - floor)
 
     def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
         """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss."""
@@ -277,9 +295,8 @@ class LAASPPruning(PruningMethod):
         args = context.args
         count = len(chosen.removed)
         reduction = 1.0 - context.macs.macs({chosen.group: count}) / context.dense_macs
-        recover = reduction < args.target_flops_reduction and (
-            reduction - self.last_recovery_reduction >= args.laasp_recover_flops - 1e-12
-        )
+        # Checked after the final step too: the reference recovers the last chunk as well.
+        recover = reduction - self.last_recovery_reduction >= args.laasp_recover_flops - 1e-12
         if recover:
             self.last_recovery_reduction = reduction
         self.history.append({
