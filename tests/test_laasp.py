@@ -285,6 +285,33 @@ def test_same_seed_same_sequence_of_choices(tmp_path):
     assert _choices(first.pruning_method) == _choices(second.pruning_method)
 
 
+def test_lazy_step_rescores_the_leaders_the_group_pruned_last_and_new_candidates():
+    from hf_prune.methods.laasp import Candidate
+
+    candidates = [Candidate(g, i, (c,), 0, (0,)) for i, (g, c) in enumerate(
+        [("a", "l1"), ("a", "fpgm"), ("b", "l1"), ("c", "l1"), ("d", "l1"), ("e", "l1")])]
+    method = LAASPPruning()
+    assert method.to_rescore(candidates, top=2) == [0, 1, 2, 3, 4, 5]  # first step: all
+    method.loss_increase = {"a/l1": 0.5, "a/fpgm": 0.1, "b/l1": 0.3, "c/l1": 0.05, "d/l1": 0.9}
+    method.history = [{"group": "d"}]
+    # leaders c (0.05) and a/fpgm (0.1); d was pruned last; e was never scored
+    assert method.to_rescore(candidates, top=2) == [1, 3, 4, 5]
+    assert method.to_rescore(candidates, top=0) == [0, 1, 2, 3, 4, 5]  # exhaustive
+
+
+def test_audit_records_agreement_and_the_exhaustive_search_agrees_with_itself(tmp_path):
+    lazy = _blob_run(tmp_path / "lazy", laasp_audit=True, laasp_rescore_top=1)
+    exhaustive = _blob_run(tmp_path / "full", laasp_audit=True, laasp_rescore_top=0)
+    lazy.train()
+    exhaustive.train()
+    assert all(step["agrees"] for step in exhaustive.pruning_method.history)
+    history = lazy.pruning_method.history
+    assert len(history) >= 3 and all(isinstance(step["agrees"], bool) for step in history)
+    scored = [h["pruning/laasp_candidates"] for h in lazy.state.log_history if "pruning/laasp_candidates" in h]
+    full = [h["pruning/laasp_candidates"] for h in exhaustive.state.log_history if "pruning/laasp_candidates" in h]
+    assert scored[0] == full[0] and max(scored[1:]) < full[0]  # later lazy steps score fewer candidates
+
+
 def test_floor_before_target_warns_and_training_goes_on(tmp_path):
     trainer = _blob_run(tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08)
     with pytest.warns(UserWarning, match=r"stopped at a MACs reduction of \d+\.\d%, short of the target 60"):
@@ -330,6 +357,7 @@ def test_prune_start_outside_the_run_fails_at_train_begin(tmp_path):
         ({"laasp_criteria": ["l1", "l1"]}, "each once"),
         ({"laasp_subset_size": 0}, "laasp_subset_size must be at least 1"),
         ({"laasp_screen_fraction": 1.0}, r"laasp_screen_fraction must lie in \[0, 1\)"),
+        ({"laasp_rescore_top": -1}, "laasp_rescore_top must be >= 0"),
         ({"laasp_prune_start": -1.0}, "laasp_prune_start must be >= 0"),
     ],
 )

@@ -170,13 +170,25 @@ def test_ocsp_run_searches_regularizes_and_prunes_once(tmp_path):
     macs, _ = count_macs_params(trainer.model, x)
     assert 0.5 <= 1 - macs / dense_macs < 0.51 and event["macs_reduction"] == pytest.approx(1 - macs / dense_macs)
     assert search.phase == "pruned" and search.reg >= trainer.args.ocsp_reg_init
-    assert search.reg_start_epoch < search.pruned_epoch <= 0.4 * 4
+    assert search.reg_start_epoch < search.pruned_epoch <= 0.4 * 4 + 1 / 8  # the deadline, rounded to a step
     logged = [h for h in trainer.state.log_history if "pruning/stability" in h]
     assert len(logged) == len(search.stability) > 3 and all(0 <= h["pruning/stability"] <= 1 for h in logged)
     ratios = [h["pruning/pruning_set_norm_ratio"] for h in trainer.state.log_history if "pruning/pruning_set_norm_ratio" in h]
     assert len(ratios) == len(search.norm_ratio) == search.checks and ratios[-1] < ratios[0]  # the shrink works
     assert trainer.evaluate()["eval_loss"] < 1.0  # ln(4) = 1.39 is chance
     assert (tmp_path / "ocsp_stability.png").stat().st_size > 0 and (tmp_path / "pruned_widths.png").exists()
+
+
+def test_a_stable_prune_waits_for_the_pruning_set_to_shrink(tmp_path):
+    # Without the norm-ratio rule the toy run is stable soon after regularization starts; with a ratio
+    # the 10 regularized steps cannot reach, it prunes at the deadline.
+    eager = _ocsp_trainer(tmp_path / "eager", ocsp_max_norm_ratio=float("inf"))
+    strict = _ocsp_trainer(tmp_path / "strict", ocsp_max_norm_ratio=0.01)
+    eager.train()
+    strict.train()
+    assert "stable sub-network" in eager.pruning_events[0]["reason"]
+    assert "prune deadline reached" in strict.pruning_events[0]["reason"]
+    assert strict.pruning_method.search.norm_ratio[-1][1] > 0.01
 
 
 def test_same_seed_gives_the_same_structure_and_two_trainers_do_not_interfere(tmp_path):
@@ -227,6 +239,7 @@ def test_transformers_vit_run_prunes_heads_end_to_end(tmp_path):
         ({"ocsp_stability_lag": 0}, "ocsp_stability_lag must be a positive number"),
         ({"ocsp_reg_delta": -1e-4}, "ocsp_reg_delta must be >= 0"),
         ({"ocsp_monitor_interval": 0.0}, "ocsp_monitor_interval must be > 0"),
+        ({"ocsp_max_norm_ratio": 0.0}, "ocsp_max_norm_ratio must be > 0"),
         ({"ocsp_plateau_tolerance": -1.0}, "leave it unset to start regularization exactly at ocsp_reg_start"),
     ],
 )

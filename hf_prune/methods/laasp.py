@@ -10,12 +10,21 @@ Unlike the reference, candidates are not evaluated on pruned copies of the model
 are masked to zero at the output of the modules producing them (exactly the same loss in eval
 mode), the part of the forward before a group's first module is computed once per batch and
 replayed, coupled layers are one candidate (a residual group is scored once, not once per conv),
-and criteria that choose the same units share one evaluation. An optional screening pass scores
-all candidates on a fraction of the subset first and only the best few on all of it.
+and criteria that choose the same units share one evaluation.
+
+The search is lazy: a step removes about 1 % of the MACs, so most candidates' loss increases
+barely move from one step to the next. The first step scores every candidate; later steps
+re-score only the leaders of the ranking so far (by loss increase over the unpruned model),
+the candidates of the group pruned last and any never scored, and pick the best of those.
+``laasp_rescore_top=0`` scores every candidate at every step, as the reference does, and
+``laasp_audit`` runs that exhaustive search next to the lazy one to measure their agreement.
+An optional screening pass scores candidates on a fraction of the subset first and only the
+best few on all of it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -97,8 +106,23 @@ class LAASPArguments:
             "current LR; the LR schedule does not move)."
         },
     )
+    laasp_rescore_top: int = field(
+        default=3,
+        metadata={
+            "help": "LAASP: lazy search: after the first step re-score only this many leaders of the ranking so far "
+            "(loss increase over the unpruned model), plus the candidates of the group pruned last and any never "
+            "scored. 0 scores every candidate at every step (the reference's exhaustive search)."
+        },
+    )
+    laasp_audit: bool = field(
+        default=False,
+        metadata={
+            "help": "LAASP: also run the exhaustive search at every step (without acting on it) and record in the "
+            "history whether it picks the same (group, units): measures the lazy search, at the exhaustive cost."
+        },
+    )
     laasp_screen_fraction: float = field(
-        default=0.125,
+        default=0.0,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
             "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
@@ -134,6 +158,8 @@ class LAASPPruning(PruningMethod):
         for name in ("laasp_subset_size", "laasp_batch_size", "laasp_screen_keep"):
             if getattr(args, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}")
+        if args.laasp_rescore_top < 0:
+            raise ValueError(f"laasp_rescore_top must be >= 0 (0 re-scores every candidate), got {args.laasp_rescore_top}")
         if args.laasp_recovery_epochs < 0:
             raise ValueError(f"laasp_recovery_epochs must be >= 0 (0 turns recovery off), got {args.laasp_recovery_epochs}")
         if not 0.0 <= args.laasp_screen_fraction < 1.0:
@@ -148,6 +174,7 @@ class LAASPPruning(PruningMethod):
         self.last_recovery_reduction = 0.0
         self.dense_units: dict[str, int] = {}
         self.step_sizes: dict[str, int] = {}
+        self.loss_increase: dict[str, float] = {}  # "group/criterion" -> last scored loss increase
         self._recovery_steps = 0
         self._subset: list[dict[str, torch.Tensor]] | None = None
         self._bar: tqdm | None = None
@@ -203,6 +230,7 @@ class LAASPPruning(PruningMethod):
             "last_recovery_reduction": self.last_recovery_reduction,
             "dense_units": self.dense_units,
             "step_sizes": self.step_sizes,
+            "loss_increase": self.loss_increase,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -211,6 +239,7 @@ class LAASPPruning(PruningMethod):
         self.last_recovery_reduction = state["last_recovery_reduction"]
         self.dense_units = dict(state["dense_units"])
         self.step_sizes = dict(state["step_sizes"])
+        self.loss_increase = dict(state["loss_increase"])
 
     # ------------------------------------------------------------------ search
     def _search_step(self, context: PruningContext) -> PruningPlan | None:
@@ -228,10 +257,45 @@ class LAASPPruning(PruningMethod):
                 stacklevel=2,
             )
             return self._finish(reduction)
-        started = time.perf_counter()
-        losses, dense_loss = self.evaluate(context, candidates)
-        best = min(range(len(candidates)), key=lambda i: (losses[i], candidates[i].group_index, candidates[i].criterion_index))
-        return self._plan(context, candidates[best], losses[best], dense_loss, len(candidates), time.perf_counter() - started)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        rescored = self.to_rescore(candidates, args.laasp_rescore_top)
+        losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
+        for i, loss in zip(rescored, losses):
+            if math.isfinite(loss):  # screened-out candidates keep their last score
+                self.loss_increase.update({f"{candidates[i].group}/{c}": loss - dense_loss for c in candidates[i].criteria})
+        best = min(range(len(rescored)), key=lambda j: (losses[j], rescored[j]))
+        chosen = candidates[rescored[best]]
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        audit = self._audit(context, candidates, chosen) if args.laasp_audit else {}
+        plan = self._plan(context, chosen, losses[best], dense_loss, len(rescored), seconds)
+        self.history[-1].update(cpu_seconds=cpu_seconds, **audit)
+        return plan
+
+    def to_rescore(self, candidates: list[Candidate], top: int) -> list[int]:
+        """Indices of the candidates this step scores: all, or (lazy) the leaders, the group pruned last and new ones."""
+        known = [self._known_increase(c) for c in candidates]
+        last_group = self.history[-1]["group"] if self.history else None
+        needed = {i for i, c in enumerate(candidates) if known[i] is None or c.group == last_group}
+        if top == 0 or len(needed) == len(candidates):
+            return list(range(len(candidates)))
+        leaders = sorted((i for i in range(len(candidates)) if i not in needed), key=lambda i: (known[i], i))[:top]
+        return sorted(needed | set(leaders))
+
+    def _known_increase(self, candidate: Candidate) -> float | None:
+        scores = [self.loss_increase.get(f"{candidate.group}/{c}") for c in candidate.criteria]
+        scores = [v for v in scores if v is not None]
+        return min(scores) if scores else None
+
+    def _audit(self, context: PruningContext, candidates: list[Candidate], chosen: Candidate) -> dict[str, Any]:
+        """The exhaustive search's choice on the same model, and whether the lazy one agrees."""
+        cpu_started = time.process_time()
+        losses, _ = self.evaluate(context, candidates)
+        best = candidates[min(range(len(candidates)), key=lambda i: (losses[i], i))]
+        return {
+            "exhaustive_group": best.group, "exhaustive_criterion": best.criteria[0],
+            "agrees": best.group == chosen.group and best.removed == chosen.removed,
+            "audit_cpu_seconds": time.process_time() - cpu_started,
+        }
 
     def candidates(self, context: PruningContext) -> list[Candidate]:
         """Every distinct (group, unit set) the criteria propose for this step, in model order."""

@@ -7,7 +7,8 @@ earlier plateau of the stability score) structured sparsity regularization shrin
 units in the current pruning set after every optimizer step. When the running mean of the
 stability score reaches the threshold with its whole window under regularization (or at the
 deadline) the model is pruned once, physically, and training continues on the same LR schedule
-with the slim network.
+with the slim network. Unlike the reference, a stable prune also waits until the pruning set's
+mean unit norm has shrunk to ``ocsp_max_norm_ratio`` of the kept units' (see that setting).
 
 Stability score at check t: the mean over groups of the Jaccard index of the kept-unit sets at
 checks t and t - lag; the decision uses its running mean over ``window`` checks.
@@ -151,6 +152,16 @@ class OCSPArguments:
         default=3,
         metadata={"help": "OCSP: check intervals between increases of the shrink strength (reference: 3 epochs)."},
     )
+    ocsp_max_norm_ratio: float = field(
+        default=0.2,
+        metadata={
+            "help": "OCSP: prune on stability only once the pruning set's mean unit norm is at most this fraction of "
+            "the kept units' (pruning/pruning_set_norm_ratio). The reference has no such rule: its stability over 2 "
+            "epochs of a 300-epoch run is only reached once the shrink has emptied the pruning set, while checks "
+            "one optimizer step apart (runs of fewer than 300 steps per 300 check intervals) are stable from the "
+            "start. inf prunes on stability alone."
+        },
+    )
     ocsp_flops_weighting: bool = field(
         default=True,
         metadata={
@@ -187,6 +198,8 @@ class OCSPruning(PruningMethod):
             value = getattr(args, name)
             if value is not None and not value >= 0:  # NaN fails too
                 raise ValueError(f"{name} is an epoch and must be >= 0, got {value}")
+        if not args.ocsp_max_norm_ratio > 0:
+            raise ValueError(f"ocsp_max_norm_ratio must be > 0 (inf turns the rule off), got {args.ocsp_max_norm_ratio}")
         if args.ocsp_monitor_interval == 0:
             raise ValueError("ocsp_monitor_interval must be > 0 epochs (leave it unset for the default)")
 
@@ -301,7 +314,11 @@ class OCSPruning(PruningMethod):
             increments = int((step - search.reg_start_step) / self._reg_interval_steps)
             search.reg = args.ocsp_reg_init + increments * args.ocsp_reg_delta
 
-        stable = self._regularized_window_full() and search.stability_avg[-1][1] >= args.ocsp_stability_threshold
+        stable = (
+            self._regularized_window_full()
+            and search.stability_avg[-1][1] >= args.ocsp_stability_threshold
+            and search.norm_ratio[-1][1] <= args.ocsp_max_norm_ratio
+        )
         self._log(context, selection)
         if not stable and step < self._deadline_step:
             return None
