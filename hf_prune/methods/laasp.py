@@ -12,14 +12,12 @@ mode), the part of the forward before a group's first module is computed once pe
 replayed, coupled layers are one candidate (a residual group is scored once, not once per conv),
 and criteria that choose the same units share one evaluation.
 
-The search is lazy: a step removes about 1 % of the MACs, so most candidates' loss increases
-barely move from one step to the next. The first step scores every candidate; later steps
-re-score only the leaders of the ranking so far (by loss increase over the unpruned model),
-the candidates of the group pruned last and any never scored, and pick the best of those.
-``laasp_rescore_top=0`` scores every candidate at every step, as the reference does, and
-``laasp_audit`` runs that exhaustive search next to the lazy one to measure their agreement.
-An optional screening pass scores candidates on a fraction of the subset first and only the
-best few on all of it.
+The search can be lazy (``laasp_rescore_top > 0``): a step removes about 1 % of the MACs, so
+the first step scores every candidate and later steps re-score only the leaders of the ranking
+so far (by loss increase over the unpruned model), the candidates of the group pruned last and
+any never scored. ``laasp_audit`` runs the full search next to the chosen one to measure their
+agreement. A screening pass (``laasp_screen_fraction``) scores candidates on a fraction of the
+subset first and only the best few on all of it.
 """
 
 from __future__ import annotations
@@ -107,11 +105,12 @@ class LAASPArguments:
         },
     )
     laasp_rescore_top: int = field(
-        default=3,
+        default=0,
         metadata={
             "help": "LAASP: lazy search: after the first step re-score only this many leaders of the ranking so far "
             "(loss increase over the unpruned model), plus the candidates of the group pruned last and any never "
-            "scored. 0 scores every candidate at every step (the reference's exhaustive search)."
+            "scored. 0 (the default) scores every candidate at every step, as the reference. Measured with 3 on "
+            "cifar_resnet20: 4.6x cheaper than scoring every candidate, but the same pick in only 5 of 63 steps."
         },
     )
     laasp_audit: bool = field(
@@ -122,7 +121,7 @@ class LAASPArguments:
         },
     )
     laasp_screen_fraction: float = field(
-        default=0.0,
+        default=0.125,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
             "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
