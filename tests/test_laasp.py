@@ -188,6 +188,7 @@ def test_masked_loss_equals_the_loss_after_a_physical_prune(tmp_path, name):
     context = _context(model, _args(tmp_path, laasp_flops_step=0.03, laasp_subset_size=16))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in context.graph.groups}
+    method.step_sizes = method.dense_step_sizes(context)
     candidates = method.candidates(context)
     by_group: dict[str, list] = {}
     for c in candidates:
