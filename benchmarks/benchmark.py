@@ -38,6 +38,8 @@ KEY_FIELDS = ("model", "method", "target", "seed")
 PAPER_METHODS = ("ocsp", "laasp")
 BASELINES = ("none", "magnitude", "random", "tp_groupnorm")
 LATENCIES = {"latency_ms_bs64": "speedup_bs64", "cuda_latency_ms_bs64": "cuda_speedup_bs64"}
+SUMMARIZED = ("top1_before_prune", "top1_after_prune", "macs_reduction", "pruned_epoch", "norm_ratio_at_prune",
+              "laasp_agreement", "train_wall_s", "run_cpu_s")
 METHODS = ["none", "magnitude", "random", "tp_groupnorm", "ocsp", "laasp"]
 QUICK = {"models": ["cifar_resnet20"], "methods": METHODS,
          "targets": [0.5, 0.8], "seeds": [0], "epochs": 3.0, "max_train_samples": 2000}
@@ -106,22 +108,31 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
         argv += ["--target_flops_reduction", str(key["target"]), "--layer_prune_limit", str(max(0.7, key["target"] + 0.05))]
     if options.max_train_samples:
         argv += ["--max_train_samples", str(options.max_train_samples)]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = run_example(argv)
+    run_cpu_s = time.process_time() - cpu_started
     events = report["pruning_events"]
     # LAASP prunes in many small steps: its last step is the one that reaches the target.
+    before = (events[-1].get("metrics_before") or {}) if events else {}
     after = (events[-1].get("metrics_after") or {}) if events else {}
     prune_eval_s = sum(event["eval_seconds"] for event in events)
+    prune_eval_cpu_s = sum(event.get("eval_cpu_seconds", 0.0) for event in events)
     return {
         "top1": report["pruned"]["top1"], "top5": report["pruned"]["top5"],
+        "top1_before_prune": before.get("eval_before_prune_top1"),
         "top1_after_prune": after.get("eval_after_prune_top1"),
         "macs": report["pruned"]["macs"], "params": report["pruned"]["params"],
         "dense_macs": report["dense"]["macs"], "macs_reduction": report["macs_reduction"],
         # The evaluations around prune events are the harness's, not the method's (LAASP has one event per step).
         "train_wall_s": report["train_runtime"] - prune_eval_s, "prune_eval_s": prune_eval_s,
+        # CPU process time of the whole run (setup, training, final evaluation, saving) less those evaluations
+        # and LAASP's audit (the exhaustive search run beside the lazy one, --laasp_audit): comparable between
+        # runs on a shared machine, where wall time is not.
+        "run_cpu_s": run_cpu_s - prune_eval_cpu_s - _audit_cpu_seconds(report["method_state"]),
         "run_wall_s": time.perf_counter() - started,
         "search_wall_s": _search_seconds(key["method"], report["method_state"]),
         "pruned_epoch": events[-1]["epoch"] if events else None,
+        **_method_figures(key["method"], report["method_state"]),
         **_latencies(output_dir, options.latency_threads),
     }
 
@@ -132,6 +143,21 @@ def _search_seconds(method: str, state: dict[str, Any]) -> float | None:
     if method == "laasp":
         return sum(step.get("seconds", 0.0) for step in state.get("history", []))
     return None
+
+
+def _audit_cpu_seconds(state: dict[str, Any]) -> float:
+    return sum(step.get("audit_cpu_seconds", 0.0) for step in state.get("history", []))
+
+
+def _method_figures(method: str, state: dict[str, Any]) -> dict[str, Any]:
+    """What a method records about its own decisions: OCSP's norm ratio at the prune, LAASP's agreement."""
+    if method == "ocsp" and state.get("norm_ratio"):
+        return {"norm_ratio_at_prune": state["norm_ratio"][-1][1]}
+    if method == "laasp":
+        audited = [step["agrees"] for step in state.get("history", []) if step.get("agrees") is not None]
+        return {"laasp_steps": len(state.get("history", [])),
+                "laasp_agreement": sum(audited) / len(audited) if audited else None}
+    return {}
 
 
 def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
@@ -154,13 +180,15 @@ def summarize(rows: list[dict]) -> list[dict]:
     summary = []
     for (model, method, target), group in sorted(groups.items()):
         entry = {"model": model, "method": method, "target": target, "seeds": len(group)}
-        for name in ("top1", "top1_after_prune", "macs_reduction", "train_wall_s", *LATENCIES):
+        for name in ("top1", *SUMMARIZED, *LATENCIES):
             values = [r[name] for r in group if r.get(name) is not None]
             entry[name] = (float(np.mean(values)), float(np.std(values))) if values else None
         entry["macs_ratio"] = 1 / (1 - entry["macs_reduction"][0]) if entry["macs_reduction"] else None
         summary.append(entry)
     dense = {e["model"]: e for e in summary if e["method"] == "none"}
     for entry in summary:
+        dense_cpu = dense.get(entry["model"], {}).get("run_cpu_s")
+        entry["cpu_ratio"] = entry["run_cpu_s"][0] / dense_cpu[0] if dense_cpu and entry["run_cpu_s"] else None
         for latency, speedup in LATENCIES.items():
             reference = dense.get(entry["model"], {}).get(latency)
             entry[speedup] = reference[0] / entry[latency][0] if reference and entry[latency] else None
@@ -174,13 +202,16 @@ def markdown_table(summary: list[dict]) -> str:
     def speedup(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}x"
 
-    lines = ["| model | method | target | seeds | top-1 % | top-1 right after the (last) prune % | MACs reduction % | "
-             "train s | CPU bs64 speed-up | CUDA bs64 speed-up | MACs ratio |", "|---" * 11 + "|"]
+    lines = ["| model | method | target | seeds | top-1 % | top-1 right before / after the (last) prune % | "
+             "MACs reduction % | prune epoch | norm ratio at the prune | LAASP agreement | train s (wall) | "
+             "CPU s | CPU vs dense | CPU bs64 speed-up | CUDA bs64 speed-up | MACs ratio |", "|---" * 16 + "|"]
     for e in summary:
         lines.append(f"| {e['model']} | {e['method']} | {e['target']:.0%} | {e['seeds']} | {cell(e['top1'], 100)} | "
-                     f"{cell(e['top1_after_prune'], 100)} | {cell(e['macs_reduction'], 100, 1)} | "
-                     f"{cell(e['train_wall_s'], 1, 1)} | {speedup(e['speedup_bs64'])} | "
-                     f"{speedup(e['cuda_speedup_bs64'])} | {speedup(e['macs_ratio'])} |")
+                     f"{cell(e['top1_before_prune'], 100)} / {cell(e['top1_after_prune'], 100)} | "
+                     f"{cell(e['macs_reduction'], 100, 1)} | {cell(e['pruned_epoch'], 1, 2)} | "
+                     f"{cell(e['norm_ratio_at_prune'], 1, 3)} | {cell(e['laasp_agreement'], 100, 0)} | "
+                     f"{cell(e['train_wall_s'], 1, 1)} | {cell(e['run_cpu_s'], 1, 1)} | {speedup(e['cpu_ratio'])} | "
+                     f"{speedup(e['speedup_bs64'])} | {speedup(e['cuda_speedup_bs64'])} | {speedup(e['macs_ratio'])} |")
     return "\n".join(lines)
 
 

@@ -94,6 +94,7 @@ def step_setup(
     )
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in graph.groups}
+    method.step_sizes = method.dense_step_sizes(context)
     return method, context, method.candidates(context)
 
 

@@ -109,7 +109,7 @@ def _patch_recording() -> None:
     PruningTrainer._on_train_end = on_train_end
 
 
-def _random_saliencies(model, groups):
+def _random_saliencies(model, groups, fan_power=1.0):
     generator = torch.Generator().manual_seed(1234)
     return {g.name: torch.rand(g.num_units, generator=generator) for g in groups}
 

@@ -14,7 +14,8 @@ def benchmark(load_script):
 
 def _row(method: str, seed: int, top1: float, macs: int, latency: float, target: float = 0.5) -> dict:
     return {"model": "m", "method": method, "target": target, "seed": seed, "top1": top1, "top1_after_prune": None,
-            "macs": macs, "macs_reduction": 1 - macs / 100, "train_wall_s": 10.0, "latency_ms_bs64": latency}
+            "macs": macs, "macs_reduction": 1 - macs / 100, "train_wall_s": 10.0, "latency_ms_bs64": latency,
+            "run_cpu_s": 40.0 if method == "none" else 30.0}
 
 
 def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
@@ -27,7 +28,16 @@ def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
     assert summary["ocsp"]["macs_ratio"] == pytest.approx(2.0) and summary["ocsp"]["top1_after_prune"] is None
     assert summary["ocsp"]["cuda_speedup_bs64"] is None  # measured on CPU only
     table = benchmark.markdown_table(list(summary.values()))
-    assert "| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a | 50.0 ± 0.0 | 10.0 ± 0.0 | 1.60x | n/a | 2.00x |" in table
+    assert summary["ocsp"]["cpu_ratio"] == pytest.approx(0.75)
+    assert ("| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a / n/a | 50.0 ± 0.0 | n/a | n/a | n/a | 10.0 ± 0.0 | "
+            "30.0 ± 0.0 | 0.75x | 1.60x | n/a | 2.00x |") in table
+
+
+def test_summary_carries_top1_right_before_and_after_the_prune():
+    rows = [_row("ocsp", s, 0.9, 50, 4.0) | {"top1_before_prune": 0.8 + s / 10, "top1_after_prune": 0.6} for s in (0, 1)]
+    summary = benchmark.summarize(rows)[0]
+    assert summary["top1_before_prune"] == pytest.approx((0.85, 0.05)) and summary["top1_after_prune"] == (0.6, 0.0)
+    assert "| 85.00 ± 5.00 / 60.00 ± 0.00 |" in benchmark.markdown_table([summary])
 
 
 def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):

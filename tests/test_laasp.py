@@ -117,6 +117,7 @@ def test_one_step_removes_about_flops_step_of_the_dense_macs(tmp_path):
     context = _context(model, _args(tmp_path, laasp_flops_step=0.01, layer_prune_limit=0.9))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in context.graph.groups}
+    method.step_sizes = method.dense_step_sizes(context)
     dense = context.dense_macs
     checked = 0
     for group in context.graph.groups:
@@ -129,12 +130,39 @@ def test_one_step_removes_about_flops_step_of_the_dense_macs(tmp_path):
     assert checked > 20
 
 
+def test_step_sizes_are_fixed_on_the_dense_model(tmp_path):
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    args = _args(tmp_path, laasp_flops_step=0.01, laasp_prune_start=0.0, layer_prune_limit=0.9)
+    dense = _context(model, args)
+    method = LAASPPruning()
+    method.on_train_begin(dense)
+    dense_step = method.step_units(dense, "layer3.0.conv1")
+    # Halving the stream feeding layer3.0.conv1 halves its MACs per unit: a recomputed step would double.
+    stream = next(g for g in dense.graph.groups if "layer2.2.conv2" in g.modules)
+    StructureGraph(model, X).apply({stream.name: list(range(stream.num_units // 2))})
+    pruned = _context(model, args, dense_macs=dense.dense_macs)
+    assert method.dense_step_sizes(pruned)["layer3.0.conv1"] > dense_step  # what a per-step recompute would take
+    assert method.step_units(pruned, "layer3.0.conv1") == dense_step
+
+
+def test_recovery_follows_the_final_step_too(tmp_path):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.02, target_flops_reduction=0.01, laasp_recover_flops=0.01,
+                 laasp_prune_start=0.0, laasp_recovery_epochs=0.5)
+    context = _context(model, args)
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    plan = method.on_step_end(context)  # one step reaches the 1 % target
+    assert method.history[-1]["reduction"] >= 0.01 and plan.recovery_steps == 5  # 0.5 epochs of 10 steps
+
+
 def test_groups_at_their_floor_are_no_candidates(tmp_path):
     model = timm.create_model("cifar_resnet20", num_classes=10)
     context = _context(model, _args(tmp_path, layer_prune_limit=0.5, laasp_flops_step=0.2))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units * 2 for g in context.graph.groups}  # as if half were gone already
     method.dense_units["layer3.0.conv1"] = 120  # floor 60 of the 64 units left: 4 may go
+    method.step_sizes = method.dense_step_sizes(context)
     candidates = method.candidates(context)
     assert candidates and all(c.group == "layer3.0.conv1" and len(c.removed) == 4 for c in candidates)
 
@@ -159,6 +187,7 @@ def test_masked_loss_equals_the_loss_after_a_physical_prune(tmp_path, name):
     context = _context(model, _args(tmp_path, laasp_flops_step=0.03, laasp_subset_size=16))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in context.graph.groups}
+    method.step_sizes = method.dense_step_sizes(context)
     candidates = method.candidates(context)
     by_group: dict[str, list] = {}
     for c in candidates:
@@ -188,6 +217,7 @@ def test_screening_keeps_the_best_candidates_losses_exact(tmp_path):
                                      laasp_screen_fraction=0.25, laasp_screen_keep=3))
     method = LAASPPruning()
     method.dense_units = {g.name: g.num_units for g in full.graph.groups}
+    method.step_sizes = method.dense_step_sizes(full)
     candidates = method.candidates(full)[::3]
     exact, _ = method.evaluate(full, candidates)
     cheap, _ = method.evaluate(screened, candidates)
@@ -255,6 +285,33 @@ def test_same_seed_same_sequence_of_choices(blobs, tmp_path):
     assert _choices(first.pruning_method) == _choices(second.pruning_method)
 
 
+def test_lazy_step_rescores_the_leaders_the_group_pruned_last_and_new_candidates():
+    from hf_prune.methods.laasp import Candidate
+
+    candidates = [Candidate(g, i, (c,), 0, (0,)) for i, (g, c) in enumerate(
+        [("a", "l1"), ("a", "fpgm"), ("b", "l1"), ("c", "l1"), ("d", "l1"), ("e", "l1")])]
+    method = LAASPPruning()
+    assert method.to_rescore(candidates, top=2) == [0, 1, 2, 3, 4, 5]  # first step: all
+    method.loss_increase = {"a/l1": 0.5, "a/fpgm": 0.1, "b/l1": 0.3, "c/l1": 0.05, "d/l1": 0.9}
+    method.history = [{"group": "d"}]
+    # leaders c (0.05) and a/fpgm (0.1); d was pruned last; e was never scored
+    assert method.to_rescore(candidates, top=2) == [1, 3, 4, 5]
+    assert method.to_rescore(candidates, top=0) == [0, 1, 2, 3, 4, 5]  # exhaustive
+
+
+def test_audit_records_agreement_and_the_exhaustive_search_agrees_with_itself(blobs, tmp_path):
+    lazy = _blob_run(blobs, tmp_path / "lazy", laasp_audit=True, laasp_rescore_top=1)
+    exhaustive = _blob_run(blobs, tmp_path / "full", laasp_audit=True, laasp_rescore_top=0)
+    lazy.train()
+    exhaustive.train()
+    assert all(step["agrees"] for step in exhaustive.pruning_method.history)
+    history = lazy.pruning_method.history
+    assert len(history) >= 3 and all(isinstance(step["agrees"], bool) for step in history)
+    scored = [h["pruning/laasp_candidates"] for h in lazy.state.log_history if "pruning/laasp_candidates" in h]
+    full = [h["pruning/laasp_candidates"] for h in exhaustive.state.log_history if "pruning/laasp_candidates" in h]
+    assert scored[0] == full[0] and max(scored[1:]) < full[0]  # later lazy steps score fewer candidates
+
+
 def test_floor_before_target_warns_and_training_goes_on(blobs, tmp_path):
     trainer = _blob_run(blobs, tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08)
     with pytest.warns(UserWarning, match=r"stopped at a MACs reduction of \d+\.\d%, short of the target 60"):
@@ -300,6 +357,7 @@ def test_prune_start_outside_the_run_fails_at_train_begin(tmp_path):
         ({"laasp_criteria": ["l1", "l1"]}, "each once"),
         ({"laasp_subset_size": 0}, "laasp_subset_size must be at least 1"),
         ({"laasp_screen_fraction": 1.0}, r"laasp_screen_fraction must lie in \[0, 1\)"),
+        ({"laasp_rescore_top": -1}, "laasp_rescore_top must be >= 0"),
         ({"laasp_prune_start": -1.0}, "laasp_prune_start must be >= 0"),
     ],
 )

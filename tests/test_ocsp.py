@@ -12,8 +12,15 @@ import torch
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, StructureGraph, count_macs_params
-from hf_prune.methods.ocsp import OCSPruning, _shrink_slices, jaccard, stability_score
-from hf_prune.structure import MacsModel
+from hf_prune.methods.ocsp import (
+    OCSPruning,
+    _shrink_slices,
+    flops_weighted_scores,
+    jaccard,
+    pruning_set_norm_ratio,
+    stability_score,
+)
+from hf_prune.structure import MacsModel, group_saliencies, select_lowest
 
 
 def test_jaccard_and_stability_on_hand_made_sets():
@@ -53,6 +60,66 @@ def test_selected_sub_network_meets_the_target_after_a_real_prune(target, make_m
     assert selection.reduction == pytest.approx(1 - macs / dense_macs, abs=1e-6)
 
 
+def test_selection_ranks_by_the_references_sqrt_fan_saliency():
+    """GroupNormV2Importance: sum(w^2) / sqrt(fan) per coupled tensor; / fan would rank differently."""
+    torch.manual_seed(0)
+    model, x = timm.create_model("cifar_resnet20", num_classes=10), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+    context = _context(model, x, 0.5)
+
+    def keep_with(fan_power):
+        scores = flops_weighted_scores(group_saliencies(model, context.graph.groups, fan_power), context.graph.groups,
+                                       context.macs)
+        return select_lowest(context.graph.groups, scores, context.macs, 0.5, context.args.layer_prune_limit).keep
+
+    assert OCSPruning()._select(context).keep == keep_with(0.5) != keep_with(1.0)
+
+
+def test_pruning_set_norm_ratio_on_hand_made_scores():
+    saliencies = {"a": torch.tensor([0.04, 1.0, 4.0]), "b": torch.tensor([0.01, 1.0])}
+    # pruned norms 0.2 and 0.1, kept norms 1, 2, 1
+    assert pruning_set_norm_ratio(saliencies, {"a": [0], "b": [0]}) == pytest.approx(0.15 / (4 / 3))
+    assert pruning_set_norm_ratio(saliencies, {}) == 1.0
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(12, 32), (12, 16), (300, 391)])
+def test_any_run_length_follows_the_references_fractions_of_the_run(epochs, steps_per_epoch):
+    torch.manual_seed(0)
+    model, x = timm.create_model("cifar_resnet20", num_classes=10), torch.randn(1, 3, 32, 32)
+    context = _context(model, x, 0.5)
+    max_steps = epochs * steps_per_epoch
+    context.state = types.SimpleNamespace(max_steps=max_steps, num_train_epochs=epochs)
+    context.steps_per_epoch, context.step_in_run = steps_per_epoch, lambda epoch, _: round(epoch * steps_per_epoch)
+    method = OCSPruning()
+    method.on_train_begin(context)
+    checks = [step for step in range(1, max_steps + 1) if method._check_due(step)]
+    assert len(checks) == min(300, max_steps)  # one per 1/300 of the run, at most one per step
+    # Lag and window span 2/300 and 3/300 of the run (at least one check); reg grows by delta every 3/300;
+    # regularization starts at 32/300 (epoch 32 of the reference's 300); the shrink per fraction of the run
+    # is the reference's: reg * lr per step of its 117,300.
+    assert method._lag == max(1, round(2 * len(checks) / 300)) and method._window == max(1, round(3 * len(checks) / 300))
+    assert method._reg_interval_steps == pytest.approx(3 * max_steps / 300)
+    assert method._reg_start_step == round(32 / 300 * max_steps)
+    assert method._reg_scale * max_steps == pytest.approx(300 * 391)
+    if (epochs, steps_per_epoch) == (300, 391):
+        # The reference recipe itself: one check per epoch, identical shrink, so the same decision epochs.
+        assert checks == [391 * e for e in range(1, 301)] and method._reg_scale == 1.0
+        assert (method._lag, method._window, method._reg_interval_steps) == (2, 3, 3 * 391)
+        assert method._reg_start_step == 32 * 391 and method._deadline_step == 120 * 391
+
+
+def test_regularization_starts_exactly_at_reg_start_unless_a_plateau_tolerance_is_set():
+    method = OCSPruning()
+    method._reg_start_step = 100
+    method.search.checks = 10
+    method.search.stability_avg = [(0.0, 0.9)] * 5  # flat: a plateau
+    assert not method._regularization_due(50, None) and method._regularization_due(100, None)
+    assert method._regularization_due(50, 1e-4)
+
+
 def test_shrink_scales_exactly_the_pruning_set_slices():
     torch.manual_seed(0)
     model, x = timm.create_model("cifar_resnet20", num_classes=10), torch.randn(1, 3, 32, 32)
@@ -85,7 +152,8 @@ def test_shrink_scales_exactly_the_pruning_set_slices():
 
 
 def _ocsp_trainer(make_trainer, tmp_path, **overrides):
-    settings = dict(pruning_method="ocsp", num_train_epochs=4, seed=0)
+    # A check every 2 of the 32 steps: the default (1/300 of the run) would check every step.
+    settings = dict(pruning_method="ocsp", num_train_epochs=4, seed=0, ocsp_monitor_interval=0.25)
     settings.update(overrides)
     return make_trainer(tmp_path, **settings)
 
@@ -101,11 +169,25 @@ def test_ocsp_run_searches_regularizes_and_prunes_once(make_trainer, tmp_path):
     macs, _ = count_macs_params(trainer.model, x)
     assert 0.5 <= 1 - macs / dense_macs < 0.51 and event["macs_reduction"] == pytest.approx(1 - macs / dense_macs)
     assert search.phase == "pruned" and search.reg >= trainer.args.ocsp_reg_init
-    assert search.reg_start_epoch < search.pruned_epoch <= 0.4 * 4
+    assert search.reg_start_epoch < search.pruned_epoch <= 0.4 * 4 + 1 / 8  # the deadline, rounded to a step
     logged = [h for h in trainer.state.log_history if "pruning/stability" in h]
     assert len(logged) == len(search.stability) > 3 and all(0 <= h["pruning/stability"] <= 1 for h in logged)
+    ratios = [h["pruning/pruning_set_norm_ratio"] for h in trainer.state.log_history if "pruning/pruning_set_norm_ratio" in h]
+    assert len(ratios) == len(search.norm_ratio) == search.checks and ratios[-1] < ratios[0]  # the shrink works
     assert trainer.evaluate()["eval_loss"] < 1.0  # ln(4) = 1.39 is chance
     assert (tmp_path / "ocsp_stability.png").stat().st_size > 0 and (tmp_path / "pruned_widths.png").exists()
+
+
+def test_a_stable_prune_waits_for_the_pruning_set_to_shrink(make_trainer, tmp_path):
+    # Without the norm-ratio rule the toy run is stable soon after regularization starts; with a ratio
+    # the 10 regularized steps cannot reach, it prunes at the deadline.
+    eager = _ocsp_trainer(make_trainer, tmp_path / "eager", ocsp_max_norm_ratio=float("inf"))
+    strict = _ocsp_trainer(make_trainer, tmp_path / "strict", ocsp_max_norm_ratio=0.01)
+    eager.train()
+    strict.train()
+    assert "stable sub-network" in eager.pruning_events[0]["reason"]
+    assert "prune deadline reached" in strict.pruning_events[0]["reason"]
+    assert strict.pruning_method.search.norm_ratio[-1][1] > 0.01
 
 
 def test_same_seed_gives_the_same_structure_and_two_trainers_do_not_interfere(make_trainer, tmp_path):
@@ -156,6 +238,8 @@ def test_transformers_vit_run_prunes_heads_end_to_end(make_trainer, tmp_path):
         ({"ocsp_stability_lag": 0}, "ocsp_stability_lag must be a positive number"),
         ({"ocsp_reg_delta": -1e-4}, "ocsp_reg_delta must be >= 0"),
         ({"ocsp_monitor_interval": 0.0}, "ocsp_monitor_interval must be > 0"),
+        ({"ocsp_max_norm_ratio": 0.0}, "ocsp_max_norm_ratio must be > 0"),
+        ({"ocsp_plateau_tolerance": -1.0}, "leave it unset to start regularization exactly at ocsp_reg_start"),
     ],
 )
 def test_bad_ocsp_arguments_are_refused(tmp_path, overrides, message):

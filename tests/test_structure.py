@@ -141,6 +141,20 @@ def test_classifier_output_and_residual_stream_are_never_pruned():
     assert len(graph.groups) == 24  # 12 blocks x (heads, MLP hidden)
 
 
+def test_group_feeding_the_classifier_is_pruned_by_slicing_its_input_columns():
+    model, _, x = _build("cifar_resnet20")
+    graph = StructureGraph(model, x[:1])
+    feeding = [g for g in graph.groups if "fc" in g.modules]
+    assert len(feeding) == 1 and "layer3.2.conv2" in feeding[0].modules  # the last stage's residual stream
+    fc_slices = [(s.dim, s.produces) for s in feeding[0].slices if s.param_name.startswith("fc.")]
+    assert fc_slices == [(1, False)]  # input columns only: the classes (rows, bias) stay
+    keep = list(range(1, 64, 2))
+    columns = model.fc.weight.detach()[:, keep].clone()
+    graph.apply({feeding[0].name: keep})
+    assert model.fc.weight.shape == (10, 32) and torch.equal(model.fc.weight, columns)
+    assert model.fc.bias.shape == (10,) and model(x).shape == (2, 10)
+
+
 def test_removing_a_head_equals_zeroing_its_value_rows():
     """Physically removing head h gives the output the dense model gives with head h silenced."""
     model, _, x = _build("vit_tiny_patch16_224")
@@ -186,7 +200,8 @@ def test_index_maps_trace_every_kept_element():
     assert torch.equal(new_weight.detach(), old_weight.flatten()[maps[weight_name].flatten()].view(new_weight.shape))
 
 
-def test_unit_saliency_matches_a_hand_count():
+@pytest.mark.parametrize("fan_power", [1.0, 0.5])
+def test_unit_saliency_matches_a_hand_count(fan_power):
     model, _, x = _build("cifar_resnet20")
     graph = StructureGraph(model, x[:1])
     group = graph.groups[0]
@@ -197,8 +212,8 @@ def test_unit_saliency_matches_a_hand_count():
         w = params[s.param_name].detach().movedim(s.dim, 0)
         for unit in range(group.num_units):
             channel = w[s.index[unit]]
-            expected[unit] += channel.pow(2).sum() / w[0].numel()
-    torch.testing.assert_close(unit_saliency(model, group), expected / len(weights))
+            expected[unit] += channel.pow(2).sum() / w[0].numel() ** fan_power
+    torch.testing.assert_close(unit_saliency(model, group, fan_power), expected / len(weights))
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])

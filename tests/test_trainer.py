@@ -190,6 +190,17 @@ def test_multi_step_plan_recovers_without_moving_the_schedule(make_trainer, tmp_
     assert trainer.state.global_step == 5
 
 
+def test_recovery_steps_accumulate_micro_batches_like_training(make_trainer, tmp_path):
+    trainer = make_trainer(tmp_path, pruning_method="none", max_steps=1, gradient_accumulation_steps=2)
+    trainer.train()
+    micro_batches, optimizer_steps = [], []
+    training_step, optimizer_step = trainer.training_step, trainer.optimizer.step
+    trainer.training_step = lambda *args, **kwargs: micro_batches.append(1) or training_step(*args, **kwargs)
+    trainer.optimizer.step = lambda *args, **kwargs: optimizer_steps.append(1) or optimizer_step(*args, **kwargs)
+    trainer.recover(3)
+    assert len(optimizer_steps) == 3 and len(micro_batches) == 6
+
+
 def test_method_state_is_saved_in_checkpoints_and_restored_on_resume(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, pruning_method="none", max_steps=5, save_strategy="steps", save_steps=4)
     trainer.pruning_method = _TwoStep()

@@ -10,12 +10,19 @@ Unlike the reference, candidates are not evaluated on pruned copies of the model
 are masked to zero at the output of the modules producing them (exactly the same loss in eval
 mode), the part of the forward before a group's first module is computed once per batch and
 replayed, coupled layers are one candidate (a residual group is scored once, not once per conv),
-and criteria that choose the same units share one evaluation. An optional screening pass scores
-all candidates on a fraction of the subset first and only the best few on all of it.
+and criteria that choose the same units share one evaluation.
+
+The search can be lazy (``laasp_rescore_top > 0``): a step removes about 1 % of the MACs, so
+the first step scores every candidate and later steps re-score only the leaders of the ranking
+so far (by loss increase over the unpruned model), the candidates of the group pruned last and
+any never scored. ``laasp_audit`` runs the full search next to the chosen one to measure their
+agreement. A screening pass (``laasp_screen_fraction``) scores candidates on a fraction of the
+subset first and only the best few on all of it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -67,7 +74,10 @@ class LAASPArguments:
     )
     laasp_flops_step: float = field(
         default=0.01,
-        metadata={"help": "LAASP: fraction of the dense MACs one search step removes (sets each group's step size)."},
+        metadata={
+            "help": "LAASP: fraction of the dense MACs one search step removes: each group's step size (units) is "
+            "fixed once on the dense model, as in the reference."
+        },
     )
     laasp_criteria: list[str] = field(
         default_factory=lambda: ["l1", "l2", "fpgm", "cosine"],
@@ -92,6 +102,22 @@ class LAASPArguments:
         metadata={
             "help": "LAASP: length of one recovery, in epochs (converted to optimizer steps at the frozen "
             "current LR; the LR schedule does not move)."
+        },
+    )
+    laasp_rescore_top: int = field(
+        default=0,
+        metadata={
+            "help": "LAASP: lazy search: after the first step re-score only this many leaders of the ranking so far "
+            "(loss increase over the unpruned model), plus the candidates of the group pruned last and any never "
+            "scored. 0 (the default) scores every candidate at every step, as the reference. Measured with 3 on "
+            "cifar_resnet20: 4.6x cheaper than scoring every candidate, but the same pick in only 5 of 63 steps."
+        },
+    )
+    laasp_audit: bool = field(
+        default=False,
+        metadata={
+            "help": "LAASP: also run the exhaustive search at every step (without acting on it) and record in the "
+            "history whether it picks the same (group, units): measures the lazy search, at the exhaustive cost."
         },
     )
     laasp_screen_fraction: float = field(
@@ -131,6 +157,8 @@ class LAASPPruning(PruningMethod):
         for name in ("laasp_subset_size", "laasp_batch_size", "laasp_screen_keep"):
             if getattr(args, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}")
+        if args.laasp_rescore_top < 0:
+            raise ValueError(f"laasp_rescore_top must be >= 0 (0 re-scores every candidate), got {args.laasp_rescore_top}")
         if args.laasp_recovery_epochs < 0:
             raise ValueError(f"laasp_recovery_epochs must be >= 0 (0 turns recovery off), got {args.laasp_recovery_epochs}")
         if not 0.0 <= args.laasp_screen_fraction < 1.0:
@@ -144,6 +172,8 @@ class LAASPPruning(PruningMethod):
         self.history: list[dict[str, Any]] = []
         self.last_recovery_reduction = 0.0
         self.dense_units: dict[str, int] = {}
+        self.step_sizes: dict[str, int] = {}
+        self.loss_increase: dict[str, float] = {}  # "group/criterion" -> last scored loss increase
         self._recovery_steps = 0
         self._subset: list[dict[str, torch.Tensor]] | None = None
         self._bar: tqdm | None = None
@@ -156,6 +186,7 @@ class LAASPPruning(PruningMethod):
         for criterion in args.laasp_criteria:
             get_criterion(criterion)  # an unknown name fails now, not at the prune epoch
         self.dense_units = {g.name: g.num_units for g in context.graph.groups}
+        self.step_sizes = self.dense_step_sizes(context)
         self._recovery_steps = round(args.laasp_recovery_epochs * context.steps_per_epoch)
         inexact = [g.name for g in context.graph.groups if not masking_is_exact(context.model, g)]
         if inexact:
@@ -201,6 +232,8 @@ class LAASPPruning(PruningMethod):
             "history": self.history,
             "last_recovery_reduction": self.last_recovery_reduction,
             "dense_units": self.dense_units,
+            "step_sizes": self.step_sizes,
+            "loss_increase": self.loss_increase,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -208,6 +241,8 @@ class LAASPPruning(PruningMethod):
         self.history = list(state["history"])
         self.last_recovery_reduction = state["last_recovery_reduction"]
         self.dense_units = dict(state["dense_units"])
+        self.step_sizes = dict(state["step_sizes"])
+        self.loss_increase = dict(state["loss_increase"])
 
     # ------------------------------------------------------------------ search
     def _search_step(self, context: PruningContext) -> PruningPlan | None:
@@ -225,10 +260,45 @@ class LAASPPruning(PruningMethod):
                 stacklevel=2,
             )
             return self._finish(reduction)
-        started = time.perf_counter()
-        losses, dense_loss = self.evaluate(context, candidates)
-        best = min(range(len(candidates)), key=lambda i: (losses[i], candidates[i].group_index, candidates[i].criterion_index))
-        return self._plan(context, candidates[best], losses[best], dense_loss, len(candidates), time.perf_counter() - started)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        rescored = self.to_rescore(candidates, args.laasp_rescore_top)
+        losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
+        for i, loss in zip(rescored, losses):
+            if math.isfinite(loss):  # screened-out candidates keep their last score
+                self.loss_increase.update({f"{candidates[i].group}/{c}": loss - dense_loss for c in candidates[i].criteria})
+        best = min(range(len(rescored)), key=lambda j: (losses[j], rescored[j]))
+        chosen = candidates[rescored[best]]
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        audit = self._audit(context, candidates, chosen) if args.laasp_audit else {}
+        plan = self._plan(context, chosen, losses[best], dense_loss, len(rescored), seconds)
+        self.history[-1].update(cpu_seconds=cpu_seconds, **audit)
+        return plan
+
+    def to_rescore(self, candidates: list[Candidate], top: int) -> list[int]:
+        """Indices of the candidates this step scores: all, or (lazy) the leaders, the group pruned last and new ones."""
+        known = [self._known_increase(c) for c in candidates]
+        last_group = self.history[-1]["group"] if self.history else None
+        needed = {i for i, c in enumerate(candidates) if known[i] is None or c.group == last_group}
+        if top == 0 or len(needed) == len(candidates):
+            return list(range(len(candidates)))
+        leaders = sorted((i for i in range(len(candidates)) if i not in needed), key=lambda i: (known[i], i))[:top]
+        return sorted(needed | set(leaders))
+
+    def _known_increase(self, candidate: Candidate) -> float | None:
+        scores = [self.loss_increase.get(f"{candidate.group}/{c}") for c in candidate.criteria]
+        scores = [v for v in scores if v is not None]
+        return min(scores) if scores else None
+
+    def _audit(self, context: PruningContext, candidates: list[Candidate], chosen: Candidate) -> dict[str, Any]:
+        """The exhaustive search's choice on the same model, and whether the lazy one agrees."""
+        cpu_started = time.process_time()
+        losses, _ = self.evaluate(context, candidates)
+        best = candidates[min(range(len(candidates)), key=lambda i: (losses[i], i))]
+        return {
+            "exhaustive_group": best.group, "exhaustive_criterion": best.criteria[0],
+            "agrees": best.group == chosen.group and best.removed == chosen.removed,
+            "audit_cpu_seconds": time.process_time() - cpu_started,
+        }
 
     def candidates(self, context: PruningContext) -> list[Candidate]:
         """Every distinct (group, unit set) the criteria propose for this step, in model order."""
@@ -249,15 +319,26 @@ class LAASPPruning(PruningMethod):
                 result.append(Candidate(group.name, group_index, tuple(criteria), index, removed))
         return result
 
+    @staticmethod
+    def dense_step_sizes(context: PruningContext) -> dict[str, int]:
+        """Units per step of every group that saves MACs, about ``laasp_flops_step`` of the dense MACs each.
+
+        Computed once on the dense model and then fixed, as the reference does (n_l = round(step / dF_l)).
+        """
+        sizes = {}
+        for group in context.graph.groups:
+            per_unit = context.macs.macs_per_unit(group.name)
+            if per_unit > 0:
+                sizes[group.name] = max(1, round(context.args.laasp_flops_step * context.dense_macs / per_unit))
+        return sizes
+
     def step_units(self, context: PruningContext, group: str) -> int:
-        """Units of ``group`` one step removes: about ``laasp_flops_step`` of the dense MACs, above the floor."""
+        """Units of ``group`` one step removes: its step size on the dense model, above the floor."""
         units = next(g.num_units for g in context.graph.groups if g.name == group)
         floor = min_units_kept(self.dense_units.get(group, units), context.args.layer_prune_limit)
-        per_unit = context.macs.macs_per_unit(group)
-        if units <= floor or per_unit <= 0:
+        if units <= floor or group not in self.step_sizes:
             return 0  # at its floor, or removing it saves nothing
-        wanted = max(1, round(context.args.laasp_flops_step * context.dense_macs / per_unit))
-        return min(wanted, units - floor)
+        return min(self.step_sizes[group], units - floor)
 
     def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
         """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss."""
@@ -281,9 +362,8 @@ class LAASPPruning(PruningMethod):
         args = context.args
         count = len(chosen.removed)
         reduction = 1.0 - context.macs.macs({chosen.group: count}) / context.dense_macs
-        recover = reduction < args.target_flops_reduction and (
-            reduction - self.last_recovery_reduction >= args.laasp_recover_flops - 1e-12
-        )
+        # Checked after the final step too: the reference recovers the last chunk as well.
+        recover = reduction - self.last_recovery_reduction >= args.laasp_recover_flops - 1e-12
         if recover:
             self.last_recovery_reduction = reduction
         self.history.append({

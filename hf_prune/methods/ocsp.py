@@ -2,14 +2,23 @@
 
 Training starts dense. At every monitoring check the method ranks all units by group saliency
 and picks the sub-network that meets the MACs target (the *pruning set* is what it would
-remove now). Once the pruning set stops changing much (a plateau of the stability score),
-structured sparsity regularization shrinks exactly the units in the current pruning set after
-every optimizer step. When the running mean of the stability score reaches the threshold with
-its whole window under regularization (or at the deadline) the model is pruned once,
-physically, and training continues on the same LR schedule with the slim network.
+remove now). From ``ocsp_reg_start`` (or, when ``ocsp_plateau_tolerance`` is set, from an
+earlier plateau of the stability score) structured sparsity regularization shrinks exactly the
+units in the current pruning set after every optimizer step. When the running mean of the
+stability score reaches the threshold with its whole window under regularization (or at the
+deadline) the model is pruned once, physically, and training continues on the same LR schedule
+with the slim network. Unlike the reference, a stable prune also waits until the pruning set's
+mean unit norm has shrunk to ``ocsp_max_norm_ratio`` of the kept units' (see that setting).
 
 Stability score at check t: the mean over groups of the Jaccard index of the kept-unit sets at
 checks t and t - lag; the decision uses its running mean over ``window`` checks.
+
+Any run length follows the reference's trajectory: lag, window and the regularization interval
+are counted in check intervals, by default 1/300 of the run (the reference checks once per epoch
+of 300), so they cover the reference's fractions of the run. Checks are spread evenly over the
+optimizer steps; when an interval is shorter than one step, checks come every step and lag and
+window are converted to steps (rounded, at least 1) while ``reg`` still grows by the fraction of
+the run. The shrink strength is scaled to the run's number of steps.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from hf_prune.methods._registry import register_method
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.plots import plot_curves
 from hf_prune.structure import ChannelGroup, MacsModel, Selection, group_saliencies, select_lowest
+
+# The reference's saliency divides each tensor's squared unit norm by sqrt(fan) (ocspruner/importance.py).
+FAN_POWER = 0.5
 
 STABILITY_PLOT_NAME = "ocsp_stability.png"
 
@@ -66,9 +78,11 @@ class _SearchState:
     checks: int = 0
     reg: float = 0.0
     reg_start_check: int | None = None
+    reg_start_step: int | None = None
     kept_history: list[dict[str, list[int]]] = field(default_factory=list)  # last `lag` checks
     stability: list[tuple[float, float]] = field(default_factory=list)  # (epoch, score) per check
     stability_avg: list[tuple[float, float]] = field(default_factory=list)
+    norm_ratio: list[tuple[float, float]] = field(default_factory=list)  # (epoch, pruning set / kept) per check
     pruning_set: dict[str, list[int]] = field(default_factory=dict)  # units removed if pruned now
     reg_start_epoch: float | None = None
     pruned_epoch: float | None = None
@@ -83,8 +97,9 @@ class OCSPArguments:
     ocsp_monitor_interval: float | None = field(
         default=None,
         metadata={
-            "help": "OCSP: epochs between sub-network checks (fractions allowed; at least one optimizer step). "
-            "Default: num_train_epochs / 300 (the reference's one check per epoch of 300), at least 0.25."
+            "help": "OCSP: epochs between sub-network checks (fractions allowed; checks are spread evenly over "
+            "the optimizer steps, at most one per step). Default: num_train_epochs / 300 (the reference's one "
+            "check per epoch of 300), so lag, window and ocsp_reg_interval cover the reference's fractions of the run."
         },
     )
     ocsp_monitor_start: float | None = field(
@@ -93,10 +108,12 @@ class OCSPArguments:
     )
     ocsp_stability_lag: int = field(
         default=2,
-        metadata={"help": "OCSP: the stability score compares the kept units with those this many checks back."},
+        metadata={"help": "OCSP: the stability score compares the kept units with those this many check "
+                  "intervals back (reference: 2 epochs)."},
     )
     ocsp_stability_window: int = field(
-        default=3, metadata={"help": "OCSP: checks averaged into the running stability score."}
+        default=3,
+        metadata={"help": "OCSP: check intervals averaged into the running stability score (reference: 3 epochs)."},
     )
     ocsp_stability_threshold: float = field(
         default=0.999,
@@ -105,13 +122,18 @@ class OCSPArguments:
     ocsp_reg_start: float | None = field(
         default=None,
         metadata={
-            "help": "OCSP: epoch by which sparsity regularization of the pruning set starts at the latest; it "
-            "starts earlier at the first check (after the third) where the running stability rose by at most "
-            "ocsp_plateau_tolerance over two checks. Default: 0.1 of the run (reference CIFAR: 30/300)."
+            "help": "OCSP: epoch at which sparsity regularization of the pruning set starts (at the latest, when "
+            "ocsp_plateau_tolerance is set). Default: 32/300 of the run (the reference's CIFAR path regularizes "
+            "from epoch sl_start + 2 = 32 of 300)."
         },
     )
-    ocsp_plateau_tolerance: float = field(
-        default=1e-4, metadata={"help": "OCSP: stability rise over two checks that counts as a plateau."}
+    ocsp_plateau_tolerance: float | None = field(
+        default=None,
+        metadata={
+            "help": "OCSP: when set (the reference's ImageNet path uses 1e-4), regularization starts earlier, at the "
+            "first check after the third where the running stability rose by at most this over two checks. "
+            "Unset (the reference's CIFAR path): it starts exactly at ocsp_reg_start."
+        },
     )
     ocsp_prune_deadline: float | None = field(
         default=None,
@@ -126,10 +148,22 @@ class OCSPArguments:
         },
     )
     ocsp_reg_delta: float = field(
-        default=1e-4, metadata={"help": "OCSP: added to the shrink strength every ocsp_reg_interval checks."}
+        default=1e-4,
+        metadata={"help": "OCSP: added to the shrink strength every ocsp_reg_interval check intervals of the run."},
     )
     ocsp_reg_interval: int = field(
-        default=3, metadata={"help": "OCSP: checks between increases of the shrink strength (reference: 3 epochs)."}
+        default=3,
+        metadata={"help": "OCSP: check intervals between increases of the shrink strength (reference: 3 epochs)."},
+    )
+    ocsp_max_norm_ratio: float = field(
+        default=0.2,
+        metadata={
+            "help": "OCSP: prune on stability only once the pruning set's mean unit norm is at most this fraction of "
+            "the kept units' (pruning/pruning_set_norm_ratio). The reference has no such rule: its stability over 2 "
+            "epochs of a 300-epoch run is only reached once the shrink has emptied the pruning set, while checks "
+            "one optimizer step apart (runs of fewer than 300 steps per 300 check intervals) are stable from the "
+            "start. inf prunes on stability alone."
+        },
     )
     ocsp_flops_weighting: bool = field(
         default=True,
@@ -155,19 +189,28 @@ class OCSPruning(PruningMethod):
         for name in ("ocsp_stability_lag", "ocsp_stability_window", "ocsp_reg_interval"):
             if getattr(args, name) < 1:
                 raise ValueError(f"{name} must be a positive number of checks, got {getattr(args, name)}")
-        for name in ("ocsp_reg_init", "ocsp_reg_delta", "ocsp_plateau_tolerance"):
-            if getattr(args, name) < 0:
+        for name in ("ocsp_reg_init", "ocsp_reg_delta"):
+            if not getattr(args, name) >= 0:  # NaN fails too
                 raise ValueError(f"{name} must be >= 0, got {getattr(args, name)}")
+        if args.ocsp_plateau_tolerance is not None and not args.ocsp_plateau_tolerance >= 0:
+            raise ValueError(
+                f"ocsp_plateau_tolerance must be >= 0, got {args.ocsp_plateau_tolerance}: leave it unset to start "
+                "regularization exactly at ocsp_reg_start"
+            )
         for name in ("ocsp_monitor_interval", "ocsp_monitor_start", "ocsp_reg_start", "ocsp_prune_deadline"):
             value = getattr(args, name)
             if value is not None and not value >= 0:  # NaN fails too
                 raise ValueError(f"{name} is an epoch and must be >= 0, got {value}")
+        if not args.ocsp_max_norm_ratio > 0:
+            raise ValueError(f"ocsp_max_norm_ratio must be > 0 (inf turns the rule off), got {args.ocsp_max_norm_ratio}")
         if args.ocsp_monitor_interval == 0:
             raise ValueError("ocsp_monitor_interval must be > 0 epochs (leave it unset for the default)")
 
     def __init__(self) -> None:
         self.search = _SearchState()
-        self._steps_per_check = 1
+        self._steps_per_check = 1.0
+        self._lag = self._window = 1
+        self._reg_interval_steps = 1.0
         self._monitor_start_step = 0
         self._reg_start_step = 0
         self._deadline_step = 0
@@ -179,15 +222,18 @@ class OCSPruning(PruningMethod):
         args, steps_per_epoch = context.args, context.steps_per_epoch
         epochs = context.state.max_steps / steps_per_epoch
         relative = epochs / REFERENCE_EPOCHS
-        # The reference checks once per epoch of 300; in short runs a check every optimizer step would
-        # compare nearly identical weights, so checks are at least a quarter epoch apart.
-        interval = args.ocsp_monitor_interval if args.ocsp_monitor_interval is not None else max(relative, 0.25)
-        self._steps_per_check = max(1, round(interval * steps_per_epoch))
+        interval = args.ocsp_monitor_interval if args.ocsp_monitor_interval is not None else relative
+        nominal = interval * steps_per_epoch  # optimizer steps per check interval, possibly < 1
+        self._steps_per_check = max(1.0, nominal)
+        intervals_per_check = self._steps_per_check / nominal
+        self._lag = max(1, round(args.ocsp_stability_lag / intervals_per_check))
+        self._window = max(1, round(args.ocsp_stability_window / intervals_per_check))
+        self._reg_interval_steps = args.ocsp_reg_interval * nominal
         monitor_start = args.ocsp_monitor_start if args.ocsp_monitor_start is not None else 2 * relative
         deadline = args.ocsp_prune_deadline if args.ocsp_prune_deadline is not None else 0.4 * epochs
         self._monitor_start_step = round(monitor_start * steps_per_epoch)
         self._deadline_step = context.step_in_run(deadline, "ocsp_prune_deadline")
-        reg_start = args.ocsp_reg_start if args.ocsp_reg_start is not None else 0.1 * epochs
+        reg_start = args.ocsp_reg_start if args.ocsp_reg_start is not None else 32 * relative
         self._reg_start_step = round(reg_start * steps_per_epoch)
         if self._monitor_start_step >= self._deadline_step:
             raise ValueError(
@@ -204,10 +250,14 @@ class OCSPruning(PruningMethod):
         if self.search.phase == "regularizing":
             self._shrink(context)
         plan = None
-        if step >= self._monitor_start_step and (step % self._steps_per_check == 0 or step >= self._deadline_step):
+        if step >= self._monitor_start_step and (self._check_due(step) or step >= self._deadline_step):
             plan = self._check(context)
         self.search.search_seconds += time.perf_counter() - started
         return plan
+
+    def _check_due(self, step: int) -> bool:
+        """Checks fall every ``_steps_per_check`` steps (a float: spread evenly, at most one per step)."""
+        return int(step / self._steps_per_check) > int((step - 1) / self._steps_per_check)
 
     def on_train_end(self, context: PruningContext) -> None:
         if not context.args.should_save:
@@ -218,10 +268,14 @@ class OCSPruning(PruningMethod):
             return
         markers = {"regularization starts": self.search.reg_start_epoch, "prune": self.search.pruned_epoch}
         plot_curves(
-            {"stability": self.search.stability, f"running mean ({context.args.ocsp_stability_window})": self.search.stability_avg},
+            {
+                "stability": self.search.stability,
+                f"running mean ({self._window} checks)": self.search.stability_avg,
+                "pruning-set / kept mean norm": self.search.norm_ratio,
+            },
             os.path.join(context.args.output_dir, STABILITY_PLOT_NAME),
             xlabel="epoch",
-            ylabel="mean Jaccard of kept units",
+            ylabel="mean Jaccard of kept units; norm ratio",
             title=f"OCSPruner sub-network stability (threshold {context.args.ocsp_stability_threshold})",
             markers={k: v for k, v in markers.items() if v is not None},
         )
@@ -233,6 +287,7 @@ class OCSPruning(PruningMethod):
         self.search = _SearchState(**state)
         self.search.stability = [tuple(p) for p in self.search.stability]
         self.search.stability_avg = [tuple(p) for p in self.search.stability_avg]
+        self.search.norm_ratio = [tuple(p) for p in self.search.norm_ratio]
         self._shrink_slices = []  # rebuilt from the pruning set at the next shrink
 
     # ------------------------------------------------------------------ search
@@ -240,7 +295,8 @@ class OCSPruning(PruningMethod):
         """Recompute the sub-network, update stability and phase; prune when stable or due."""
         args, search = context.args, self.search
         step, epoch = context.state.global_step, float(context.state.epoch or 0.0)
-        selection = self._select(context)
+        saliencies = group_saliencies(context.model, context.graph.groups, FAN_POWER)
+        selection = self._select(context, saliencies)
         groups = context.graph.groups
         kept = {g.name: selection.keep.get(g.name, list(range(g.num_units))) for g in groups}
         search.pruning_set = {
@@ -248,21 +304,28 @@ class OCSPruning(PruningMethod):
         }
         self._shrink_slices = []
         search.checks += 1
+        search.norm_ratio.append((epoch, pruning_set_norm_ratio(saliencies, search.pruning_set)))
 
-        if len(search.kept_history) >= args.ocsp_stability_lag:
+        if len(search.kept_history) >= self._lag:
             search.stability.append((epoch, stability_score(kept, search.kept_history[0])))
-            recent = [score for _, score in search.stability[-args.ocsp_stability_window:]]
+            recent = [score for _, score in search.stability[-self._window:]]
             search.stability_avg.append((epoch, sum(recent) / len(recent)))
-        search.kept_history = (search.kept_history + [kept])[-args.ocsp_stability_lag:]
+        search.kept_history = (search.kept_history + [kept])[-self._lag:]
 
         if search.phase == "monitoring" and self._regularization_due(step, args.ocsp_plateau_tolerance):
-            search.phase, search.reg, search.reg_start_check, search.reg_start_epoch = (
-                "regularizing", args.ocsp_reg_init, search.checks, epoch
+            search.phase, search.reg_start_check, search.reg_start_step, search.reg_start_epoch = (
+                "regularizing", search.checks, step, epoch
             )
-        elif search.phase == "regularizing" and (search.checks - search.reg_start_check) % args.ocsp_reg_interval == 0:
-            search.reg += args.ocsp_reg_delta
+        if search.phase == "regularizing":
+            # +delta per ocsp_reg_interval check intervals of the run, however many checks actually fell there
+            increments = int((step - search.reg_start_step) / self._reg_interval_steps)
+            search.reg = args.ocsp_reg_init + increments * args.ocsp_reg_delta
 
-        stable = self._regularized_window_full(args) and search.stability_avg[-1][1] >= args.ocsp_stability_threshold
+        stable = (
+            self._regularized_window_full()
+            and search.stability_avg[-1][1] >= args.ocsp_stability_threshold
+            and search.norm_ratio[-1][1] <= args.ocsp_max_norm_ratio
+        )
         self._log(context, selection)
         if not stable and step < self._deadline_step:
             return None
@@ -270,23 +333,25 @@ class OCSPruning(PruningMethod):
         reason = "stable sub-network" if stable else "prune deadline reached"
         return PruningPlan(selection.keep, reason=f"ocsp: {reason} at epoch {epoch:.2f}")
 
-    def _regularized_window_full(self, args) -> bool:
+    def _regularized_window_full(self) -> bool:
         """Every score in the running window compares two structures found under regularization."""
         if self.search.phase != "regularizing":
             return False
         regularized_checks = self.search.checks - self.search.reg_start_check
-        return regularized_checks >= args.ocsp_stability_lag + args.ocsp_stability_window - 1
+        return regularized_checks >= self._lag + self._window - 1
 
-    def _regularization_due(self, step: int, tolerance: float) -> bool:
-        """At the latest start step, or earlier once the running stability stops rising (a plateau)."""
+    def _regularization_due(self, step: int, tolerance: float | None) -> bool:
+        """At the start step, or (with a tolerance) earlier once the running stability stops rising."""
         if step >= self._reg_start_step:
             return True
+        if tolerance is None:
+            return False
         averages = [score for _, score in self.search.stability_avg]
         return self.search.checks > 3 and len(averages) > 2 and averages[-1] - averages[-3] <= tolerance
 
-    def _select(self, context: PruningContext) -> Selection:
+    def _select(self, context: PruningContext, saliencies: dict[str, torch.Tensor] | None = None) -> Selection:
         groups = context.graph.groups
-        scores = group_saliencies(context.model, groups)
+        scores = saliencies if saliencies is not None else group_saliencies(context.model, groups, FAN_POWER)
         if context.args.ocsp_flops_weighting:
             scores = flops_weighted_scores(scores, groups, context.macs)
         return select_lowest(groups, scores, context.macs, context.args.target_flops_reduction, context.args.layer_prune_limit)
@@ -297,6 +362,7 @@ class OCSPruning(PruningMethod):
             "pruning/reg": search.reg,
             "pruning/predicted_reduction": selection.reduction,
             "pruning/pruning_set_size": float(sum(len(v) for v in search.pruning_set.values())),
+            "pruning/pruning_set_norm_ratio": search.norm_ratio[-1][1],
             "pruning/search_seconds": search.search_seconds,
         }
         if search.stability:
@@ -319,6 +385,25 @@ class OCSPruning(PruningMethod):
                 param.index_copy_(dim, index, param.index_select(dim, index) * factor)
 
 
+def pruning_set_norm_ratio(saliencies: Mapping[str, torch.Tensor], pruning_set: Mapping[str, Sequence[int]]) -> float:
+    """Mean unit norm (square root of the saliency) of the pruning set over that of the kept units.
+
+    Near 0 once regularization has emptied the pruning set: pruning it then barely changes the
+    network. 1.0 when nothing is to be pruned.
+    """
+    pruned, kept = [], []
+    for name, scores in saliencies.items():
+        removed = torch.zeros(len(scores), dtype=torch.bool)
+        removed[list(pruning_set.get(name, []))] = True
+        norms = scores.clamp_min(0).sqrt()
+        pruned.append(norms[removed])
+        kept.append(norms[~removed])
+    pruned, kept = torch.cat(pruned), torch.cat(kept)
+    if not len(pruned) or not len(kept) or float(kept.mean()) == 0.0:
+        return 1.0
+    return float(pruned.mean() / kept.mean())
+
+
 def _shrink_slices(
     groups: Sequence[ChannelGroup], pruning_set: Mapping[str, Sequence[int]]
 ) -> list[tuple[str, int, torch.Tensor]]:
@@ -336,4 +421,4 @@ def _shrink_slices(
     return slices
 
 
-__all__ = ["OCSPruning", "flops_weighted_scores", "jaccard", "stability_score"]
+__all__ = ["OCSPruning", "flops_weighted_scores", "jaccard", "pruning_set_norm_ratio", "stability_score"]

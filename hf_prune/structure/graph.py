@@ -128,8 +128,8 @@ class StructureGraph:
         model: a timm or transformers vision model (or any ``nn.Module``).
         example_inputs: a small batch (e.g. ``torch.randn(1, 3, 32, 32)``) used to trace the graph.
         ignored_layers: module names whose shapes must not change; every group touching them is
-            left out. The classifier (see :func:`classifier_names`) is always kept at its number of
-            classes.
+            left out. The classifiers (see :func:`classifier_names`) always keep their number of
+            classes, but the group feeding them is prunable: they lose input columns.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] = ()) -> None:
@@ -140,7 +140,8 @@ class StructureGraph:
         unknown = [n for n in ignored_layers if n not in modules]
         if unknown:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
-        self.ignored = {modules[n] for n in [*ignored_layers, *classifier_names(model)]}
+        self.classifiers = {modules[n] for n in classifier_names(model)}
+        self.ignored = {modules[n] for n in ignored_layers}
         self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
@@ -209,6 +210,8 @@ class StructureGraph:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if target in self.ignored or self._feeds_attention(target, produces):
                 return None
+            if target in self.classifiers and produces:
+                return None  # only the classifiers' outputs (the classes) are fixed; their input columns may go
             if target in self._unknown_attention:
                 raise _UnknownAttentionError(self._unknown_attention[target])
             touched.append(self._names[target])

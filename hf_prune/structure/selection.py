@@ -17,23 +17,24 @@ class UnreachableTargetError(ValueError):
     """The MACs-reduction target cannot be met without emptying groups past their floor."""
 
 
-def unit_saliency(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
+def unit_saliency(model: nn.Module, group: ChannelGroup, fan_power: float = 1.0) -> torch.Tensor:
     """Norm saliency of each unit of ``group``: shape ``(num_units,)``, float32.
 
     The mean over the group's weight tensors (biases left out) of the unit's squared norm
-    divided by the number of elements per channel of that tensor (its fan), so wide and narrow
-    layers compare fairly; 1-D tensors (norm scales) count their squared values as they are.
+    divided by ``fan ** fan_power``, where fan is the number of elements per channel of that
+    tensor: 1 (the default) compares wide and narrow layers per weight; OCSPruner's reference
+    uses 0.5. 1-D tensors (norm scales) count their squared values as they are.
     """
-    return _saliency(dict(model.named_parameters()), group)
+    return _saliency(dict(model.named_parameters()), group, fan_power)
 
 
-def group_saliencies(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, torch.Tensor]:
+def group_saliencies(model: nn.Module, groups: Sequence[ChannelGroup], fan_power: float = 1.0) -> dict[str, torch.Tensor]:
     """:func:`unit_saliency` of every group, keyed by group name."""
     params = dict(model.named_parameters())
-    return {group.name: _saliency(params, group) for group in groups}
+    return {group.name: _saliency(params, group, fan_power) for group in groups}
 
 
-def _saliency(params: Mapping[str, torch.Tensor], group: ChannelGroup) -> torch.Tensor:
+def _saliency(params: Mapping[str, torch.Tensor], group: ChannelGroup, fan_power: float) -> torch.Tensor:
     total = torch.zeros(group.num_units)
     count = 0
     for piece in group.slices:
@@ -42,7 +43,7 @@ def _saliency(params: Mapping[str, torch.Tensor], group: ChannelGroup) -> torch.
         weight = params[piece.param_name].detach().float().movedim(piece.dim, 0)
         fan = weight[0].numel()
         rows = weight[piece.index.flatten().to(weight.device)].reshape(group.num_units, -1)
-        total += (rows.pow(2).sum(1) / fan).cpu()
+        total += (rows.pow(2).sum(1) / fan**fan_power).cpu()
         count += 1
     return total / max(count, 1)
 

@@ -13,6 +13,7 @@ besides the weights lives in :mod:`~hf_prune.trainer.pruning_state`, the card in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -461,18 +462,31 @@ class PruningTrainer(Trainer):
         """Train ``num_steps`` extra optimizer steps at the current learning rate.
 
         The LR schedule, the global step and the epoch do not move (recovery between the steps
-        of a multi-step prune, as in LAASP). Returns the mean training loss of those steps.
+        of a multi-step prune, as in LAASP). Each step accumulates ``gradient_accumulation_steps``
+        micro-batches, gradients synchronized on the last one, as in training. Returns the mean
+        training loss of those steps.
         """
         model = self.model_wrapped
         model.train()
+        accumulation = self.args.gradient_accumulation_steps
+        # training_step divides each micro-batch's loss by this; the training loop sets it per step.
+        saved = getattr(self, "current_gradient_accumulation_steps", accumulation)
+        self.current_gradient_accumulation_steps = accumulation
         losses = []
-        for _ in tqdm(range(num_steps), desc="recovery", leave=False, disable=self.args.disable_tqdm):
-            loss = self.training_step(model, self._next_recovery_batch())
-            if self.args.max_grad_norm:
-                self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-            losses.append(float(loss))
+        try:
+            for _ in tqdm(range(num_steps), desc="recovery", leave=False, disable=self.args.disable_tqdm):
+                loss = 0.0
+                for micro_batch in range(accumulation):
+                    last = micro_batch == accumulation - 1
+                    with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                        loss += float(self.training_step(model, self._next_recovery_batch()))
+                if self.args.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                losses.append(loss)
+        finally:
+            self.current_gradient_accumulation_steps = saved
         mean_loss = sum(losses) / max(len(losses), 1)
         self.log({"pruning/recovery_loss": mean_loss, "pruning/recovery_steps": float(num_steps)})
         return mean_loss
@@ -494,9 +508,9 @@ class PruningTrainer(Trainer):
         Returns the logged event: MACs/params before and after, reduction vs. the dense model,
         and the width of every changed group.
         """
-        eval_started = time.perf_counter()
+        eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
         metrics_before = self._evaluate_for_event("before")
-        eval_seconds = time.perf_counter() - eval_started
+        eval_seconds, eval_cpu_seconds = time.perf_counter() - eval_started, time.process_time() - eval_cpu_started
         macs_before = self.macs_model.base_macs
         params_before = _num_params(self.model)
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
@@ -507,13 +521,15 @@ class PruningTrainer(Trainer):
         rewrap_model(self)
 
         macs_after = self.macs_model.base_macs
-        eval_started = time.perf_counter()
+        eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
         metrics_after = self._evaluate_for_event("after")
         eval_seconds += time.perf_counter() - eval_started
+        eval_cpu_seconds += time.process_time() - eval_cpu_started
         event = {
             "metrics_before": metrics_before,
             "metrics_after": metrics_after,
             "eval_seconds": eval_seconds,  # eval_around_prune's share of train_runtime
+            "eval_cpu_seconds": eval_cpu_seconds,  # the same in CPU process time
             "global_step": self.state.global_step,
             "epoch": self.state.epoch,
             "train_seconds": time.perf_counter() - self._train_started,
