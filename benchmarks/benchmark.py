@@ -27,6 +27,7 @@ from scipy.stats import ttest_ind
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel
+from hf_prune.methods import list_methods, method_class
 from hf_prune.latency import measure_latency_ms
 from hf_prune.plots import plot_scatter
 
@@ -36,11 +37,12 @@ run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 KEY_FIELDS = ("model", "method", "target", "seed")
 PAPER_METHODS = ("ocsp", "laasp")
-BASELINES = ("none", "magnitude", "random", "tp_groupnorm")
+METHODS = list_methods()  # every registered method; the dense one is the reference row
+DENSE = next(name for name in METHODS if method_class(name).is_dense)
+BASELINES = tuple(name for name in METHODS if name not in PAPER_METHODS)
 LATENCIES = {"latency_ms_bs64": "speedup_bs64", "cuda_latency_ms_bs64": "cuda_speedup_bs64"}
 SUMMARIZED = ("top1_before_prune", "top1_after_prune", "macs_reduction", "pruned_epoch", "norm_ratio_at_prune",
               "laasp_agreement", "train_wall_s", "run_cpu_s")
-METHODS = ["none", "magnitude", "random", "tp_groupnorm", "ocsp", "laasp"]
 QUICK = {"models": ["cifar_resnet20"], "methods": METHODS,
          "targets": [0.5, 0.8], "seeds": [0], "epochs": 3.0, "max_train_samples": 2000}
 
@@ -78,7 +80,7 @@ def run_grid(options: BenchmarkArguments, run: Callable[[dict[str, Any], Benchma
     done = {tuple(row[k] for k in KEY_FIELDS) for row in rows}
     for model in options.models:
         for method in options.methods:
-            for target in [0.0] if method == "none" else options.targets:
+            for target in [0.0] if method == DENSE else options.targets:
                 for seed in options.seeds:
                     key = {"model": model, "method": method, "target": target, "seed": seed}
                     if tuple(key.values()) in done:
@@ -103,7 +105,7 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
             "--pruning_method", key["method"], "--use_cpu",
             "--eval_around_prune", "--card_latency", "false", "--disable_tqdm", "true", "--logging_steps", "1000",
             *options.extra_args.split()]
-    if key["method"] != "none":
+    if key["method"] != DENSE:
         # High targets need room: allow a group to lose up to 95 % of its units.
         argv += ["--target_flops_reduction", str(key["target"]), "--layer_prune_limit", str(max(0.7, key["target"] + 0.05))]
     if options.max_train_samples:
@@ -185,7 +187,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             entry[name] = (float(np.mean(values)), float(np.std(values))) if values else None
         entry["macs_ratio"] = 1 / (1 - entry["macs_reduction"][0]) if entry["macs_reduction"] else None
         summary.append(entry)
-    dense = {e["model"]: e for e in summary if e["method"] == "none"}
+    dense = {e["model"]: e for e in summary if e["method"] == DENSE}
     for entry in summary:
         dense_cpu = dense.get(entry["model"], {}).get("run_cpu_s")
         entry["cpu_ratio"] = entry["run_cpu_s"][0] / dense_cpu[0] if dense_cpu and entry["run_cpu_s"] else None
@@ -229,7 +231,7 @@ def separation(rows: list[dict]) -> list[dict]:
         if method not in PAPER_METHODS:
             continue
         for baseline in BASELINES:
-            theirs = top1.get((model, baseline, 0.0 if baseline == "none" else target))
+            theirs = top1.get((model, baseline, 0.0 if baseline == DENSE else target))
             if not theirs:
                 continue
             p_value = None

@@ -33,7 +33,7 @@ def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
             "30.0 ± 0.0 | 0.75x | 1.60x | n/a | 2.00x |") in table
 
 
-def test_summary_carries_top1_right_before_and_after_the_prune():
+def test_summary_carries_top1_right_before_and_after_the_prune(benchmark):
     rows = [_row("ocsp", s, 0.9, 50, 4.0) | {"top1_before_prune": 0.8 + s / 10, "top1_after_prune": 0.6} for s in (0, 1)]
     summary = benchmark.summarize(rows)[0]
     assert summary["top1_before_prune"] == pytest.approx((0.85, 0.05)) and summary["top1_after_prune"] == (0.6, 0.0)
