@@ -1,4 +1,4 @@
-"""BatchNorm recalibration for the evaluation right after a prune."""
+"""BatchNorm recalibration for the evaluations right before and right after a prune."""
 
 from __future__ import annotations
 
@@ -57,3 +57,23 @@ def test_evaluating_around_the_prune_does_not_change_the_training_run(make_train
     # eval_seconds covers both evaluations (and the recalibration), so the benchmark can take it out of train time
     runtimes = event["metrics_before"]["eval_before_prune_runtime"] + event["metrics_after"]["eval_after_prune_runtime"]
     assert event["eval_seconds"] >= runtimes > 0
+
+
+def test_both_evaluations_around_the_prune_re_estimate_batch_norm(make_trainer, tmp_path, monkeypatch):
+    import hf_prune.trainer.pruning_trainer as trainer_module
+
+    calls = []
+    real = trainer_module.recalibrated_batch_norm
+
+    def counting(model, batches):
+        calls.append(type(model).__name__)
+        return real(model, batches)
+
+    monkeypatch.setattr(trainer_module, "recalibrated_batch_norm", counting)
+    for batches, expected in ((8, 2), (0, 0)):
+        calls.clear()
+        trainer = make_trainer(tmp_path / str(batches), pruning_method="magnitude", max_steps=6,
+                               eval_around_prune=True, eval_after_prune_bn_batches=batches)
+        trainer.train()
+        assert len(trainer.pruning_events) == 1
+        assert len(calls) == expected  # right before and right after: comparable statistics, or neither

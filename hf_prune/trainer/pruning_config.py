@@ -72,8 +72,9 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
     eval_after_prune_bn_batches: int = field(
         default=8,
         metadata={
-            "help": "For the evaluation right after a prune, re-estimate BatchNorm statistics on this many training "
-            "batches first (weights untouched, statistics restored afterwards); 0 evaluates with the stale ones."
+            "help": "For the evaluations right before and right after a prune, re-estimate BatchNorm statistics on "
+            "this many training batches first (weights untouched, statistics restored afterwards), so the two are "
+            "comparable; 0 evaluates with the running statistics as they are."
         },
     )
     resume_with_changed_pruning: bool = field(

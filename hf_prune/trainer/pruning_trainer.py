@@ -560,7 +560,7 @@ class PruningTrainer(Trainer):
     def _evaluate_for_event(self, when: str) -> dict[str, float] | None:
         if not self.args.eval_around_prune or self.eval_dataset is None:
             return None
-        if when == "before" or not self.args.eval_after_prune_bn_batches:
+        if not self.args.eval_after_prune_bn_batches:
             return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
         args = self.args
         batches = calibration_batches(
