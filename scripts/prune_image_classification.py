@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     # Mirrored digits are other glyphs: no horizontal flips for the builtin digit sets.
     hflip = not (data_args.dataset_name or "").startswith("builtin:")
-    data = with_transforms(data, loaded.data_config, hflip=hflip)
+    processor = image_processor_for(loaded.data_config, loaded.source)
+    data = with_transforms(data, loaded.data_config, hflip=hflip, image_processor=processor)
     trainer = PruningTrainer(
         model=loaded.model,
         args=training_args,
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=data.validation,
         data_collator=collate_image_batch,
         compute_metrics=compute_topk_metrics,
-        processing_class=image_processor_for(loaded.data_config, loaded.source),
+        processing_class=processor,
     )
     example = trainer._example_inputs()
     dense_macs, dense_params = count_macs_params(trainer.model, example)
