@@ -27,6 +27,7 @@ from scipy.stats import ttest_ind
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel
+from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.methods import list_methods, method_class
 from hf_prune.latency import measure_latency_ms
 from hf_prune.plots import plot_scatter
@@ -254,9 +255,7 @@ def separation_table(comparisons: list[dict]) -> str:
 def write_reports(rows: list[dict], output_dir: str) -> str:
     table = markdown_table(summarize(rows)) + "\n\n" + separation_table(separation(rows))
     report = Path(output_dir) / "results.md"
-    staged = report.with_suffix(".md.tmp")
-    staged.write_text(table + "\n")
-    staged.replace(report)  # a failed write leaves the previous report whole
+    write_text_atomic(report, table + "\n")  # a failed write leaves the previous report whole
     for model in sorted({row["model"] for row in rows}):
         points: dict[str, list[tuple[float, float]]] = {}
         for row in rows:

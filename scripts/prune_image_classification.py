@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     from hf_prune import PruningTrainer, count_macs_params
     from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
     from hf_prune.hub import image_processor_for
+    from hf_prune.hub.model_dir import write_text_atomic
     from hf_prune.metrics import compute_topk_metrics
     from hf_prune.models import load_model
 
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
     }
     if trainer.is_world_process_zero():
-        _write_report(training_args.output_dir, report)
+        report_path = os.path.join(training_args.output_dir, "pruning_report.json")
+        write_text_atomic(report_path, json.dumps(report, indent=2, default=str))
         print(_table(report))
     return report
 
@@ -284,13 +286,6 @@ def _reload_difference(trainer: PruningTrainer, example: torch.Tensor) -> float:
 
 def _hub_dataset_id(name: str | None) -> str | None:
     return name if name and not name.startswith("builtin:") else None
-
-
-def _write_report(output_dir: str, report: dict) -> None:
-    path = os.path.join(output_dir, "pruning_report.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
 
 
 def _fmt(value, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:

@@ -20,6 +20,7 @@ import hf_prune.hub.model_dir as model_dir_module
 import hf_prune.hub.pretrained as pretrained_module
 from hf_prune import AutoPrunedModel, ModelSource, StructureGraph, save_pretrained
 from hf_prune.hub import PrunedModelError
+from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.models import load_model
 
 INPUTS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -286,7 +287,7 @@ class _Injected(OSError):
     pass
 
 
-_WRITES = [(pretrained_module, "save_file"), (pretrained_module, "_write_text"), (pretrained_module, "_fsync_file"),
+_WRITES = [(pretrained_module, "save_file"), (pretrained_module, "write_text_atomic"), (pretrained_module, "_fsync_file"),
            (shutil, "copyfile"), (os, "replace"), (os, "symlink"), (os, "link"), (model_dir_module, "_fsync")]
 
 
@@ -339,6 +340,22 @@ def test_a_save_failing_at_any_write_leaves_the_complete_old_or_new_model(tmp_pa
     names = sorted(p.name for p in directory.iterdir())
     assert names == [".hf_prune", "checkpoint-1", "config.json", "model.safetensors", "notes.txt"]
     assert len(os.listdir(directory / ".hf_prune")) == 2
+
+
+def test_a_failed_atomic_text_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "pruning_report.json"
+    write_text_atomic(path, "old")
+
+    def full_disk(descriptor: int) -> None:
+        raise _Injected("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", full_disk)
+        with pytest.raises(_Injected):
+            write_text_atomic(path, "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["pruning_report.json"]
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["pruning_report.json"]
 
 
 def test_a_save_over_plain_files_adopts_them_and_removes_old_staging_leftovers(saved_dir):
