@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import evaluate
+import huggingface_hub
 import pytest
 import timm
 import torch
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ConvNextConfig, ViTConfig, pipeline
 
 from hf_prune import AutoPrunedModel, ModelSource, PruningTrainer, StructureGraph, save_pretrained
@@ -20,6 +25,7 @@ from hf_prune.models import ImageDataConfig
 
 DATA_CONFIG = ImageDataConfig(input_size=(3, 32, 32), mean=(0.45, 0.4, 0.35), std=(0.25, 0.2, 0.3), crop_pct=0.875)
 KINDS = ["timm_cnn", "timm_vit", "transformers_vit", "transformers_convnext"]
+TOKEN = "hf_abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _pruned_model(kind: str) -> tuple[torch.nn.Module, str, ModelSource]:
@@ -47,13 +53,13 @@ def digits():
     return load_image_classification_data("builtin:digits", seed=0, max_train_samples=16, max_eval_samples=24)
 
 
-def _trainer(make_args, tmp_path, kind: str, digits) -> PruningTrainer:
+def _trainer(make_args, tmp_path, kind: str, digits, **overrides) -> PruningTrainer:
     model, library, _ = _pruned_model(kind)
     processor = image_processor_for(DATA_CONFIG, library)
     data = with_transforms(digits, DATA_CONFIG, hflip=False, image_processor=processor)
     return PruningTrainer(
         model=model, args=make_args(tmp_path, pruning_method="none", per_device_eval_batch_size=8,
-                                    remove_unused_columns=False, card_latency=False),
+                                    remove_unused_columns=False, card_latency=False, **overrides),
         train_dataset=data.train, eval_dataset=data.validation, data_collator=collate_image_batch,
         compute_metrics=compute_topk_metrics, processing_class=processor,
     )
@@ -126,6 +132,52 @@ def test_a_reloaded_per_layer_vit_states_its_widths_and_saves_without_a_source(t
 def test_a_model_without_a_known_source_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ValueError, match="pass source=ModelSource.from_model"):
         save_pretrained(timm.create_model("cifar_resnet20", num_classes=10), tmp_path)
+
+
+def _stub_hub(monkeypatch, remote: Path) -> list[str]:
+    """A Hub in ``remote``: ``upload_folder`` copies what huggingface_hub's own file filter selects; the pushed names."""
+    pushed = []
+
+    def upload_folder(self, *, folder_path, allow_patterns=None, ignore_patterns=None, **kwargs):
+        files = {path.relative_to(folder_path).as_posix(): path
+                 for path in sorted(Path(folder_path).glob("**/*")) if path.is_file()}
+        ignored = [*(ignore_patterns or []), *DEFAULT_IGNORE_PATTERNS]
+        for name in filter_repo_objects(list(files), allow_patterns=allow_patterns, ignore_patterns=ignored):
+            (remote / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files[name], remote / name)
+            pushed.append(name)
+        return "https://huggingface.co/someone/slim/commit/0"
+
+    remote.mkdir()
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: huggingface_hub.RepoUrl(
+        f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return pushed
+
+
+@pytest.mark.parametrize("kind", ["timm_cnn", "transformers_vit"])
+def test_a_hub_push_carries_exactly_what_the_entry_points_need(make_args, tmp_path, kind, digits, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(sys, "argv", ["prune.py", "--hub_token", TOKEN])
+    pushed = _stub_hub(monkeypatch, tmp_path / "remote")
+    run = tmp_path / "run"
+    trainer = _trainer(make_args, run, kind, digits, hub_model_id="someone/slim", hub_token=TOKEN)
+    expected = torch.as_tensor(trainer.predict(trainer.eval_dataset).predictions).argmax(-1).tolist()
+    (run / "checkpoint-1").mkdir(parents=True)
+    (run / "checkpoint-1" / "config.json").write_text("{}")
+    trainer.push_to_hub(dataset="digits")
+
+    preprocessing = ["preprocessor_config.json"] if kind.startswith("transformers") else []  # timm: in config.json
+    assert sorted(pushed) == sorted(["README.md", "config.json", "model.safetensors", *preprocessing])
+    assert (run / ".hf_prune").is_dir() and (run / "training_args.json").is_file()  # kept local
+    assert not [name for name in pushed if TOKEN.encode() in (tmp_path / "remote" / name).read_bytes()]
+    config = json.loads((tmp_path / "remote" / "config.json").read_text())
+    if kind.startswith("timm"):
+        assert {key: config["pretrained_cfg"][key] for key in ("input_size", "mean", "std", "crop_pct")} == {
+            "input_size": [3, 32, 32], "mean": list(DATA_CONFIG.mean), "std": list(DATA_CONFIG.std), "crop_pct": 0.875}
+    classifier = pipeline("image-classification", model=str(tmp_path / "remote"))
+    images = list(digits.validation[digits.image_column])
+    assert [digits.labels.index(result[0]["label"]) for result in classifier(images, top_k=1)] == expected
 
 
 def test_evaluate_evaluator_gives_the_trainer_top1(make_args, tmp_path, digits):
