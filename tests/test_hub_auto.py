@@ -13,6 +13,7 @@ import huggingface_hub
 import pytest
 import timm
 import torch
+from huggingface_hub import ModelCard
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ConvNextConfig, ViTConfig, pipeline
 
@@ -178,6 +179,14 @@ def test_a_hub_push_carries_exactly_what_the_entry_points_need(make_args, tmp_pa
     classifier = pipeline("image-classification", model=str(tmp_path / "remote"))
     images = list(digits.validation[digits.image_column])
     assert [digits.labels.index(result[0]["label"]) for result in classifier(images, top_k=1)] == expected
+
+    card = ModelCard.load(tmp_path / "remote" / "README.md")
+    snippet = card.text[card.text.index("## Use it"):].split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    images[0].convert("RGB").save("image.jpg")
+    namespace = {}
+    exec(snippet.replace("someone/slim", str(tmp_path / "remote")), namespace)  # the card's code, on the pushed files
+    assert namespace["classifier"]("image.jpg")[0]["label"] in digits.labels
 
 
 def test_evaluate_evaluator_gives_the_trainer_top1(make_args, tmp_path, digits):
