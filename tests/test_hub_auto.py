@@ -115,6 +115,18 @@ def test_saved_preprocessing_is_the_training_eval_transform(tmp_path, kind, digi
         assert sorted(os.listdir(tmp_path)) == [".hf_prune", "config.json", "model.safetensors", "preprocessor_config.json"]
 
 
+def test_a_timm_model_trained_at_another_size_is_saved_with_its_own_preprocessing(tmp_path):
+    model = timm.create_model("mobilenetv3_small_050", num_classes=10).eval()
+    assert model.pretrained_cfg["hf_hub_id"] and model.pretrained_cfg["input_size"] == (3, 224, 224)
+    trained_at = ImageDataConfig(input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+    save_pretrained(model, tmp_path, source=ModelSource.from_model(model),
+                    image_processor=image_processor_for(trained_at, "timm"))
+    saved = json.loads((tmp_path / "config.json").read_text())["pretrained_cfg"]
+    assert (saved["input_size"], saved["mean"], saved["std"]) == ([3, 64, 64], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    assert not {"hf_hub_id", "url", "license"} & set(saved)  # the dense model's, not this one's
+    assert AutoImageProcessor.from_pretrained(tmp_path).data_config["input_size"] == (3, 64, 64)
+
+
 def test_a_reloaded_per_layer_vit_states_its_widths_and_saves_without_a_source(tmp_path):
     model, _, source = _pruned_model("transformers_vit")
     save_pretrained(model, tmp_path / "a", source=source)

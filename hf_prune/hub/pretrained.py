@@ -44,7 +44,7 @@ from hf_prune.structure.attention import find_attention
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
 from .model_dir import discard, new_version, publish, write_text_atomic
-from .preprocessing import PREPROCESSOR_NAME, timm_pretrained_cfg
+from .preprocessing import PREPROCESSOR_NAME, processor_input_size, timm_pretrained_cfg
 from .source import MODEL_TYPE, SOURCE_CONFIG_KEY, ModelSource
 from .trust import check_labels, contained_file, read_json_object
 
@@ -120,7 +120,7 @@ def save_pretrained(
     spec = _rebuildable_spec(model, source)
     library_section = {"format_version": FORMAT_VERSION, "library": source.library, "shape_spec": spec}
     section = {**library_section, **dict(pruning or {})}
-    input_size = section.get("input_size") or source.input_size()
+    input_size = section.get("input_size") or processor_input_size(image_processor) or source.input_size()
     config = _saved_config(model, source, dense_source, section, labels, image_processor, input_size)
     state_dict = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
 
