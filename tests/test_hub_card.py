@@ -8,9 +8,8 @@ import pytest
 import timm
 import torch
 from huggingface_hub import ModelCard
-from transformers import AutoModelForImageClassification, ViTConfig
 
-from hf_prune import ModelSource, StructureGraph
+from hf_prune import ModelSource
 from hf_prune.trainer.card import RunFacts, render_card
 from hf_prune.trainer.pruning_state import PruningRecord
 
@@ -98,19 +97,10 @@ def test_hub_metadata_and_model_index_when_a_dataset_is_known(make_args, tmp_pat
     assert without_dataset.data.eval_results is None and "model-index" not in str(without_dataset)
 
 
-def _uniform_vit() -> tuple[torch.nn.Module, ModelSource]:
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=128, num_labels=10)
-    model = AutoModelForImageClassification.from_config(config).eval()
-    source = ModelSource.from_model(model)
-    graph = StructureGraph(model, torch.randn(1, 3, 32, 32))
-    graph.apply({g.name: list(range(3 if g.kind == "head" else 96)) for g in graph.groups})
-    return model, source
-
-
 @pytest.mark.parametrize("uniform", [False, True])
-def test_the_use_it_snippet_is_a_pipeline_that_imports_hf_prune_only_when_needed(make_args, tmp_path, uniform):
-    model, source = _uniform_vit() if uniform else (None, None)
+def test_the_use_it_snippet_is_a_pipeline_that_imports_hf_prune_only_when_needed(make_args, tmp_path, uniform,
+                                                                                 uniform_vit):
+    model, source = uniform_vit if uniform else (None, None)
     card = _card(_facts(make_args, tmp_path, model=model, source=source))
     snippet = card.text[card.text.index("## Use it"):].split("```python\n")[1].split("```")[0]
     assert 'classifier = pipeline("image-classification", model="someone/slim")' in snippet

@@ -14,7 +14,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForImageClassification, SwinConfig, TimmWrapperConfig, ViTConfig
+from transformers import AutoModelForImageClassification, SwinConfig, TimmWrapperConfig, ViTConfig, pipeline
 
 import hf_prune.hub.model_dir as model_dir_module
 import hf_prune.hub.pretrained as pretrained_module
@@ -92,6 +92,28 @@ def test_a_timm_wrapper_config_passes_the_same_allow_list(wrapper_dir, edit, mes
     _edit_config(wrapper_dir, edit)
     with pytest.raises(PrunedModelError, match=message):
         AutoPrunedModel.from_pretrained(wrapper_dir)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model_args"].update(checkpoint_path="/etc/evil.pth"), r"\['checkpoint_path'\] would make timm load"),
+    (lambda c: c.update(architecture="hf-hub:someone/evil"), "'architecture' is 'hf-hub:someone/evil'.*never followed"),
+])
+def test_the_auto_classes_and_pipeline_apply_the_same_allow_list(saved_dir, edit, message):
+    _edit_config(saved_dir, edit)
+    with pytest.raises(PrunedModelError, match=message):
+        AutoModelForImageClassification.from_pretrained(saved_dir)
+    with pytest.raises(ValueError, match=message):  # pipeline re-raises what each model class said
+        pipeline("image-classification", model=str(saved_dir))
+
+
+def test_the_auto_classes_refuse_arguments_that_would_change_the_model(saved_dir):
+    with pytest.raises(TypeError, match=r"config fields \['id2label', 'label2id'\] differ from the saved config.json"):
+        AutoModelForImageClassification.from_pretrained(saved_dir, num_labels=3)
+    with pytest.raises(TypeError, match=r"the arguments \['drop_rate'\] are not supported"):
+        AutoModelForImageClassification.from_pretrained(saved_dir, drop_rate=0.5)
+    with torch.no_grad():  # what only places or casts the model is accepted
+        model = AutoModelForImageClassification.from_pretrained(saved_dir, dtype=torch.float64, device_map="cpu")
+        assert model(INPUTS.double()).logits.dtype == torch.float64
 
 
 def test_a_timm_wrapper_model_round_trips(wrapper_dir):
