@@ -131,9 +131,12 @@ def test_a_reloaded_per_layer_vit_states_its_widths_and_saves_without_a_source(t
     model, _, source = _pruned_model("transformers_vit")
     save_pretrained(model, tmp_path / "a", source=source)
     auto = AutoModelForImageClassification.from_pretrained(tmp_path / "a")
-    heads = auto.config.layer_widths["num_attention_heads"]
+    heads, mlp = auto.config.layer_widths["num_attention_heads"], auto.config.layer_widths["intermediate_size"]
     assert auto.config.model_type == "hf_prune" and len(set(heads)) > 1 and 4 not in heads
-    assert "num_attention_heads" not in auto.config.to_dict()  # the dense value lives under source_config only
+    expected_mlp = [module.out_features for name, module in model.named_modules() if name.endswith("mlp.fc1")]
+    assert mlp == expected_mlp and 128 not in mlp  # the dense ViT: 4 heads, MLP 128
+    # the dense values live under source_config only
+    assert not {"num_attention_heads", "intermediate_size"} & set(auto.config.to_dict())
 
     bare = AutoPrunedModel.from_pretrained(tmp_path / "a")
     save_pretrained(bare, tmp_path / "b")  # the source comes from the load
