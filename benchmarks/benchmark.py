@@ -80,7 +80,7 @@ def run_grid(options: BenchmarkArguments, run: Callable[[dict[str, Any], Benchma
     rows = load_rows(results)
     done = {tuple(row[k] for k in KEY_FIELDS) for row in rows}
     for model in options.models:
-        for method in options.methods:
+        for method in sorted(options.methods, key=lambda name: name != DENSE):  # dense first: the cards' reference
             for target in [0.0] if method == DENSE else options.targets:
                 for seed in options.seeds:
                     key = {"model": model, "method": method, "target": target, "seed": seed}
@@ -100,7 +100,7 @@ def load_rows(path: Path) -> list[dict]:
 
 def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, Any]:
     """One training run through the example script; the measurements of one results row."""
-    output_dir = Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
+    output_dir = _run_dir(options, key)
     argv = ["--output_dir", str(output_dir), "--model_name_or_path", key["model"], "--seed", str(key["seed"]),
             "--num_train_epochs", str(options.epochs), "--image_size", str(options.image_size),
             "--pruning_method", key["method"], "--use_cpu",
@@ -111,6 +111,9 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
         argv += ["--target_flops_reduction", str(key["target"]), "--layer_prune_limit", str(max(0.7, key["target"] + 0.05))]
     if options.max_train_samples:
         argv += ["--max_train_samples", str(options.max_train_samples)]
+    dense_metrics = _run_dir(options, {**key, "method": DENSE, "target": 0.0}) / "eval_results.json"
+    if key["method"] != DENSE and dense_metrics.is_file():
+        argv += ["--dense_reference", str(dense_metrics)]
     started, cpu_started = time.perf_counter(), time.process_time()
     report = run_example(argv)
     run_cpu_s = time.process_time() - cpu_started
@@ -161,6 +164,10 @@ def _method_figures(method: str, state: dict[str, Any]) -> dict[str, Any]:
         return {"laasp_steps": len(state.get("history", [])),
                 "laasp_agreement": sum(audited) / len(audited) if audited else None}
     return {}
+
+
+def _run_dir(options: BenchmarkArguments, key: dict[str, Any]) -> Path:
+    return Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
 
 
 def _latencies(output_dir: Path, threads: int) -> dict[str, float]:

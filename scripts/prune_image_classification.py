@@ -55,6 +55,11 @@ class ModelArguments:
     )
     pretrained: bool = field(default=False, metadata={"help": "Load pretrained weights (needs the Hub or a local dir)."})
     image_size: int | None = field(default=None, metadata={"help": "Override the model's input resolution."})
+    dense_reference: str | None = field(
+        default=None,
+        metadata={"help": "A dense run's eval_results.json (every run writes one): the card shows it as the trained "
+                          "dense reference beside the slim model."},
+    )
 
 
 @dataclass
@@ -217,10 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
     dense_macs, dense_params = count_macs_params(trainer.model, example)
     train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, resume_args))
     final = trainer.evaluate()
+    trainer.save_metrics("eval", final)  # eval_results.json: a pruned run's --dense_reference
     trainer.create_model_card(
         dataset=data_args.source,
         dataset_tags=_hub_dataset_id(data_args.dataset_name),
         finetuned_from=model_args.model_name_or_path if model_args.pretrained else None,
+        dense_reference=model_args.dense_reference,
     )
     trainer.save_model()
     macs, params = count_macs_params(trainer.model, example)
