@@ -27,6 +27,7 @@ from scipy.stats import ttest_ind
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel
+from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.methods import list_methods, method_class
 from hf_prune.latency import measure_latency_ms
 from hf_prune.plots import plot_scatter
@@ -79,7 +80,7 @@ def run_grid(options: BenchmarkArguments, run: Callable[[dict[str, Any], Benchma
     rows = load_rows(results)
     done = {tuple(row[k] for k in KEY_FIELDS) for row in rows}
     for model in options.models:
-        for method in options.methods:
+        for method in sorted(options.methods, key=lambda name: name != DENSE):  # dense first: the cards' reference
             for target in [0.0] if method == DENSE else options.targets:
                 for seed in options.seeds:
                     key = {"model": model, "method": method, "target": target, "seed": seed}
@@ -99,7 +100,7 @@ def load_rows(path: Path) -> list[dict]:
 
 def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, Any]:
     """One training run through the example script; the measurements of one results row."""
-    output_dir = Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
+    output_dir = _run_dir(options, key)
     argv = ["--output_dir", str(output_dir), "--model_name_or_path", key["model"], "--seed", str(key["seed"]),
             "--num_train_epochs", str(options.epochs), "--image_size", str(options.image_size),
             "--pruning_method", key["method"], "--use_cpu",
@@ -110,6 +111,9 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
         argv += ["--target_flops_reduction", str(key["target"]), "--layer_prune_limit", str(max(0.7, key["target"] + 0.05))]
     if options.max_train_samples:
         argv += ["--max_train_samples", str(options.max_train_samples)]
+    dense_metrics = _run_dir(options, {**key, "method": DENSE, "target": 0.0}) / "eval_results.json"
+    if key["method"] != DENSE and dense_metrics.is_file():
+        argv += ["--dense_reference", str(dense_metrics)]
     started, cpu_started = time.perf_counter(), time.process_time()
     report = run_example(argv)
     run_cpu_s = time.process_time() - cpu_started
@@ -160,6 +164,10 @@ def _method_figures(method: str, state: dict[str, Any]) -> dict[str, Any]:
         return {"laasp_steps": len(state.get("history", [])),
                 "laasp_agreement": sum(audited) / len(audited) if audited else None}
     return {}
+
+
+def _run_dir(options: BenchmarkArguments, key: dict[str, Any]) -> Path:
+    return Path(options.output_dir) / "runs" / "-".join(str(v) for v in key.values())
 
 
 def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
@@ -254,9 +262,7 @@ def separation_table(comparisons: list[dict]) -> str:
 def write_reports(rows: list[dict], output_dir: str) -> str:
     table = markdown_table(summarize(rows)) + "\n\n" + separation_table(separation(rows))
     report = Path(output_dir) / "results.md"
-    staged = report.with_suffix(".md.tmp")
-    staged.write_text(table + "\n")
-    staged.replace(report)  # a failed write leaves the previous report whole
+    write_text_atomic(report, table + "\n")  # a failed write leaves the previous report whole
     for model in sorted({row["model"] for row in rows}):
         points: dict[str, list[tuple[float, float]]] = {}
         for row in rows:

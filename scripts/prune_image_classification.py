@@ -55,6 +55,11 @@ class ModelArguments:
     )
     pretrained: bool = field(default=False, metadata={"help": "Load pretrained weights (needs the Hub or a local dir)."})
     image_size: int | None = field(default=None, metadata={"help": "Override the model's input resolution."})
+    dense_reference: str | None = field(
+        default=None,
+        metadata={"help": "A dense run's eval_results.json (every run writes one): the card shows it as the trained "
+                          "dense reference beside the slim model."},
+    )
 
 
 @dataclass
@@ -178,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     from hf_prune import PruningTrainer, count_macs_params
     from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
     from hf_prune.hub import image_processor_for
+    from hf_prune.hub.model_dir import write_text_atomic
     from hf_prune.metrics import compute_topk_metrics
     from hf_prune.models import load_model
 
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     # Mirrored digits are other glyphs: no horizontal flips for the builtin digit sets.
     hflip = not (data_args.dataset_name or "").startswith("builtin:")
-    data = with_transforms(data, loaded.data_config, hflip=hflip)
+    processor = image_processor_for(loaded.data_config, loaded.source)
+    data = with_transforms(data, loaded.data_config, hflip=hflip, image_processor=processor)
     trainer = PruningTrainer(
         model=loaded.model,
         args=training_args,
@@ -209,16 +216,18 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=data.validation,
         data_collator=collate_image_batch,
         compute_metrics=compute_topk_metrics,
-        processing_class=image_processor_for(loaded.data_config, loaded.source),
+        processing_class=processor,
     )
     example = trainer._example_inputs()
     dense_macs, dense_params = count_macs_params(trainer.model, example)
     train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, resume_args))
     final = trainer.evaluate()
+    trainer.save_metrics("eval", final)  # eval_results.json: a pruned run's --dense_reference
     trainer.create_model_card(
         dataset=data_args.source,
         dataset_tags=_hub_dataset_id(data_args.dataset_name),
         finetuned_from=model_args.model_name_or_path if model_args.pretrained else None,
+        dense_reference=model_args.dense_reference,
     )
     trainer.save_model()
     macs, params = count_macs_params(trainer.model, example)
@@ -239,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
     }
     if trainer.is_world_process_zero():
-        _write_report(training_args.output_dir, report)
+        report_path = os.path.join(training_args.output_dir, "pruning_report.json")
+        write_text_atomic(report_path, json.dumps(report, indent=2, default=str))
         print(_table(report))
     return report
 
@@ -283,13 +293,6 @@ def _reload_difference(trainer: PruningTrainer, example: torch.Tensor) -> float:
 
 def _hub_dataset_id(name: str | None) -> str | None:
     return name if name and not name.startswith("builtin:") else None
-
-
-def _write_report(output_dir: str, report: dict) -> None:
-    path = os.path.join(output_dir, "pruning_report.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
 
 
 def _fmt(value, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:

@@ -17,9 +17,9 @@ import pytest
 import timm
 import torch
 from torch.utils.data import Dataset
+from transformers import AutoModelForImageClassification, ViTConfig
 
-import hf_prune  # noqa: F401  (registers the CIFAR models)
-from hf_prune import PruningArguments, PruningTrainer
+from hf_prune import ModelSource, PruningArguments, PruningTrainer, StructureGraph
 from hf_prune.metrics import compute_topk_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,19 @@ def make_args() -> Callable[..., PruningArguments]:
 def make_trainer() -> Callable[..., PruningTrainer]:
     """:func:`toy_trainer`: ``make_trainer(output_dir, model=None, **overrides)``."""
     return toy_trainer
+
+
+@pytest.fixture
+def uniform_vit() -> tuple[torch.nn.Module, ModelSource]:
+    """A tiny 4-class transformers ViT pruned to 3 heads and MLP width 96 in both layers, and its dense source."""
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=128, num_labels=4)
+    model = AutoModelForImageClassification.from_config(config).eval()
+    source = ModelSource.from_model(model)
+    graph = StructureGraph(model, torch.randn(1, 3, 32, 32))
+    graph.apply({g.name: list(range(3 if g.kind == "head" else 96)) for g in graph.groups})
+    return model, source
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):
 
 
 def test_finished_runs_are_not_run_again(benchmark, tmp_path):
-    options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["none", "random"],
+    options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["random", "none"],
                                            targets=[0.5, 0.8], seeds=[0, 1])
     done = _row("random", 1, 0.5, 50, 4.0, 0.8)
     (tmp_path / "results.jsonl").write_text(json.dumps(done) + "\n")
@@ -61,6 +61,7 @@ def test_finished_runs_are_not_run_again(benchmark, tmp_path):
 
     rows = benchmark.run_grid(options, fake_run)
     assert ("m", "random", 0.8, 1) not in calls and len(calls) == 2 + 3  # dense x 2 seeds, random: 4 - 1 done
+    assert [call[1] for call in calls[:2]] == ["none", "none"]  # first: its top-1 is the pruned cards' reference
     assert len(benchmark.load_rows(tmp_path / "results.jsonl")) == len(rows) == 6
     assert benchmark.run_grid(options, fake_run) and len(calls) == 5  # a second call runs nothing
 

@@ -17,12 +17,14 @@ import pytest
 import timm
 import torch
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, ViTConfig
 
 import hf_prune.hub.pretrained as pretrained_module
 from hf_prune import AutoPrunedModel, ModelSource, StructureGraph, save_pretrained
-from hf_prune.hub import PrunedModelError
+from hf_prune.hub import PrunedModelError, image_processor_for
+from hf_prune.models import ImageDataConfig
 
 
 INPUTS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -79,11 +81,8 @@ def test_saved_slim_model_reloads_exactly_from_safetensors(tmp_path, kind, monke
     assert config["hf_prune"]["library"] == source.library and config["hf_prune"]["shape_spec"]["modules"]
 
 
-def test_uniform_transformers_widths_load_with_vanilla_transformers(tmp_path):
-    model = _tiny_vit()
-    source = ModelSource.from_model(model)
-    graph = StructureGraph(model.eval(), INPUTS[:1])
-    graph.apply({g.name: list(range(3 if g.kind == "head" else 96)) for g in graph.groups})
+def test_uniform_transformers_widths_load_with_vanilla_transformers(tmp_path, uniform_vit):
+    model, source = uniform_vit
     save_pretrained(model, tmp_path, source=source)
 
     config = json.loads((tmp_path / "config.json").read_text())
@@ -93,6 +92,36 @@ def test_uniform_transformers_widths_load_with_vanilla_transformers(tmp_path):
     with torch.no_grad():
         assert torch.equal(vanilla(INPUTS).logits, model(INPUTS).logits)
         assert torch.equal(AutoPrunedModel.from_pretrained(tmp_path)(INPUTS).logits, model(INPUTS).logits)
+
+
+_WITHOUT_HF_PRUNE = """
+import sys
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageClassification, pipeline
+directory, inputs, outputs = sys.argv[1:]
+model = AutoModelForImageClassification.from_pretrained(directory).eval()
+with torch.no_grad():
+    logits = model(load_file(inputs)["pixels"]).logits
+label = pipeline("image-classification", model=directory)(load_file(inputs)["image"].numpy())[0]["label"]
+save_file({"logits": logits.contiguous()}, outputs, metadata={"label": label})
+assert "hf_prune" not in sys.modules
+"""
+
+
+def test_uniform_widths_load_in_a_process_that_never_imports_hf_prune(tmp_path, uniform_vit):
+    model, source = uniform_vit
+    config = ImageDataConfig(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+    save_pretrained(model, tmp_path / "model", source=source, labels=["a", "b", "c", "d"],
+                    image_processor=image_processor_for(config, "transformers"))
+    image = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    save_file({"pixels": INPUTS, "image": image}, tmp_path / "inputs.safetensors")
+    subprocess.run([sys.executable, "-c", _WITHOUT_HF_PRUNE, str(tmp_path / "model"), str(tmp_path / "inputs.safetensors"),
+                    str(tmp_path / "outputs.safetensors")], check=True, cwd=tmp_path, timeout=300)
+    with safe_open(tmp_path / "outputs.safetensors", "pt") as outputs, torch.no_grad():
+        assert torch.equal(outputs.get_tensor("logits"), model(INPUTS).logits)
+        pixels = image_processor_for(config, "transformers")(image.numpy(), return_tensors="pt")["pixel_values"]
+        assert outputs.metadata()["label"] == "abcd"[model(pixels).logits.argmax().item()]
 
 
 def _trained(make_trainer, tmp_path, **overrides):

@@ -14,12 +14,13 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForImageClassification, SwinConfig, TimmWrapperConfig, ViTConfig
+from transformers import AutoModelForImageClassification, SwinConfig, TimmWrapperConfig, ViTConfig, pipeline
 
 import hf_prune.hub.model_dir as model_dir_module
 import hf_prune.hub.pretrained as pretrained_module
 from hf_prune import AutoPrunedModel, ModelSource, StructureGraph, save_pretrained
 from hf_prune.hub import PrunedModelError
+from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.models import load_model
 
 INPUTS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -91,6 +92,28 @@ def test_a_timm_wrapper_config_passes_the_same_allow_list(wrapper_dir, edit, mes
     _edit_config(wrapper_dir, edit)
     with pytest.raises(PrunedModelError, match=message):
         AutoPrunedModel.from_pretrained(wrapper_dir)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model_args"].update(checkpoint_path="/etc/evil.pth"), r"\['checkpoint_path'\] would make timm load"),
+    (lambda c: c.update(architecture="hf-hub:someone/evil"), "'architecture' is 'hf-hub:someone/evil'.*never followed"),
+])
+def test_the_auto_classes_and_pipeline_apply_the_same_allow_list(saved_dir, edit, message):
+    _edit_config(saved_dir, edit)
+    with pytest.raises(PrunedModelError, match=message):
+        AutoModelForImageClassification.from_pretrained(saved_dir)
+    with pytest.raises(ValueError, match=message):  # pipeline re-raises what each model class said
+        pipeline("image-classification", model=str(saved_dir))
+
+
+def test_the_auto_classes_refuse_arguments_that_would_change_the_model(saved_dir):
+    with pytest.raises(TypeError, match=r"config fields \['id2label', 'label2id'\] differ from the saved config.json"):
+        AutoModelForImageClassification.from_pretrained(saved_dir, num_labels=3)
+    with pytest.raises(TypeError, match=r"the arguments \['drop_rate'\] are not supported"):
+        AutoModelForImageClassification.from_pretrained(saved_dir, drop_rate=0.5)
+    with torch.no_grad():  # what only places or casts the model is accepted
+        model = AutoModelForImageClassification.from_pretrained(saved_dir, dtype=torch.float64, device_map="cpu")
+        assert model(INPUTS.double()).logits.dtype == torch.float64
 
 
 def test_a_timm_wrapper_model_round_trips(wrapper_dir):
@@ -286,7 +309,7 @@ class _Injected(OSError):
     pass
 
 
-_WRITES = [(pretrained_module, "save_file"), (pretrained_module, "_write_text"), (pretrained_module, "_fsync_file"),
+_WRITES = [(pretrained_module, "save_file"), (pretrained_module, "write_text_atomic"), (pretrained_module, "_fsync_file"),
            (shutil, "copyfile"), (os, "replace"), (os, "symlink"), (os, "link"), (model_dir_module, "_fsync")]
 
 
@@ -339,6 +362,22 @@ def test_a_save_failing_at_any_write_leaves_the_complete_old_or_new_model(tmp_pa
     names = sorted(p.name for p in directory.iterdir())
     assert names == [".hf_prune", "checkpoint-1", "config.json", "model.safetensors", "notes.txt"]
     assert len(os.listdir(directory / ".hf_prune")) == 2
+
+
+def test_a_failed_atomic_text_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "pruning_report.json"
+    write_text_atomic(path, "old")
+
+    def full_disk(descriptor: int) -> None:
+        raise _Injected("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", full_disk)
+        with pytest.raises(_Injected):
+            write_text_atomic(path, "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["pruning_report.json"]
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["pruning_report.json"]
 
 
 def test_a_save_over_plain_files_adopts_them_and_removes_old_staging_leftovers(saved_dir):

@@ -1,7 +1,8 @@
 """Input transforms built from a model's `ImageDataConfig`, and the Trainer collator.
 
 Train (CIFAR-style, inputs <= 64 px): resize to the input size, RandomCrop(padding=4), flip.
-Train (otherwise): RandomResizedCrop, flip. Eval: Resize(size / crop_pct), CenterCrop(size).
+Train (otherwise): RandomResizedCrop, flip. Eval: Resize(size / crop_pct), CenterCrop(size), or
+the image processor saved with the model, so that ``pipeline`` preprocesses exactly as evaluation did.
 Images are converted to the model's channel count first (grayscale, RGBA and palette images
 become RGB), so MNIST digits feed ImageNet/CIFAR models unchanged.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 import torch
@@ -17,6 +18,9 @@ from torchvision import transforms as T
 
 from hf_prune.data.datasets import ImageClassificationData
 from hf_prune.models import ImageDataConfig
+
+if TYPE_CHECKING:
+    from transformers.image_processing_utils import BaseImageProcessor
 
 CIFAR_CROP_PADDING = 4
 
@@ -72,6 +76,17 @@ def build_transform(
     return T.Compose(steps)
 
 
+class _ProcessorTransform:
+    """An image processor applied to one image, after the RGB conversion ``pipeline`` applies first."""
+
+    def __init__(self, processor: BaseImageProcessor, channels: int) -> None:
+        self.processor = processor
+        self.convert = _ConvertMode("L" if channels == 1 else "RGB")
+
+    def __call__(self, image: PIL.Image.Image) -> torch.Tensor:
+        return self.processor(self.convert(image), return_tensors="pt")["pixel_values"][0]
+
+
 class _ExampleTransform:
     """Batch transform for `Dataset.with_transform`: images -> pixel_values, labels -> labels."""
 
@@ -89,6 +104,7 @@ class _ExampleTransform:
 
 def with_transforms(
         data: ImageClassificationData, data_config: ImageDataConfig, *, hflip: bool = True,
+        image_processor: BaseImageProcessor | None = None,
 ) -> ImageClassificationData:
     """A copy of `data` whose rows are {"pixel_values": FloatTensor(C, H, W), "labels": int}.
 
@@ -101,10 +117,16 @@ def with_transforms(
         data: Splits and column names from `load_image_classification_data`.
         data_config: The model's data config.
         hflip: Random horizontal flips in training (see `build_transform`).
+        image_processor: The eval preprocessing saved with the model (`hf_prune.hub.image_processor_for`),
+            used for the validation rows instead of `build_transform`: transformers' processors resize
+            with their own kernel, and evaluating through the very processor ``pipeline`` loads makes
+            the saved model's predictions those of the trainer's evaluation.
     """
     columns = [data.image_column, data.label_column]
     train_transform = _ExampleTransform(build_transform(data_config, train=True, hflip=hflip), *columns)
-    eval_transform = _ExampleTransform(build_transform(data_config, train=False), *columns)
+    eval_steps = (build_transform(data_config, train=False) if image_processor is None
+                  else _ProcessorTransform(image_processor, data_config.input_size[0]))
+    eval_transform = _ExampleTransform(eval_steps, *columns)
     return dataclasses.replace(
         data,
         train=data.train.with_transform(train_transform, columns=columns),

@@ -27,6 +27,8 @@ from .source import MODEL_TYPE
 _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
 # Passed by transformers' Auto classes and pipeline; they choose nothing about the model.
 _FRAMEWORK_KWARGS = frozenset({"trust_remote_code", "use_safetensors", "adapter_kwargs", "code_revision"})
+# Config fields transformers fills from where it loaded and the loading arguments: no part of the model.
+_LOADING_CONFIG_FIELDS = frozenset({"_name_or_path", "dtype", "torch_dtype"})
 
 
 class PrunedConfig(PretrainedConfig):
@@ -77,7 +79,7 @@ class PrunedModelForImageClassification(PreTrainedModel):
 
         Raises:
             PrunedModelError: as :meth:`AutoPrunedModel.from_pretrained`.
-            TypeError: an argument that would change the model (e.g. ``num_labels``).
+            TypeError: an argument that would change the model (e.g. ``num_labels``, ``drop_rate``).
         """
         hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
         device = kwargs.pop("device_map", None) or "cpu"
@@ -89,7 +91,9 @@ class PrunedModelForImageClassification(PreTrainedModel):
                 "are not supported (pass revision, token, cache_dir, a device_map device or a dtype)"
             )
         slim, saved_config = AutoPrunedModel.load(pretrained_model_name_or_path, device=device, **hub_kwargs)
-        model = cls(PrunedConfig.from_dict(saved_config), slim=slim).eval()
+        saved = PrunedConfig.from_dict(saved_config)
+        _refuse_changed_config(config, saved)
+        model = cls(saved, slim=slim).eval()
         if dtype in (None, "auto"):
             return model  # as saved
         return model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
@@ -106,6 +110,20 @@ class PrunedModelForImageClassification(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> None:  # noqa: D417
         """Save with :func:`hf_prune.save_pretrained` (the source, classes and preprocessing it was loaded with)."""
         save_pretrained(self, save_directory, pruning=_pruning_facts(self.config))
+
+
+def _refuse_changed_config(given: PretrainedConfig | None, saved: PrunedConfig) -> None:
+    """Config overrides (``from_pretrained(..., num_labels=3)`` edits the config before it gets here) are refused."""
+    if given is None:
+        return
+    given_fields, saved_fields = given.to_dict(), saved.to_dict()
+    changed = sorted(key for key in given_fields.keys() | saved_fields.keys()
+                     if key not in _LOADING_CONFIG_FIELDS and given_fields.get(key) != saved_fields.get(key))
+    if changed:
+        raise TypeError(
+            f"hf_prune models load exactly as saved: the config fields {changed} differ from the saved config.json "
+            "(a slim model's classes and widths are fixed; fine-tune the loaded model to change them)"
+        )
 
 
 def _pruning_facts(config: PretrainedConfig) -> dict[str, Any]:

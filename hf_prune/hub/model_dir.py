@@ -14,10 +14,12 @@ A save writes a complete version folder, then switches ``current`` with one rena
 links, so after a failure or a SIGKILL at any moment they see the complete old version or the
 complete new one. Top-level files the save does not write are never touched; a plain file the
 save replaces (an older save's, a user's ``README.md``) is first adopted into the current version.
+:func:`write_text_atomic` gives one file the same guarantee (run reports, the pruning state).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -80,6 +82,24 @@ def remove_leftovers(directory: str | os.PathLike) -> None:
         dangling = _is_published_link(directory, name) and not os.path.exists(path)
         if dangling or name.startswith((_TEMP_PREFIX, _LEGACY_STAGING_PREFIX)):
             _remove(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` all or nothing: into a synced file beside it, then renamed over it.
+
+    A killed write leaves a ``.hf_prune-tmp-*`` file that the next save into the directory removes.
+    """
+    temporary = os.path.join(os.path.dirname(path), _TEMP_PREFIX + uuid.uuid4().hex)
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _adopt_plain_file(directory: str | os.PathLike, name: str) -> None:

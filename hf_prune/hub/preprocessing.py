@@ -60,6 +60,11 @@ def image_processor_for(data_config: ImageDataConfig, library: str) -> BaseImage
     )
 
 
+def processor_input_size(processor: BaseImageProcessor | None) -> list[int] | None:
+    """The (channels, height, width) a timm processor produces; ``None`` for others (their config states it)."""
+    return list(processor.data_config["input_size"]) if isinstance(processor, TimmWrapperImageProcessor) else None
+
+
 def timm_pretrained_cfg(saved: Mapping[str, Any] | None, processor: BaseImageProcessor | None,
                         input_size: list[int], num_classes: int | None) -> dict[str, Any]:
     """The ``pretrained_cfg`` of a slim timm model: its own input size, classes and preprocessing.

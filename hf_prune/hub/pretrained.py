@@ -43,8 +43,8 @@ from transformers.image_processing_utils import BaseImageProcessor
 from hf_prune.structure.attention import find_attention
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
-from .model_dir import discard, new_version, publish
-from .preprocessing import PREPROCESSOR_NAME, timm_pretrained_cfg
+from .model_dir import discard, new_version, publish, write_text_atomic
+from .preprocessing import PREPROCESSOR_NAME, processor_input_size, timm_pretrained_cfg
 from .source import MODEL_TYPE, SOURCE_CONFIG_KEY, ModelSource
 from .trust import check_labels, contained_file, read_json_object
 
@@ -120,7 +120,7 @@ def save_pretrained(
     spec = _rebuildable_spec(model, source)
     library_section = {"format_version": FORMAT_VERSION, "library": source.library, "shape_spec": spec}
     section = {**library_section, **dict(pruning or {})}
-    input_size = section.get("input_size") or source.input_size()
+    input_size = section.get("input_size") or processor_input_size(image_processor) or source.input_size()
     config = _saved_config(model, source, dense_source, section, labels, image_processor, input_size)
     state_dict = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
 
@@ -133,10 +133,10 @@ def save_pretrained(
             shutil.copyfile(path, os.path.join(version, _plain_file_name(name)))
             _fsync_file(os.path.join(version, name))
         if model_card is not None:
-            _write_text(os.path.join(version, MODEL_CARD_NAME), model_card)
+            write_text_atomic(os.path.join(version, MODEL_CARD_NAME), model_card)
         if source.library == "transformers" and image_processor is not None:
-            _write_text(os.path.join(version, PREPROCESSOR_NAME), image_processor.to_json_string())
-        _write_text(os.path.join(version, CONFIG_NAME), json.dumps(config, indent=2, default=_json_default))
+            write_text_atomic(os.path.join(version, PREPROCESSOR_NAME), image_processor.to_json_string())
+        write_text_atomic(os.path.join(version, CONFIG_NAME), json.dumps(config, indent=2, default=_json_default))
         _check_round_trip(model, version, input_size)
         publish(save_directory, version)
     except BaseException:
@@ -544,13 +544,6 @@ def _plain_file_name(name: str) -> str:
     if os.path.basename(name) != name or name.startswith("."):
         raise ValueError(f"extra file name {name!r} must be a plain file name")
     return name
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _fsync_file(path: str) -> None:

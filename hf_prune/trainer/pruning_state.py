@@ -17,6 +17,8 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from hf_prune.hub.model_dir import write_text_atomic
+
 logger = logging.get_logger(__name__)
 
 PRUNING_STATE_NAME = "pruning_state.json"
@@ -47,10 +49,10 @@ class PruningRecord:
 
     def save(self, directory: str, args: TrainingArguments) -> None:
         """Write ``pruning_state.json`` and ``training_args.json`` into ``directory`` (each atomically)."""
-        _write_text_atomic(os.path.join(directory, TRAINING_ARGS_NAME), args.to_json_string())
+        write_text_atomic(os.path.join(directory, TRAINING_ARGS_NAME), args.to_json_string())
         state = {"method": self.method, "method_state": self.method_state, "dense_macs": self.dense_macs,
                  "pruning_events": self.events, "run": self.run}
-        _write_text_atomic(os.path.join(directory, PRUNING_STATE_NAME), json.dumps(state, indent=2))
+        write_text_atomic(os.path.join(directory, PRUNING_STATE_NAME), json.dumps(state, indent=2))
 
     @classmethod
     def load(cls, checkpoint: str, run: dict[str, Any], allow_changes: bool = False) -> PruningRecord | None:
@@ -130,10 +132,3 @@ def _refuse(message: str, allow_changes: bool) -> None:
         raise ValueError(f"{message}, or pass resume_with_changed_pruning=True (--resume_with_changed_pruning) to "
                          "resume anyway")
     logger.warning(f"{message}; resuming anyway (resume_with_changed_pruning)")
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

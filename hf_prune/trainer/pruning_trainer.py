@@ -93,7 +93,8 @@ class PruningTrainer(Trainer):
             of the training set.
         processing_class: (a ``transformers.Trainer`` argument) the eval preprocessing as an
             image processor (:func:`hf_prune.hub.image_processor_for`); saved with the model so that
-            ``pipeline("image-classification")`` preprocesses as training did.
+            ``pipeline("image-classification")`` preprocesses as evaluation did (exactly, when the eval
+            split is transformed by it: ``hf_prune.data.with_transforms(..., image_processor=...)``).
         **kwargs: everything else ``transformers.Trainer`` accepts (datasets, collator,
             ``compute_metrics``, callbacks, ...).
     """
