@@ -350,14 +350,25 @@ def test_attention_of_an_unknown_family_is_refused_with_the_fix():
     assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)
 
 
-class _Gained(nn.Module):
-    """A weight-standardized conv: its per-channel ``gain`` is a parameter no layer kind slices."""
+class _GainedConv(nn.Conv2d):
+    """A conv with a per-output-channel ``gain`` that no layer kind slices."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, 3)
+        self.gain = nn.Parameter(torch.rand(channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.gain, self.bias)
+
+
+class _Gained(nn.Module):
+    """Three convs and a classifier; ``conv2`` is ``conv_type(8)``."""
+
+    def __init__(self, conv_type=_GainedConv) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(3, 8, 3)
         self.conv1 = nn.Conv2d(8, 8, 3)
-        self.conv2 = timm.layers.ScaledStdConv2d(8, 8, 3)
+        self.conv2 = conv_type(8)
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
@@ -365,8 +376,30 @@ class _Gained(nn.Module):
 
 
 def test_layer_with_unsliced_per_channel_parameters_is_refused_with_the_fix():
-    with pytest.raises(UnprunableLayerError, match=r"'conv2' \(ScaledStdConv2d\)") as info:
+    with pytest.raises(UnprunableLayerError, match=r"'conv2' \(_GainedConv\)") as info:
         StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16))
     assert info.value.ignored_layers == ["conv2"]
     graph = StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16), ignored_layers=["conv2"])
     assert [g.modules for g in graph.groups] == [("conv0", "conv1")]
+
+
+def test_weight_standardized_conv_loses_its_gain_with_its_output_channels():
+    """NFNet's ScaledStdConv2d: removing output channels equals masking them; ``gain`` follows."""
+    torch.manual_seed(0)
+    model = _Gained(lambda channels: timm.layers.ScaledStdConv2d(channels, channels, 3)).eval()
+    with torch.no_grad():
+        model.conv2.gain.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 16, 16)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name == "conv2")
+    gain = model.conv2.gain.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1, 5])):
+        expected = model(x)
+
+    kept = [0, 2, 3, 4, 6, 7]
+    graph.apply({"conv2": kept})
+
+    assert model.conv2.out_channels == 6 and model.conv2.gain.shape == (6, 1, 1, 1)
+    torch.testing.assert_close(model.conv2.gain.detach(), gain[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)

@@ -350,19 +350,26 @@ class StructureGraph:
         """Torch-pruning's ``Group.prune``, except that grouped convolutions and GroupNorms lose whole groups."""
         regular = type(tp_group)()
         regular._DG = self._dg
-        whole_groups = []
+        whole_groups, extra_outputs = [], []
         for item in tp_group:
             target = item.dep.target.module
+            produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
             if isinstance(target, nn.Module) and _is_whole_group_conv(target):
-                if self._dg.is_out_channel_pruning_fn(item.dep.handler):
+                if produces:
                     whole_groups.append((target, item.idxs))
-            else:
-                regular.add_dep(item.dep, item.idxs)
+                continue
+            regular.add_dep(item.dep, item.idxs)
+            if produces and isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
+                extra_outputs += [(target, attr, item.idxs) for attr in _outputs_torch_pruning_leaves(target)]
         norms = {item.dep.target.module for item in regular if isinstance(item.dep.target.module, nn.GroupNorm)}
         norm_group_width = {norm: _channels_per_group(norm) for norm in norms}
+        kept_outputs = [(module, attr, _complement(getattr(module, attr).shape[0], removed))
+                        for module, attr, removed in extra_outputs]
         regular.prune(record_history=False)
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
+        for module, attr, kept in kept_outputs:
+            _slice_parameter(module, attr, 0, kept)
         for norm, per_group in norm_group_width.items():
             if per_group is not None:  # torch-pruning keeps num_groups; whole groups went
                 norm.num_groups = norm.num_channels // per_group
@@ -405,10 +412,22 @@ def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
     ]
 
 
+def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
+    """Per-output-channel parameters of a conv or linear beyond torch-pruning's weight and bias (a ``gain``)."""
+    kind = layer_kind(module)
+    sliced = kind.sliced_tensors(module, True) if kind is not None else []
+    return [attr for attr, _ in sliced if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
+
+
+def _complement(size: int, removed: Sequence[int]) -> list[int]:
+    gone = {int(i) for i in removed}
+    return [i for i in range(size) if i not in gone]
+
+
 def _remove_conv_channels(conv: nn.modules.conv._ConvNd, removed: Sequence[int]) -> None:
     """Remove whole groups (given as their channels) of a grouped convolution: fewer groups, same width each."""
     per_group = conv.out_channels // conv.groups
-    kept = sorted(set(range(conv.out_channels)) - {int(i) for i in removed})
+    kept = _complement(conv.out_channels, removed)
     conv.in_channels = conv.out_channels = len(kept)
     conv.groups = len(kept) // per_group
     _slice_parameter(conv, "weight", 0, kept)  # (out, in / groups, ...) or, transposed, (in, out / groups, ...)
