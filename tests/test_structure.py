@@ -403,3 +403,33 @@ def test_weight_standardized_conv_loses_its_gain_with_its_output_channels():
     torch.testing.assert_close(model.conv2.gain.detach(), gain[kept])
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+class _RepeatedBatch(nn.Module):
+    """``repeat_interleave`` over the batch (as GCViT's global query): a 5-d expand in autograd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 8, 3)
+        self.conv1 = nn.Conv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        features = self.conv0(x).repeat_interleave(2, dim=0)
+        return self.fc(self.conv1(features).mean((2, 3)))
+
+
+def test_expand_is_not_read_as_grouped_query_attention():
+    """torch-pruning's repeat_kv rule divided by zero here; the channels pass the expand unchanged."""
+    torch.manual_seed(0)
+    model, x = _RepeatedBatch().eval(), torch.randn(2, 3, 16, 16)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name == "conv0")
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [3])):
+        expected = model(x)
+
+    graph.apply({"conv0": [u for u in range(8) if u != 3]})
+
+    assert (model.conv0.out_channels, model.conv1.in_channels) == (7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
+from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQueryMapping
 from torch import nn
 
 from hf_prune.structure.attention import AttentionFamily, find_attention
@@ -177,6 +178,8 @@ class StructureGraph:
         for module, node in graph.module2node.items():
             if isinstance(module, nn.Module) and _is_whole_group_conv(module):
                 _couple_input_and_output(graph, node)
+            if node.type == tp.ops.OPTYPE.EXPAND:
+                _drop_grouped_query_mapping(node)
         return graph
 
     def _collect_groups(self) -> list[ChannelGroup]:
@@ -410,6 +413,19 @@ def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
         tp.dependency.Dependency(pruner.prune_in_channels, pruner.prune_out_channels, source=node, target=node),
         tp.dependency.Dependency(pruner.prune_out_channels, pruner.prune_in_channels, source=node, target=node),
     ]
+
+
+def _drop_grouped_query_mapping(node: Any) -> None:
+    """Pass channels through an expand unchanged instead of by torch-pruning's grouped-query rule.
+
+    That rule reads any 5-d expand as language models' ``repeat_kv`` (no vision model here has
+    grouped-query attention); on others (``repeat_interleave`` in GCViT, Hiera) it divides by zero.
+    """
+    node.enable_index_mapping = False  # update_index_mapping then leaves these dependencies alone
+    incoming = [dep for source in node.inputs for dep in source.dependencies if dep.target is node]
+    for dep in [*node.dependencies, *incoming]:
+        if isinstance(dep.index_mapping[0], _GroupedQueryMapping):
+            dep.index_mapping[0] = None
 
 
 def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
