@@ -180,6 +180,11 @@ class StructureGraph:
                 _couple_input_and_output(graph, node)
             if node.type == tp.ops.OPTYPE.EXPAND:
                 _drop_grouped_query_mapping(node)
+            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE):
+                # A group reaching a split or slice is kept whole (_describe): stop the search there.
+                # Past it, every partial channel subset is a new search state: chains of them
+                # (ReXNet's partial residuals, FocalNet's gates) took torch-pruning minutes.
+                node.dependencies = []
         return graph
 
     def _collect_groups(self) -> list[ChannelGroup]:
