@@ -153,6 +153,7 @@ class StructureGraph:
             for attn, (name, family) in self._attention.items()
         }
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
+        self._stops_groups = self.ignored | set(self._unknown_attention)
         self._dg = self._trace(example_inputs)
         self.groups = self._collect_groups()
 
@@ -180,10 +181,11 @@ class StructureGraph:
                 _couple_input_and_output(graph, node)
             if node.type == tp.ops.OPTYPE.EXPAND:
                 _drop_grouped_query_mapping(node)
-            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE):
-                # A group reaching a split or slice is kept whole (_describe): stop the search there.
-                # Past it, every partial channel subset is a new search state: chains of them
-                # (ReXNet's partial residuals, FocalNet's gates) took torch-pruning minutes.
+            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE) or module in self._stops_groups:
+                # A group reaching a split, slice, ignored layer or unknown attention is kept whole
+                # or refused (_describe): stop the search there. Past a split or slice, every partial
+                # channel subset is a new search state: chains of them (ReXNet's partial residuals,
+                # FocalNet's gates) took torch-pruning minutes.
                 node.dependencies = []
         return graph
 
