@@ -16,6 +16,8 @@ from transformers import (
     ResNetForImageClassification,
     SwinConfig,
     SwinForImageClassification,
+    Swinv2Config,
+    Swinv2ForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -69,6 +71,13 @@ ZOO = {
         lambda: SwinForImageClassification(
             SwinConfig(image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
                        window_size=4, num_labels=10)
+        ),
+        64,
+    ),
+    "hf_swinv2": (
+        lambda: Swinv2ForImageClassification(
+            Swinv2Config(image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+                         window_size=4, num_labels=10)
         ),
         64,
     ),
@@ -334,6 +343,29 @@ def test_window_attention_heads_take_their_relative_position_bias_along(name):
     assert dict(model.named_parameters())[table.param_name].shape[-1] == heads - 1
     with torch.no_grad():
         torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
+    """Swinv2: removing a head equals silencing it; its logit scale and bias-MLP output row go with it."""
+    model, build, x = _build("hf_swinv2")
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units == 4)
+    attention = model.get_submodule(group.name.rpartition(".")[0])
+    scale, bias_rows = attention.logit_scale.detach().clone(), attention.continuous_position_bias_mlp[2].weight.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = _logits(model(x))
+
+    graph.apply({group.name: [0, 2, 3]})
+
+    assert attention.num_attention_heads == 3 and attention.continuous_position_bias_mlp[2].out_features == 3
+    torch.testing.assert_close(attention.logit_scale.detach(), scale[[0, 2, 3]])
+    torch.testing.assert_close(attention.continuous_position_bias_mlp[2].weight.detach(), bias_rows[[0, 2, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(reloaded.eval()(x)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_attention_of_an_unknown_family_is_refused_with_the_fix():

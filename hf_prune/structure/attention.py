@@ -92,15 +92,29 @@ def _is_query_key_value_attention(m: nn.Module) -> bool:
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
             and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size")
-            # Swinv2's cosine attention keeps per-head scales and a bias MLP this family does not slice;
             # PVTv2 reshapes the attention output to the input width.
-            and not hasattr(m, "logit_scale") and type(m).__name__ != "PvtV2SelfAttention")
+            and type(m).__name__ != "PvtV2SelfAttention")
 
 
 _TRANSFORMERS_HEAD_PARAMETERS = (
     ("relative_position_bias.relative_position_bias_table", -1),  # Swin
     ("relative_position_bias_table", -1),  # Donut-Swin
+    ("logit_scale", 0),  # Swinv2's cosine attention: one temperature per head
+    ("continuous_position_bias_mlp.2.weight", 0),  # Swinv2: the bias MLP outputs one value per head
 )
+
+
+def head_linears(attn: nn.Module, family: AttentionFamily) -> list[nn.Linear]:
+    """Linears inside ``attn`` with one output per head (Swinv2's bias MLP): sliced as head parameters."""
+    owners = (attn.get_submodule(name.rpartition(".")[0]) for name, _ in family.head_parameters(attn))
+    return [owner for owner in owners if isinstance(owner, nn.Linear)]
+
+
+def _sync_head_linears(attn: nn.Module) -> None:
+    for name, _ in _present(attn, _TRANSFORMERS_HEAD_PARAMETERS):
+        owner = attn.get_submodule(name.rpartition(".")[0])
+        if isinstance(owner, nn.Linear):
+            owner.out_features = owner.weight.shape[0]
 
 
 def _transformers_families() -> list[AttentionFamily]:
@@ -111,6 +125,7 @@ def _transformers_families() -> list[AttentionFamily]:
     def sync_query_heads(attn: nn.Module) -> None:
         attn.num_attention_heads = attn.query.out_features // attn.attention_head_size
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
+        _sync_head_linears(attn)
 
     return [
         AttentionFamily(

@@ -19,7 +19,7 @@ import torch_pruning as tp
 from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQueryMapping
 from torch import nn
 
-from hf_prune.structure.attention import AttentionFamily, find_attention
+from hf_prune.structure.attention import AttentionFamily, find_attention, head_linears
 from hf_prune.models.forward import logits_of, run_model
 from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
 
@@ -152,8 +152,11 @@ class StructureGraph:
             attn: [(f"{name}.{param}", dim) for param, dim in family.head_parameters(attn)]
             for attn, (name, family) in self._attention.items()
         }
+        # One output per head (Swinv2's bias MLP): sliced with the heads, never by torch-pruning.
+        self._head_linears = {linear for attn, (_, family) in self._attention.items()
+                              for linear in head_linears(attn, family)}
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
-        self._stops_groups = self.ignored | set(self._unknown_attention)
+        self._stops_groups = self.ignored | set(self._unknown_attention) | self._head_linears
         self._dg = self._trace(example_inputs)
         self.groups = self._collect_groups()
 
@@ -207,10 +210,16 @@ class StructureGraph:
         """Translate one torch-pruning group, or None when it must stay whole."""
         root = tp_group[0].dep.target.module
         attention = self._head_projection.get(root)
+        if root in self._head_linears:
+            return None
         members, touched = [], []
         for item in tp_group:
             target = item.dep.target.module
             produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            if target in self._head_linears:
+                if produces and attention is not None:
+                    continue  # its rows go with the heads, as a head parameter
+                return None
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
@@ -364,6 +373,8 @@ class StructureGraph:
         for item in tp_group:
             target = item.dep.target.module
             produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            if target in self._head_linears:
+                continue  # sliced with its heads in apply
             if isinstance(target, nn.Module) and _is_whole_group_conv(target):
                 if produces:
                     whole_groups.append((target, item.idxs))
