@@ -465,3 +465,19 @@ def test_expand_is_not_read_as_grouped_query_attention():
     assert (model.conv0.out_channels, model.conv1.in_channels) == (7, 7)
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_split_by_the_input_width_is_refused_before_tracing_with_the_fix():
+    """HF FocalNet splits projection_in's output by its input width: that width must stay."""
+    from transformers import FocalNetConfig, FocalNetForImageClassification
+
+    model = FocalNetForImageClassification(FocalNetConfig(embed_dim=16, depths=[1, 1], hidden_sizes=[16, 32],
+                                                          image_size=32, num_labels=10)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(UnprunableLayerError, match="split their output by the width of their input") as info:
+        StructureGraph(model, x)
+    assert info.value.ignored_layers == [name for name, _ in model.named_modules() if name.endswith("projection_in")]
+    graph = StructureGraph(model, x, ignored_layers=info.value.ignored_layers)
+    assert graph.groups
+    graph.apply(_half_plan(graph))
+    assert model(x).logits.shape == (1, 10)
