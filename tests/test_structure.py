@@ -60,6 +60,7 @@ ZOO = {
     ),
     "vit_tiny_patch16_224": _timm("vit_tiny_patch16_224", 224),
     "deit_tiny_patch16_224": _timm("deit_tiny_patch16_224", 224),
+    "tiny_vit_5m_224": _timm("tiny_vit_5m_224", 64),
     "hf_vit": (
         lambda: ViTForImageClassification(
             ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -366,6 +367,30 @@ def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
     reloaded.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(_logits(reloaded.eval()(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, kwargs", [("tiny_vit_5m_224", {}), ("levit_128s", {"img_size": 64})])
+def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, kwargs):
+    """TinyViT, LeViT: qkv rows per head are (q, k, v); removing a head equals silencing it."""
+    torch.manual_seed(0)
+    model, x = timm.create_model(name, num_classes=10, **kwargs).eval(), torch.randn(2, 3, 64, 64)
+    try:
+        graph = StructureGraph(model, x[:1])
+    except UnprunableLayerError as refusal:  # LeViT's downsampling attention is of another kind
+        graph = StructureGraph(model, x[:1], ignored_layers=refusal.ignored_layers)
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
+    attention = model.get_submodule(group.name.split(".qkv")[0])
+    biases, heads = attention.attention_biases.detach().clone(), attention.num_heads
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x)
+    kept = [h for h in range(heads) if h != 1]
+
+    graph.apply({group.name: kept})
+
+    assert attention.num_heads == heads - 1
+    torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_attention_of_an_unknown_family_is_refused_with_the_fix():

@@ -153,6 +153,9 @@ class StructureGraph:
             attn: [(f"{name}.{param}", dim) for param, dim in family.head_parameters(attn)]
             for attn, (name, family) in self._attention.items()
         }
+        self._head_consumers = {
+            attn: family.head_consumers(attn) for attn, (_, family) in self._attention.items()
+        }
         # One output per head (Swinv2's bias MLP): sliced with the heads, never by torch-pruning.
         self._head_linears = {linear for attn, (_, family) in self._attention.items()
                               for linear in head_linears(attn, family)}
@@ -225,6 +228,8 @@ class StructureGraph:
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
             if isinstance(target, (tp.ops._SplitOp, tp.ops._SliceOp)):
+                if attention is not None and self._head_consumers[attention]:
+                    continue  # q, k, v split apart inside each head; the consumers are added below
                 return None  # split sizes and slice bounds are often constants (MixNet, Res2Net, DPN): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
@@ -254,6 +259,10 @@ class StructureGraph:
         if attention is not None:
             one_per_unit = torch.arange(num_units).view(-1, 1)
             slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
+            for consumer in self._head_consumers[attention]:
+                columns = torch.arange(consumer.in_features).view(num_units, -1)  # one block per head
+                slices.append(TensorSlice(f"{self._names[consumer]}.weight", 1, columns, False))
+                touched.append(self._names[consumer])
         root_indices = [[] for _ in range(num_units)]
         for i in tp_group[0].root_idxs:
             root_indices[unit_of_root[int(i)]].append(int(i))
@@ -340,6 +349,7 @@ class StructureGraph:
             Adam moments) needs to follow the weights exactly.
         """
         removals = self._removed_root_indices(keep)
+        by_name = {g.name: g for g in self.groups}
         params = dict(self.model.named_parameters())
         values = {name: p.data for name, p in params.items()}
         # Prune tensors of element positions instead of values (float64 counts exactly to 2**53):
@@ -354,6 +364,8 @@ class StructureGraph:
                 attention = self._head_projection.get(modules[name])
                 for param_name, dim in self._head_parameters.get(attention, []):
                     _slice_parameter(self.model, param_name, dim, sorted(keep[name]))
+                for consumer in self._head_consumers.get(attention, ()):
+                    _keep_head_columns(consumer, sorted(keep[name]), by_name[name].num_units)
         finally:
             index_maps = {}
             for name, p in self.model.named_parameters():
@@ -475,6 +487,13 @@ def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
     kind = layer_kind(module)
     sliced = kind.sliced_tensors(module, True) if kind is not None else []
     return [attr for attr, _ in sliced if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
+
+
+def _keep_head_columns(consumer: nn.Linear, kept_heads: Sequence[int], num_heads: int) -> None:
+    """Keep the input columns of ``consumer`` that read the kept heads (one equal block per head)."""
+    per_head = consumer.in_features // num_heads
+    _slice_parameter(consumer, "weight", 1, [h * per_head + j for h in kept_heads for j in range(per_head)])
+    consumer.in_features = len(kept_heads) * per_head
 
 
 def _complement(size: int, removed: Sequence[int]) -> list[int]:
