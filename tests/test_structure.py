@@ -352,15 +352,16 @@ def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
     graph = StructureGraph(model, x[:1])
     group = next(g for g in graph.groups if g.kind == "head" and g.num_units == 4)
     attention = model.get_submodule(group.name.rpartition(".")[0])
-    scale, bias_rows = attention.logit_scale.detach().clone(), attention.continuous_position_bias_mlp[2].weight.detach().clone()
+    bias_mlp_output = attention.continuous_position_bias_mlp[2]
+    scale, bias_rows = attention.logit_scale.detach().clone(), bias_mlp_output.weight.detach().clone()
     with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
         expected = _logits(model(x))
 
     graph.apply({group.name: [0, 2, 3]})
 
-    assert attention.num_attention_heads == 3 and attention.continuous_position_bias_mlp[2].out_features == 3
+    assert attention.num_attention_heads == 3 and bias_mlp_output.out_features == 3
     torch.testing.assert_close(attention.logit_scale.detach(), scale[[0, 2, 3]])
-    torch.testing.assert_close(attention.continuous_position_bias_mlp[2].weight.detach(), bias_rows[[0, 2, 3]])
+    torch.testing.assert_close(bias_mlp_output.weight.detach(), bias_rows[[0, 2, 3]])
     with torch.no_grad():
         torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
     reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))

@@ -486,7 +486,8 @@ def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
     """Per-output-channel parameters of a conv or linear beyond torch-pruning's weight and bias (a ``gain``)."""
     kind = layer_kind(module)
     sliced = kind.sliced_tensors(module, True) if kind is not None else []
-    return [attr for attr, _ in sliced if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
+    return [attr for attr, _ in sliced
+            if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
 
 
 def _keep_head_columns(consumer: nn.Linear, kept_heads: Sequence[int], num_heads: int) -> None:
