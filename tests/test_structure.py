@@ -16,6 +16,8 @@ from transformers import (
     ResNetForImageClassification,
     SwinConfig,
     SwinForImageClassification,
+    Swinv2Config,
+    Swinv2ForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -58,6 +60,7 @@ ZOO = {
     ),
     "vit_tiny_patch16_224": _timm("vit_tiny_patch16_224", 224),
     "deit_tiny_patch16_224": _timm("deit_tiny_patch16_224", 224),
+    "tiny_vit_5m_224": _timm("tiny_vit_5m_224", 64),
     "hf_vit": (
         lambda: ViTForImageClassification(
             ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -69,6 +72,13 @@ ZOO = {
         lambda: SwinForImageClassification(
             SwinConfig(image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
                        window_size=4, num_labels=10)
+        ),
+        64,
+    ),
+    "hf_swinv2": (
+        lambda: Swinv2ForImageClassification(
+            Swinv2Config(image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+                         window_size=4, num_labels=10)
         ),
         64,
     ),
@@ -336,6 +346,54 @@ def test_window_attention_heads_take_their_relative_position_bias_along(name):
         torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
+    """Swinv2: removing a head equals silencing it; its logit scale and bias-MLP output row go with it."""
+    model, build, x = _build("hf_swinv2")
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units == 4)
+    attention = model.get_submodule(group.name.rpartition(".")[0])
+    bias_mlp_output = attention.continuous_position_bias_mlp[2]
+    scale, bias_rows = attention.logit_scale.detach().clone(), bias_mlp_output.weight.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = _logits(model(x))
+
+    graph.apply({group.name: [0, 2, 3]})
+
+    assert attention.num_attention_heads == 3 and bias_mlp_output.out_features == 3
+    torch.testing.assert_close(attention.logit_scale.detach(), scale[[0, 2, 3]])
+    torch.testing.assert_close(bias_mlp_output.weight.detach(), bias_rows[[0, 2, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(reloaded.eval()(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, kwargs", [("tiny_vit_5m_224", {}), ("levit_128s", {"img_size": 64})])
+def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, kwargs):
+    """TinyViT, LeViT: qkv rows per head are (q, k, v); removing a head equals silencing it."""
+    torch.manual_seed(0)
+    model, x = timm.create_model(name, num_classes=10, **kwargs).eval(), torch.randn(2, 3, 64, 64)
+    try:
+        graph = StructureGraph(model, x[:1])
+    except UnprunableLayerError as refusal:  # LeViT's downsampling attention is of another kind
+        graph = StructureGraph(model, x[:1], ignored_layers=refusal.ignored_layers)
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
+    attention = model.get_submodule(group.name.split(".qkv")[0])
+    biases, heads = attention.attention_biases.detach().clone(), attention.num_heads
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x)
+    kept = [h for h in range(heads) if h != 1]
+
+    graph.apply({group.name: kept})
+
+    assert attention.num_heads == heads - 1
+    torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_attention_of_an_unknown_family_is_refused_with_the_fix():
     """CaiT's class attention reshapes by the input width: cutting its projections would break it."""
     model = timm.create_model("cait_xxs24_224", num_classes=10, img_size=32, patch_size=16, embed_dim=32, depth=1,
@@ -350,14 +408,25 @@ def test_attention_of_an_unknown_family_is_refused_with_the_fix():
     assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)
 
 
-class _Gained(nn.Module):
-    """A weight-standardized conv: its per-channel ``gain`` is a parameter no layer kind slices."""
+class _GainedConv(nn.Conv2d):
+    """A conv with a per-output-channel ``gain`` that no layer kind slices."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, 3)
+        self.gain = nn.Parameter(torch.rand(channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.gain, self.bias)
+
+
+class _Gained(nn.Module):
+    """Three convs and a classifier; ``conv2`` is ``conv_type(8)``."""
+
+    def __init__(self, conv_type=_GainedConv) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(3, 8, 3)
         self.conv1 = nn.Conv2d(8, 8, 3)
-        self.conv2 = timm.layers.ScaledStdConv2d(8, 8, 3)
+        self.conv2 = conv_type(8)
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
@@ -365,8 +434,76 @@ class _Gained(nn.Module):
 
 
 def test_layer_with_unsliced_per_channel_parameters_is_refused_with_the_fix():
-    with pytest.raises(UnprunableLayerError, match=r"'conv2' \(ScaledStdConv2d\)") as info:
+    with pytest.raises(UnprunableLayerError, match=r"'conv2' \(_GainedConv\)") as info:
         StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16))
     assert info.value.ignored_layers == ["conv2"]
     graph = StructureGraph(_Gained().eval(), torch.randn(1, 3, 16, 16), ignored_layers=["conv2"])
     assert [g.modules for g in graph.groups] == [("conv0", "conv1")]
+
+
+def test_weight_standardized_conv_loses_its_gain_with_its_output_channels():
+    """NFNet's ScaledStdConv2d: removing output channels equals masking them; ``gain`` follows."""
+    torch.manual_seed(0)
+    model = _Gained(lambda channels: timm.layers.ScaledStdConv2d(channels, channels, 3)).eval()
+    with torch.no_grad():
+        model.conv2.gain.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 16, 16)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name == "conv2")
+    gain = model.conv2.gain.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1, 5])):
+        expected = model(x)
+
+    kept = [0, 2, 3, 4, 6, 7]
+    graph.apply({"conv2": kept})
+
+    assert model.conv2.out_channels == 6 and model.conv2.gain.shape == (6, 1, 1, 1)
+    torch.testing.assert_close(model.conv2.gain.detach(), gain[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+class _RepeatedBatch(nn.Module):
+    """``repeat_interleave`` over the batch (as GCViT's global query): a 5-d expand in autograd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 8, 3)
+        self.conv1 = nn.Conv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        features = self.conv0(x).repeat_interleave(2, dim=0)
+        return self.fc(self.conv1(features).mean((2, 3)))
+
+
+def test_expand_is_not_read_as_grouped_query_attention():
+    """torch-pruning's repeat_kv rule divided by zero here; the channels pass the expand unchanged."""
+    torch.manual_seed(0)
+    model, x = _RepeatedBatch().eval(), torch.randn(2, 3, 16, 16)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name == "conv0")
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [3])):
+        expected = model(x)
+
+    graph.apply({"conv0": [u for u in range(8) if u != 3]})
+
+    assert (model.conv0.out_channels, model.conv1.in_channels) == (7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_split_by_the_input_width_is_refused_before_tracing_with_the_fix():
+    """HF FocalNet splits projection_in's output by its input width: that width must stay."""
+    from transformers import FocalNetConfig, FocalNetForImageClassification
+
+    model = FocalNetForImageClassification(FocalNetConfig(embed_dim=16, depths=[1, 1], hidden_sizes=[16, 32],
+                                                          image_size=32, num_labels=10)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(UnprunableLayerError, match="split their output by the width of their input") as info:
+        StructureGraph(model, x)
+    assert info.value.ignored_layers == [name for name, _ in model.named_modules() if name.endswith("projection_in")]
+    graph = StructureGraph(model, x, ignored_layers=info.value.ignored_layers)
+    assert graph.groups
+    graph.apply(_half_plan(graph))
+    assert model(x).logits.shape == (1, 10)

@@ -33,6 +33,10 @@ class AttentionFamily:
     head_parameters: Callable[[nn.Module], tuple[tuple[str, int], ...]] = lambda attn: ()
     """Parameters holding one slice per head besides the projections (relative position bias
     tables), as ``(name inside the module, head dimension)``; sliced along with the heads."""
+    head_consumers: Callable[[nn.Module], tuple[nn.Linear, ...]] = lambda attn: ()
+    """Linears reading the heads' outputs (one block of input columns per head) that the engine
+    slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT), a split
+    torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
 
 
 def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -42,7 +46,9 @@ def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[
 
 def _timm_families() -> list[AttentionFamily]:
     from timm.layers.attention import Attention
+    from timm.models.levit import Attention as LevitAttention
     from timm.models.swin_transformer import WindowAttention
+    from timm.models.tiny_vit import Attention as TinyVitAttention
 
     def sync_heads(attn: nn.Module) -> None:
         attn.num_heads = attn.qkv.out_features // (3 * attn.head_dim)
@@ -55,7 +61,32 @@ def _timm_families() -> list[AttentionFamily]:
         # WindowAttention keeps no head_dim; its bias table holds one column per head.
         attn.num_heads = attn.relative_position_bias_table.shape[-1]
 
+    def sync_split_heads(attn: nn.Module) -> None:
+        # Each head's projection rows are its q, k and v: key_dim, key_dim and val_dim of them.
+        attn.num_heads = split_head_projection(attn).out_features // (2 * attn.key_dim + attn.val_dim)
+        if hasattr(attn, "val_attn_dim"):  # LeViT
+            attn.key_attn_dim, attn.val_attn_dim = attn.key_dim * attn.num_heads, attn.val_dim * attn.num_heads
+        else:  # TinyViT
+            attn.out_dim = attn.val_dim * attn.num_heads
+        attn.attention_bias_cache = {}  # biases cached per device, with the old head count
+
+    def split_head_projection(attn: nn.Module) -> nn.Linear:
+        return attn.qkv.linear if type(attn) is LevitAttention else attn.qkv
+
+    def split_head_consumer(attn: nn.Module) -> nn.Linear:
+        return attn.proj.ln.linear if type(attn) is LevitAttention else attn.proj
+
     return [
+        AttentionFamily(
+            # LeViT (tokens, not its conv mode) and TinyViT: qkv laid out as (num_heads, q | k | v).
+            matches=lambda m: (type(m) is TinyVitAttention or type(m) is LevitAttention and not m.use_conv),
+            head_projections=lambda attn: (split_head_projection(attn),),
+            head_of_channel=lambda attn, proj, i: i // (2 * attn.key_dim + attn.val_dim),
+            head_attributes=lambda attn: {"num_heads": attn.num_heads},
+            sync_num_heads=sync_split_heads,
+            head_parameters=lambda attn: (("attention_biases", 0),),
+            head_consumers=lambda attn: (split_head_consumer(attn),),
+        ),
         AttentionFamily(
             matches=lambda m: type(m) is Attention,
             head_projections=lambda attn: (attn.qkv,),
@@ -92,15 +123,29 @@ def _is_query_key_value_attention(m: nn.Module) -> bool:
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
             and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size")
-            # Swinv2's cosine attention keeps per-head scales and a bias MLP this family does not slice;
             # PVTv2 reshapes the attention output to the input width.
-            and not hasattr(m, "logit_scale") and type(m).__name__ != "PvtV2SelfAttention")
+            and type(m).__name__ != "PvtV2SelfAttention")
 
 
 _TRANSFORMERS_HEAD_PARAMETERS = (
     ("relative_position_bias.relative_position_bias_table", -1),  # Swin
     ("relative_position_bias_table", -1),  # Donut-Swin
+    ("logit_scale", 0),  # Swinv2's cosine attention: one temperature per head
+    ("continuous_position_bias_mlp.2.weight", 0),  # Swinv2: the bias MLP outputs one value per head
 )
+
+
+def head_linears(attn: nn.Module, family: AttentionFamily) -> list[nn.Linear]:
+    """Linears inside ``attn`` with one output per head (Swinv2's bias MLP): sliced as head parameters."""
+    owners = (attn.get_submodule(name.rpartition(".")[0]) for name, _ in family.head_parameters(attn))
+    return [owner for owner in owners if isinstance(owner, nn.Linear)]
+
+
+def _sync_head_linears(attn: nn.Module) -> None:
+    for name, _ in _present(attn, _TRANSFORMERS_HEAD_PARAMETERS):
+        owner = attn.get_submodule(name.rpartition(".")[0])
+        if isinstance(owner, nn.Linear):
+            owner.out_features = owner.weight.shape[0]
 
 
 def _transformers_families() -> list[AttentionFamily]:
@@ -111,6 +156,7 @@ def _transformers_families() -> list[AttentionFamily]:
     def sync_query_heads(attn: nn.Module) -> None:
         attn.num_attention_heads = attn.query.out_features // attn.attention_head_size
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
+        _sync_head_linears(attn)
 
     return [
         AttentionFamily(

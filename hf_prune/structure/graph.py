@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
+from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQueryMapping
 from torch import nn
 
-from hf_prune.structure.attention import AttentionFamily, find_attention
+from hf_prune.structure.attention import AttentionFamily, find_attention, head_linears
 from hf_prune.models.forward import logits_of, run_model
 from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
 
@@ -142,6 +143,7 @@ class StructureGraph:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
         self.classifiers = {modules[n] for n in classifier_names(model)}
         self.ignored = {modules[n] for n in ignored_layers}
+        _refuse_input_width_splits(model, self.ignored)
         self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
@@ -151,7 +153,14 @@ class StructureGraph:
             attn: [(f"{name}.{param}", dim) for param, dim in family.head_parameters(attn)]
             for attn, (name, family) in self._attention.items()
         }
+        self._head_consumers = {
+            attn: family.head_consumers(attn) for attn, (_, family) in self._attention.items()
+        }
+        # One output per head (Swinv2's bias MLP): sliced with the heads, never by torch-pruning.
+        self._head_linears = {linear for attn, (_, family) in self._attention.items()
+                              for linear in head_linears(attn, family)}
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
+        self._stops_groups = self.ignored | set(self._unknown_attention) | self._head_linears
         self._dg = self._trace(example_inputs)
         self.groups = self._collect_groups()
 
@@ -177,6 +186,14 @@ class StructureGraph:
         for module, node in graph.module2node.items():
             if isinstance(module, nn.Module) and _is_whole_group_conv(module):
                 _couple_input_and_output(graph, node)
+            if node.type == tp.ops.OPTYPE.EXPAND:
+                _drop_grouped_query_mapping(node)
+            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE) or module in self._stops_groups:
+                # A group reaching a split, slice, ignored layer or unknown attention is kept whole
+                # or refused (_describe): stop the search there. Past a split or slice, every partial
+                # channel subset is a new search state: chains of them (ReXNet's partial residuals,
+                # FocalNet's gates) took torch-pruning minutes.
+                node.dependencies = []
         return graph
 
     def _collect_groups(self) -> list[ChannelGroup]:
@@ -197,14 +214,22 @@ class StructureGraph:
         """Translate one torch-pruning group, or None when it must stay whole."""
         root = tp_group[0].dep.target.module
         attention = self._head_projection.get(root)
+        if root in self._head_linears:
+            return None
         members, touched = [], []
         for item in tp_group:
             target = item.dep.target.module
             produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            if target in self._head_linears:
+                if produces and attention is not None:
+                    continue  # its rows go with the heads, as a head parameter
+                return None
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
             if isinstance(target, (tp.ops._SplitOp, tp.ops._SliceOp)):
+                if attention is not None and self._head_consumers[attention]:
+                    continue  # q, k, v split apart inside each head; the consumers are added below
                 return None  # split sizes and slice bounds are often constants (MixNet, Res2Net, DPN): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
@@ -234,6 +259,10 @@ class StructureGraph:
         if attention is not None:
             one_per_unit = torch.arange(num_units).view(-1, 1)
             slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
+            for consumer in self._head_consumers[attention]:
+                columns = torch.arange(consumer.in_features).view(num_units, -1)  # one block per head
+                slices.append(TensorSlice(f"{self._names[consumer]}.weight", 1, columns, False))
+                touched.append(self._names[consumer])
         root_indices = [[] for _ in range(num_units)]
         for i in tp_group[0].root_idxs:
             root_indices[unit_of_root[int(i)]].append(int(i))
@@ -320,6 +349,7 @@ class StructureGraph:
             Adam moments) needs to follow the weights exactly.
         """
         removals = self._removed_root_indices(keep)
+        by_name = {g.name: g for g in self.groups}
         params = dict(self.model.named_parameters())
         values = {name: p.data for name, p in params.items()}
         # Prune tensors of element positions instead of values (float64 counts exactly to 2**53):
@@ -334,6 +364,8 @@ class StructureGraph:
                 attention = self._head_projection.get(modules[name])
                 for param_name, dim in self._head_parameters.get(attention, []):
                     _slice_parameter(self.model, param_name, dim, sorted(keep[name]))
+                for consumer in self._head_consumers.get(attention, ()):
+                    _keep_head_columns(consumer, sorted(keep[name]), by_name[name].num_units)
         finally:
             index_maps = {}
             for name, p in self.model.named_parameters():
@@ -350,19 +382,28 @@ class StructureGraph:
         """Torch-pruning's ``Group.prune``, except that grouped convolutions and GroupNorms lose whole groups."""
         regular = type(tp_group)()
         regular._DG = self._dg
-        whole_groups = []
+        whole_groups, extra_outputs = [], []
         for item in tp_group:
             target = item.dep.target.module
+            produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            if target in self._head_linears:
+                continue  # sliced with its heads in apply
             if isinstance(target, nn.Module) and _is_whole_group_conv(target):
-                if self._dg.is_out_channel_pruning_fn(item.dep.handler):
+                if produces:
                     whole_groups.append((target, item.idxs))
-            else:
-                regular.add_dep(item.dep, item.idxs)
+                continue
+            regular.add_dep(item.dep, item.idxs)
+            if produces and isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
+                extra_outputs += [(target, attr, item.idxs) for attr in _outputs_torch_pruning_leaves(target)]
         norms = {item.dep.target.module for item in regular if isinstance(item.dep.target.module, nn.GroupNorm)}
         norm_group_width = {norm: _channels_per_group(norm) for norm in norms}
+        kept_outputs = [(module, attr, _complement(getattr(module, attr).shape[0], removed))
+                        for module, attr, removed in extra_outputs]
         regular.prune(record_history=False)
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
+        for module, attr, kept in kept_outputs:
+            _slice_parameter(module, attr, 0, kept)
         for norm, per_group in norm_group_width.items():
             if per_group is not None:  # torch-pruning keeps num_groups; whole groups went
                 norm.num_groups = norm.num_channels // per_group
@@ -381,6 +422,29 @@ class StructureGraph:
             if removed:
                 removals[name] = removed
         return removals
+
+
+# Modules that split a projection's output by their input's width, read at run time: that width
+# (the residual stream) can only change together with the projection's outputs, which
+# torch-pruning does not couple. Class -> the projection to keep whole.
+_INPUT_WIDTH_SPLITS = {
+    "transformers.models.focalnet.modeling_focalnet.FocalNetModulation": "projection_in",
+}
+
+
+def _refuse_input_width_splits(model: nn.Module, ignored: set[nn.Module]) -> None:
+    """Refuse, before any tracing, a model with an :data:`_INPUT_WIDTH_SPLITS` projection not ignored."""
+    fix = [
+        f"{name}.{projection}" for name, m in model.named_modules()
+        if (projection := _INPUT_WIDTH_SPLITS.get(f"{type(m).__module__}.{type(m).__name__}")) is not None
+    ]
+    if any(model.get_submodule(name) not in ignored for name in fix):
+        raise UnprunableLayerError(
+            f"{len(fix)} layer(s) split their output by the width of their input, read at run time (first: "
+            f"'{fix[0]}'): pruning that input's channels would break the split. Pass ignored_layers={fix} to keep "
+            "those widths (the rest of the model is still pruned).",
+            ignored_layers=fix,
+        )
 
 
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
@@ -405,10 +469,43 @@ def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
     ]
 
 
+def _drop_grouped_query_mapping(node: Any) -> None:
+    """Pass channels through an expand unchanged instead of by torch-pruning's grouped-query rule.
+
+    That rule reads any 5-d expand as language models' ``repeat_kv`` (no vision model here has
+    grouped-query attention); on others (``repeat_interleave`` in GCViT, Hiera) it divides by zero.
+    """
+    node.enable_index_mapping = False  # update_index_mapping then leaves these dependencies alone
+    incoming = [dep for source in node.inputs for dep in source.dependencies if dep.target is node]
+    for dep in [*node.dependencies, *incoming]:
+        if isinstance(dep.index_mapping[0], _GroupedQueryMapping):
+            dep.index_mapping[0] = None
+
+
+def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
+    """Per-output-channel parameters of a conv or linear beyond torch-pruning's weight and bias (a ``gain``)."""
+    kind = layer_kind(module)
+    sliced = kind.sliced_tensors(module, True) if kind is not None else []
+    return [attr for attr, _ in sliced
+            if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
+
+
+def _keep_head_columns(consumer: nn.Linear, kept_heads: Sequence[int], num_heads: int) -> None:
+    """Keep the input columns of ``consumer`` that read the kept heads (one equal block per head)."""
+    per_head = consumer.in_features // num_heads
+    _slice_parameter(consumer, "weight", 1, [h * per_head + j for h in kept_heads for j in range(per_head)])
+    consumer.in_features = len(kept_heads) * per_head
+
+
+def _complement(size: int, removed: Sequence[int]) -> list[int]:
+    gone = {int(i) for i in removed}
+    return [i for i in range(size) if i not in gone]
+
+
 def _remove_conv_channels(conv: nn.modules.conv._ConvNd, removed: Sequence[int]) -> None:
     """Remove whole groups (given as their channels) of a grouped convolution: fewer groups, same width each."""
     per_group = conv.out_channels // conv.groups
-    kept = sorted(set(range(conv.out_channels)) - {int(i) for i in removed})
+    kept = _complement(conv.out_channels, removed)
     conv.in_channels = conv.out_channels = len(kept)
     conv.groups = len(kept) // per_group
     _slice_parameter(conv, "weight", 0, kept)  # (out, in / groups, ...) or, transposed, (in, out / groups, ...)

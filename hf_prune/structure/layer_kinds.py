@@ -79,19 +79,33 @@ _TORCH_KINDS: tuple[LayerKind, ...] = (
 )
 
 
+def _gained_conv_tensors(conv: nn.modules.conv._ConvNd, produces: bool) -> list[tuple[str, int]]:
+    return [*_conv_tensors(conv, produces), ("gain", 0)] if produces else _conv_tensors(conv, produces)
+
+
 def _timm_kinds() -> tuple[LayerKind, ...]:
+    from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
     from timm.models.metaformer import Scale
 
     def sync_scale(scale: nn.Module) -> None:
         scale.shape = (scale.scale.shape[0], *scale.shape[1:])  # forward: x * scale.view(shape)
 
-    return (LayerKind(Scale, lambda m, produces: [("scale", 0)], ("shape",), channel_dim=None, sync_shape=sync_scale),)
+    conv_attributes = _TORCH_KINDS[0].shape_attributes
+    # Weight standardization normalizes each filter over its input channels: a masked input
+    # channel still counts in the filter's statistics, as in a norm across channels.
+    return (
+        LayerKind((ScaledStdConv2d, ScaledStdConv2dSame), _gained_conv_tensors, conv_attributes, channel_dim=1,
+                  cross_channel=True, macs_scale_with_widths=True),
+        LayerKind((StdConv2d, StdConv2dSame), _conv_tensors, conv_attributes, channel_dim=1, cross_channel=True,
+                  macs_scale_with_widths=True),
+        LayerKind(Scale, lambda m, produces: [("scale", 0)], ("shape",), channel_dim=None, sync_shape=sync_scale),
+    )
 
 
 @functools.cache
 def layer_kinds() -> tuple[LayerKind, ...]:
-    """Every known kind (built on first use: importing timm is slow)."""
-    return (*_TORCH_KINDS, *_timm_kinds())
+    """Every known kind (built on first use: importing timm is slow); subclasses before their bases."""
+    return (*_timm_kinds(), *_TORCH_KINDS)
 
 
 def layer_kind(module: nn.Module) -> LayerKind | None:
