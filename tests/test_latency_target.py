@@ -115,7 +115,8 @@ def test_profile_round_trips_and_refuses_another_model(fake_timers, tmp_path):
 
 
 def _latency_trainer(make_trainer, output_dir, **overrides):
-    settings = dict(pruning_method="magnitude", max_steps=4, target_flops_reduction=None, target_latency_reduction=0.5)
+    settings = dict(pruning_method="magnitude", max_steps=4, target_flops_reduction=None, target_latency_reduction=0.5,
+                    card_latency=False)
     return make_trainer(output_dir, **{**settings, **overrides})
 
 
@@ -134,6 +135,10 @@ def test_latency_target_prunes_to_the_prediction_and_reuses_the_profile(make_tra
     summary = first.latency_summary()
     assert summary["measured_reduction"] == pytest.approx(1 - 1.0 / dense_ms)
     assert summary["predicted_reduction"] == pytest.approx(1 - event["latency_ms_predicted"] / dense_ms)
+    first.save_model()
+    card = (tmp_path / "first" / "README.md").read_text()
+    assert f"slim {event['latency_ms_predicted']:.2f} ms predicted by the latency profile" in card
+    assert "1.00 ms measured" in card and "target 50% less" in card
 
     profile_path = tmp_path / "first" / PROFILE_NAME
     again = _latency_trainer(make_trainer, tmp_path / "second", latency_profile=str(profile_path))

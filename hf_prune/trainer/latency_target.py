@@ -1,13 +1,15 @@
 """Where a run's latency profile comes from: a given file, the output directory's, or a measurement.
 
 The trainer calls :func:`resolve_profile` on the main process only (the others receive the
-result by broadcast) and measures the slim model with :func:`measure_slim_ms` after each prune.
+result by broadcast), measures the slim model with :func:`measure_slim_ms` after each prune and
+reports both with :func:`latency_summary`.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -76,3 +78,21 @@ def measure_slim_ms(model: nn.Module, input_size: tuple[int, ...], profile: Late
     """The model's eval forward latency on ``device`` at the profile's batch size, in float32 (on a copy)."""
     twin = copy.deepcopy(model).to(device=device, dtype=torch.float32)
     return measure_latency_ms(twin, input_size, profile.batch_size)
+
+
+def latency_summary(
+    profile: LatencyProfile | None, events: Sequence[dict[str, Any]], target: float | None
+) -> dict[str, Any] | None:
+    """The profile's device, batch size and dense latency, and the slim model's predicted and measured
+    latency after the last prune (``events[-1]``) with the reductions they make; ``None`` without a profile."""
+    if profile is None:
+        return None
+    last = events[-1] if events else {}
+    predicted, measured = last.get("latency_ms_predicted"), last.get("latency_ms_measured")
+    return {
+        "device": profile.device, "machine": profile.machine, "batch_size": profile.batch_size,
+        "target_latency_reduction": target, "dense_ms": profile.dense_ms,
+        "predicted_ms": predicted, "measured_ms": measured,
+        "predicted_reduction": None if predicted is None else 1.0 - predicted / profile.dense_ms,
+        "measured_reduction": None if measured is None else 1.0 - measured / profile.dense_ms,
+    }

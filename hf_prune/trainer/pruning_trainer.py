@@ -40,7 +40,7 @@ from hf_prune.models.forward import logits_of
 from hf_prune.structure import LatencyModel, LatencyProfile, MacsModel, StructureGraph
 from hf_prune.trainer._batch_norm import calibration_batches, recalibrated_batch_norm
 from hf_prune.trainer.card import RunFacts, card_figures, render_card, write_widths_plot
-from hf_prune.trainer.latency_target import latency_device, measure_slim_ms, resolve_profile
+from hf_prune.trainer.latency_target import latency_device, latency_summary, measure_slim_ms, resolve_profile
 from hf_prune.trainer.pruning_config import PruningArguments
 from hf_prune.trainer.pruning_state import PruningRecord, run_identity
 from hf_prune.trainer.rewiring import full_precision, rebuild_optimizer, rewrap_model
@@ -596,23 +596,8 @@ class PruningTrainer(Trainer):
         return {"latency_ms_predicted": self.latency_model.base_cost, "latency_ms_measured": measured}
 
     def latency_summary(self) -> dict[str, Any] | None:
-        """The latency record of the run (``None`` without a latency target or profile).
-
-        The profile's device, batch size and dense latency, the slim model's predicted and measured
-        latency after the last prune, and the reductions they make.
-        """
-        profile = self.latency_profile
-        if profile is None:
-            return None
-        last = self.pruning_events[-1] if self.pruning_events else {}
-        predicted, measured = last.get("latency_ms_predicted"), last.get("latency_ms_measured")
-        return {
-            "device": profile.device, "machine": profile.machine, "batch_size": profile.batch_size,
-            "target_latency_reduction": self.args.target_latency_reduction, "dense_ms": profile.dense_ms,
-            "predicted_ms": predicted, "measured_ms": measured,
-            "predicted_reduction": None if predicted is None else 1.0 - predicted / profile.dense_ms,
-            "measured_reduction": None if measured is None else 1.0 - measured / profile.dense_ms,
-        }
+        """Predicted vs measured latency after the last prune (``None`` without a latency target or profile)."""
+        return latency_summary(self.latency_profile, self.pruning_events, self.args.target_latency_reduction)
 
     def _announce(self, event: dict[str, Any]) -> None:
         """One plain line per prune, printed like the Trainer's own logs (below the progress bar)."""
