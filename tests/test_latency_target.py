@@ -62,13 +62,13 @@ class _TwoConvs(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def _expected_ms(removed1: int, removed2: int, positions: int = 64) -> float:
+def _expected_ms(removed1: int, removed2: int, rest_ms: float = REST_MS, positions: int = 64) -> float:
     """The documented model by hand: layers' fake ms at the widths left, plus the rest scaled by the
     layers' output activations kept."""
     c1, c2 = 8 - removed1, 16 - removed2
     layers = (c1 * 3 + c2 * c1 + 4 * c2) / 100
     activations = (c1 * positions + c2 * positions + 4) / (8 * positions + 16 * positions + 4)
-    return layers + REST_MS * activations
+    return layers + rest_ms * activations
 
 
 def test_latency_model_predicts_the_tables_and_drives_the_selection(fake_timers):
@@ -90,6 +90,16 @@ def test_latency_model_predicts_the_tables_and_drives_the_selection(fake_timers)
     removed = (8 - len(selection.keep[group1.name]), 16 - len(selection.keep.get(group2.name, range(16))))
     assert removed == expected
     assert selection.reduction == pytest.approx(1 - _expected_ms(*expected) / _expected_ms(0, 0))
+
+
+def test_layers_that_sum_to_more_than_the_model_are_scaled_down_to_it(fake_timers, monkeypatch):
+    monkeypatch.setattr(latency_model, "measure_latency_ms", lambda *args, **kwargs: _expected_ms(0, 0, 0.0) / 2)
+    model, x = _TwoConvs().eval(), torch.randn(1, 3, 8, 8)
+    graph = StructureGraph(model, x)
+    latency = LatencyModel(graph, measure_profile(graph, x, batch_size=4, device="cpu", disable_tqdm=True), x)
+    group1, group2 = sorted(graph.groups, key=lambda g: g.num_units)
+    assert latency.base_cost == pytest.approx(_expected_ms(0, 0, 0.0) / 2)
+    assert latency.cost({group1.name: 3, group2.name: 5}) == pytest.approx(_expected_ms(3, 5, 0.0) / 2)
 
 
 def test_profile_round_trips_and_refuses_another_model(fake_timers, tmp_path):

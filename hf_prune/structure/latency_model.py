@@ -120,9 +120,7 @@ class LatencyProfile:
 
     def save(self, path: str) -> None:
         """Write the profile as JSON, atomically (a temporary file, then renamed)."""
-        text = json.dumps(
-            {"format": PROFILE_FORMAT, **asdict(self)}, indent=1
-        )
+        text = json.dumps({"format": PROFILE_FORMAT, **asdict(self)}, indent=1)
         with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(f"{path}.tmp", path)
@@ -344,6 +342,8 @@ class _LayerTerm:
 class LatencyModel(CostModel):
     """Predicted forward latency (milliseconds) of the graph's model now and after removing units.
 
+    On the dense model it predicts the profile's measured ``dense_ms``.
+
     Args:
         graph: the structure of the model now (dense or already pruned).
         profile: measured on the dense model (:func:`measure_profile` or :meth:`LatencyProfile.load`).
@@ -357,7 +357,10 @@ class LatencyModel(CostModel):
 
     def __init__(self, graph: StructureGraph, profile: LatencyProfile, example_inputs: Any) -> None:
         self.profile = profile
-        self._rest_ms = max(0.0, profile.rest_ms)
+        rest_ms = profile.rest_ms
+        # Layers timed alone may sum to more than the whole model: then they are scaled down to it.
+        self._layer_scale = 1.0 if rest_ms >= 0 else profile.dense_ms / (profile.dense_ms - rest_ms)
+        self._rest_ms = max(0.0, rest_ms)
         self._terms = _latency_terms(graph, profile, layer_shapes(graph.model, example_inputs))
 
     @property
@@ -375,7 +378,7 @@ class LatencyModel(CostModel):
                 in_width = kept_size(term.in_shrinks, removed_units) if term.in_shrinks else term.in_now
             total += term.calls * term.table.at(out_width, in_width)
             kept_activations += term.activation_share * out_width
-        return total + self._rest_ms * kept_activations
+        return self._layer_scale * total + self._rest_ms * kept_activations
 
 
 def _latency_terms(graph: StructureGraph, profile: LatencyProfile, now: Mapping[str, LayerShape]) -> list[_LayerTerm]:
