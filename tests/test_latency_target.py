@@ -172,6 +172,14 @@ def test_a_profile_of_another_model_or_batch_size_is_refused_before_training(mak
     assert other.state.global_step == batch.state.global_step == 0
 
 
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="the machine has an accelerator to measure on")
+def test_an_accelerator_latency_device_on_a_cpu_machine_is_refused_before_training(make_trainer, fake_timers, tmp_path):
+    trainer = _latency_trainer(make_trainer, tmp_path, latency_device="cuda")
+    with pytest.raises(ValueError, match="has no accelerator: pass --latency_device cpu"):
+        trainer.train()
+    assert trainer.state.global_step == 0 and fake_timers["layer"] == 0
+
+
 def test_every_rank_gets_rank_zeros_profile_or_error(make_trainer, fake_timers, tmp_path, monkeypatch):
     rank0 = _latency_trainer(make_trainer, tmp_path / "rank0")
     profile = rank0._shared_latency_profile()

@@ -193,7 +193,8 @@ def _layer_shape(saved: Mapping[str, Any]) -> LayerShape:
 def _table(saved: Mapping[str, Any]) -> LatencyTable:
     outs, ins = [_positive(w) for w in saved["out_widths"]], [_positive(w) for w in saved["in_widths"]]
     ms = [[_milliseconds(v) for v in row] for row in saved["ms"]]
-    if len(ms) != len(outs) or any(len(row) != len(ins) for row in ms) or outs != sorted(set(outs)) or ins != sorted(set(ins)):
+    grid_sorted = outs == sorted(set(outs)) and ins == sorted(set(ins))
+    if not grid_sorted or len(ms) != len(outs) or any(len(row) != len(ins) for row in ms):
         raise ValueError("a table's grid and values do not match")
     return LatencyTable(outs, ins, ms)
 
@@ -314,7 +315,8 @@ def time_layer_ms(signature: str, out_width: int, in_width: int, batch_size: int
         weight = torch.randn(out_width, in_width // groups, *spec["kernel"], device=device)
         conv = _CONV_FUNCTIONS[len(spec["kernel"])]
         padding = spec["padding"] if isinstance(spec["padding"], str) else tuple(spec["padding"])
-        call = lambda: conv(inputs, weight, bias, tuple(spec["stride"]), padding, tuple(spec["dilation"]), groups)  # noqa: E731
+        stride, dilation = tuple(spec["stride"]), tuple(spec["dilation"])
+        call = lambda: conv(inputs, weight, bias, stride, padding, dilation, groups)  # noqa: E731
     timer = Timer("with torch.inference_mode(): call()", globals={"torch": torch, "call": call},
                   num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=LAYER_MIN_RUN_TIME).median * 1e3

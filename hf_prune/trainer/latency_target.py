@@ -44,8 +44,14 @@ def resolve_profile(
     A new profile is written to ``output_dir/latency_profile.json`` (reused by a resumed run).
 
     Raises:
-        ValueError: the given profile is unreadable or does not fit the model, device or batch size.
+        ValueError: the given profile is unreadable or does not fit the model, device or batch size, or
+            the device is an accelerator this machine lacks.
     """
+    if device.type != "cpu" and not torch.accelerator.is_available():
+        raise ValueError(
+            f"latency_device is '{device}', but this machine has no accelerator: pass --latency_device cpu, or measure "
+            "the profile on the deployment machine and pass it with --latency_profile"
+        )
     if args.latency_profile is not None:
         profile = LatencyProfile.load(args.latency_profile)
         _check(profile, graph, example_inputs, device, args.latency_batch_size)

@@ -177,12 +177,16 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
                 raise ValueError(f"{name} must lie in (0, 1), got {value}: it is the fraction of {what} to remove "
                                  "(0.5 halves it)")
         if self.latency_batch_size is not None and self.latency_batch_size < 1:
-            raise ValueError(f"latency_batch_size must be at least 1 (or unset for the default), got {self.latency_batch_size}")
+            raise ValueError(
+                f"latency_batch_size must be at least 1 (or unset for the default), got {self.latency_batch_size}"
+            )
         if self.latency_device is not None:
             try:
                 torch.device(self.latency_device)
             except RuntimeError as error:
-                raise ValueError(f"latency_device '{self.latency_device}' is not a device ({error}): e.g. 'cpu' or 'cuda'") from None
+                raise ValueError(
+                    f"latency_device '{self.latency_device}' is not a device ({error}): e.g. 'cpu' or 'cuda'"
+                ) from None
         if self.latency_profile is not None and not os.path.isfile(self.latency_profile):
             raise ValueError(f"latency_profile {self.latency_profile} is not a file: pass the latency_profile.json "
                              "of an earlier run, or leave it unset to measure one")
