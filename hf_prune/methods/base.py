@@ -56,7 +56,7 @@ class PruningContext:
         log: records metrics in the Trainer's logs (``report_to`` carries them).
         example_inputs: the batch the structure was traced with.
         latency: predicted latency of the current structure (with a latency target or profile).
-        dense_latency_ms: the dense model's measured latency (with ``latency``).
+        dense_latency_ms: the dense model's latency as ``latency`` predicts it (targets are relative to it).
     """
 
     model: nn.Module

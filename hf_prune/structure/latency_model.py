@@ -1,10 +1,11 @@
 """Latency of a candidate plan, predicted from per-layer tables measured on the deployment device.
 
 A :class:`LatencyProfile` is measured once per model: every convolution and linear layer is
-timed alone at a few widths of each dimension a group can shrink (1/4, 1/2, 3/4 and all of its
-dense width; layers of the same shape share one table), and the whole dense model is timed.
-What the tables leave out (normalization, activations, residual adds, pooling: passes over the
-layers' outputs) is the difference; it is taken to shrink with the layers' output activations.
+timed alone at a few widths of each dimension a group can shrink (1/8, 2/8, ..., all of its
+dense width; layers of the same shape share one table), the whole dense model is timed, and so
+is the model with those layers stubbed out (they return their stored outputs): that is what the
+tables leave out (normalization, activations, residual adds, pooling: passes over the layers'
+outputs), taken to shrink with the layers' output activations.
 
 :class:`LatencyModel` predicts the latency of the model now, and after removing units: the
 layers' tables interpolated at the widths left, plus that rest. It is a
@@ -98,6 +99,7 @@ class LatencyProfile:
         batch_size: images per forward.
         input_size: one input's shape.
         dense_ms: the whole dense model's forward.
+        rest_ms: the dense model's forward with the timed layers stubbed out.
         layers: every timed layer by module name.
         tables: one table per layer shape (``signature`` and dense widths).
     """
@@ -107,13 +109,14 @@ class LatencyProfile:
     batch_size: int
     input_size: list[int]
     dense_ms: float
+    rest_ms: float
     layers: dict[str, LayerShape]
     tables: dict[str, LatencyTable]
 
     @property
-    def rest_ms(self) -> float:
-        """The dense latency the layer tables do not account for."""
-        return self.dense_ms - sum(s.calls * self.table(s).at(s.out_width, s.in_width) for s in self.layers.values())
+    def predicted_dense_ms(self) -> float:
+        """The dense model as the tables see it: its layers' entries plus the rest (reductions are relative to it)."""
+        return self.rest_ms + sum(s.calls * self.table(s).at(s.out_width, s.in_width) for s in self.layers.values())
 
     def table(self, shape: LayerShape) -> LatencyTable:
         return self.tables[_table_key(shape)]
@@ -140,6 +143,7 @@ class LatencyProfile:
             profile = cls(
                 device=str(saved["device"]), machine=str(saved["machine"]), batch_size=_positive(saved["batch_size"]),
                 input_size=[_positive(v) for v in saved["input_size"]], dense_ms=_milliseconds(saved["dense_ms"]),
+                rest_ms=_milliseconds(saved["rest_ms"]),
                 layers={str(name): _layer_shape(s) for name, s in saved["layers"].items()},
                 tables={str(key): _table(t) for key, t in saved["tables"].items()},
             )
@@ -237,6 +241,7 @@ def measure_profile(
     bar = tqdm(total=1 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
     with bar:
         dense_ms = measure_latency_ms(model, tuple(inputs.shape[1:]), batch_size)
+        rest_ms = measure_latency_ms(_without_layers(model, inputs, batch_size), tuple(inputs.shape[1:]), batch_size)
         bar.update()
         tables = {}
         for key, (signature, outs, ins) in grids.items():
@@ -245,7 +250,26 @@ def measure_profile(
                 ms.append([time_layer_ms(signature, out_width, in_width, batch_size, device) for in_width in ins])
                 bar.update(len(ins))
             tables[key] = LatencyTable(outs, ins, ms)
-    return LatencyProfile(device.type, _machine(device), batch_size, list(inputs.shape[1:]), dense_ms, layers, tables)
+    return LatencyProfile(
+        device.type, _machine(device), batch_size, list(inputs.shape[1:]), dense_ms, rest_ms, layers, tables
+    )
+
+
+def _without_layers(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> nn.Module:
+    """A copy of ``model`` whose timed layers return their outputs of one real forward, computing nothing."""
+    stub = copy.deepcopy(model).eval()
+    outputs: dict[nn.Module, torch.Tensor] = {}
+    handles = [
+        module.register_forward_hook(lambda module, args, output: outputs.setdefault(module, output))
+        for module in stub.modules() if _is_timed(module)
+    ]
+    with torch.inference_mode():
+        run_model(stub, inputs.expand(batch_size, *inputs.shape[1:]).contiguous())
+    for handle in handles:
+        handle.remove()
+    for module, output in outputs.items():
+        module.forward = lambda *args, _output=output, **kwargs: _output
+    return stub
 
 
 def _grid(width: int, prunable: bool) -> list[int]:
@@ -344,7 +368,7 @@ class _LayerTerm:
 class LatencyModel(CostModel):
     """Predicted forward latency (milliseconds) of the graph's model now and after removing units.
 
-    On the dense model it predicts the profile's measured ``dense_ms``.
+    On the dense model it predicts ``profile.predicted_dense_ms``.
 
     Args:
         graph: the structure of the model now (dense or already pruned).
@@ -359,10 +383,7 @@ class LatencyModel(CostModel):
 
     def __init__(self, graph: StructureGraph, profile: LatencyProfile, example_inputs: Any) -> None:
         self.profile = profile
-        rest_ms = profile.rest_ms
-        # Layers timed alone may sum to more than the whole model: then they are scaled down to it.
-        self._layer_scale = 1.0 if rest_ms >= 0 else profile.dense_ms / (profile.dense_ms - rest_ms)
-        self._rest_ms = max(0.0, rest_ms)
+        self._rest_ms = profile.rest_ms
         self._terms = _latency_terms(graph, profile, layer_shapes(graph.model, example_inputs))
 
     @property
@@ -380,7 +401,7 @@ class LatencyModel(CostModel):
                 in_width = kept_size(term.in_shrinks, removed_units) if term.in_shrinks else term.in_now
             total += term.calls * term.table.at(out_width, in_width)
             kept_activations += term.activation_share * out_width
-        return self._layer_scale * total + self._rest_ms * kept_activations
+        return total + self._rest_ms * kept_activations
 
 
 def _latency_terms(graph: StructureGraph, profile: LatencyProfile, now: Mapping[str, LayerShape]) -> list[_LayerTerm]:

@@ -90,7 +90,10 @@ def latency_summary(
     profile: LatencyProfile | None, events: Sequence[dict[str, Any]], target: float | None
 ) -> dict[str, Any] | None:
     """The profile's device, batch size and dense latency, and the slim model's predicted and measured
-    latency after the last prune (``events[-1]``) with the reductions they make; ``None`` without a profile."""
+    latency after the last prune (``events[-1]``) with the reductions they make; ``None`` without a profile.
+
+    A predicted reduction is relative to the tables' dense prediction, a measured one to the measured
+    dense latency."""
     if profile is None:
         return None
     last = events[-1] if events else {}
@@ -98,7 +101,7 @@ def latency_summary(
     return {
         "device": profile.device, "machine": profile.machine, "batch_size": profile.batch_size,
         "target_latency_reduction": target, "dense_ms": profile.dense_ms,
-        "predicted_ms": predicted, "measured_ms": measured,
-        "predicted_reduction": None if predicted is None else 1.0 - predicted / profile.dense_ms,
+        "predicted_dense_ms": profile.predicted_dense_ms, "predicted_ms": predicted, "measured_ms": measured,
+        "predicted_reduction": None if predicted is None else 1.0 - predicted / profile.predicted_dense_ms,
         "measured_reduction": None if measured is None else 1.0 - measured / profile.dense_ms,
     }

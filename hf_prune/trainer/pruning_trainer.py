@@ -409,7 +409,7 @@ class PruningTrainer(Trainer):
             log=self.log,
             example_inputs=self._example_inputs(),
             latency=self.latency_model,
-            dense_latency_ms=self.latency_profile.dense_ms if self.latency_profile else None,
+            dense_latency_ms=self.latency_profile.predicted_dense_ms if self.latency_profile else None,
         )
 
     def _current_learning_rate(self) -> float:
