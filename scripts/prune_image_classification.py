@@ -237,9 +237,11 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset": data_args.source,
         "pruning_method": training_args.pruning_method,
         "target_flops_reduction": training_args.target_flops_reduction,
+        "target_latency_reduction": training_args.target_latency_reduction,
         "dense": {"macs": dense_macs, "params": dense_params, **_metrics_before_prune(trainer)},
         "pruned": {"macs": macs, "params": params, "top1": final.get("eval_top1"), "top5": final.get("eval_top5")},
         "macs_reduction": 1 - macs / dense_macs,
+        "latency": trainer.latency_summary(),
         "train_runtime": train_output.metrics["train_runtime"],
         "pruning_events": trainer.pruning_events,
         "method_state": trainer.pruning_method.state_dict(),
@@ -308,10 +310,22 @@ def _table(report: dict) -> str:
             f"{_fmt(r['params'], 1e-6, 3):>10}"
             for label, r in rows
         ),
-        f"MACs reduction {report['macs_reduction']:.1%} (target {report['target_flops_reduction']:.0%}); "
+        f"MACs reduction {report['macs_reduction']:.1%}{_target(report['target_flops_reduction'])}; "
         f"reloaded with AutoPrunedModel.from_pretrained: max |logit diff| = {report['reload_max_abs_diff']}",
     ]
+    latency = report["latency"]
+    if latency is not None:
+        lines.append(
+            f"latency on {latency['device']} at batch {latency['batch_size']}: dense {_fmt(latency['dense_ms'])} ms, "
+            f"slim {_fmt(latency['predicted_ms'])} ms predicted ({_fmt(latency['predicted_reduction'], 100, 1)} % "
+            f"less), {_fmt(latency['measured_ms'])} ms measured ({_fmt(latency['measured_reduction'], 100, 1)} % less)"
+            f"{_target(report['target_latency_reduction'])}"
+        )
     return "\n".join(lines)
+
+
+def _target(value: float | None) -> str:
+    return "" if value is None else f" (target {value:.0%})"
 
 
 if __name__ == "__main__":

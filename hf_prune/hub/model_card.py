@@ -37,8 +37,10 @@ class ModelCardInputs:
         model_name: title (usually the output directory or Hub repo name).
         repo_id: what ``from_pretrained`` is given in the card's snippet.
         source: the dense architecture.
-        method: ``pruning_method``; ``target``: ``target_flops_reduction``.
+        method: ``pruning_method``; ``target``: ``target_flops_reduction`` (``None`` under a latency target).
         dense, pruned: the before/after rows; dense_reference: a trained dense model's row, if known.
+        latency: ``PruningTrainer.latency_summary()`` under a latency target or profile: predicted vs
+            measured latency of the slim model.
         events: the trainer's pruning events.
         arguments: the training arguments worth showing (non-default ones).
         command: the command line that trained the model.
@@ -52,10 +54,11 @@ class ModelCardInputs:
     repo_id: str
     source: ModelSource
     method: str
-    target: float
+    target: float | None
     dense: ModelMeasurements
     pruned: ModelMeasurements
     dense_reference: ModelMeasurements | None = None
+    latency: dict[str, Any] | None = None
     events: Sequence[dict[str, Any]] = ()
     arguments: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
@@ -80,11 +83,12 @@ def render_model_card(inputs: ModelCardInputs, template_path: str | None = None)
         architecture=inputs.source.architecture,
         method=inputs.method,
         dataset_name=inputs.dataset_name,
-        target=f"{inputs.target:.0%}",
+        target=None if inputs.target is None else f"{inputs.target:.0%}",
         macs_ratio=_percent(inputs.pruned.macs, inputs.dense.macs),
         macs_reduction=_percent(_difference(inputs.dense.macs, inputs.pruned.macs), inputs.dense.macs),
         results=[_formatted(row) for row in (inputs.dense_reference, inputs.dense, inputs.pruned) if row is not None],
         latency_note=_latency_note(inputs.dense, inputs.pruned),
+        latency_target=_latency_target_note(inputs.latency),
         vanilla_loadable=inputs.vanilla_loadable,
         widths_plot=inputs.widths_plot,
         figures=list(inputs.figures),
@@ -162,6 +166,19 @@ def _latency_note(dense: ModelMeasurements, pruned: ModelMeasurements) -> str:
         f"On CPU at batch 64 the slim model runs {dense.latency_ms_bs64 / pruned.latency_ms_bs64:.2f}x faster "
         f"for {dense.macs / pruned.macs:.2f}x fewer MACs (eval-mode forward, median of repeated runs, "
         f"{os.cpu_count()} cores machine)."
+    )
+
+
+def _latency_target_note(latency: dict[str, Any] | None) -> str:
+    if latency is None:
+        return ""
+    target = latency["target_latency_reduction"]
+    return (
+        f"Latency on {latency['device']} ({latency['machine']}) at batch {latency['batch_size']}: dense "
+        f"{_number(latency['dense_ms'])} ms; slim {_number(latency['predicted_ms'])} ms predicted by the latency "
+        f"profile ({_percent(latency['predicted_reduction'], 1.0)} less), {_number(latency['measured_ms'])} ms "
+        f"measured ({_percent(latency['measured_reduction'], 1.0)} less)"
+        + ("." if target is None else f"; target {target:.0%} less.")
     )
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from transformers import TrainerState, TrainingArguments
 
 from hf_prune.methods._registry import register_method
-from hf_prune.structure import MacsModel, StructureGraph
+from hf_prune.structure import CostModel, LatencyModel, MacsModel, StructureGraph
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class PruningContext:
         data_collator: turns a list of items into a batch.
         log: records metrics in the Trainer's logs (``report_to`` carries them).
         example_inputs: the batch the structure was traced with.
+        latency: predicted latency of the current structure (with a latency target or profile).
+        dense_latency_ms: the dense model's latency as ``latency`` predicts it (targets are relative to it).
     """
 
     model: nn.Module
@@ -68,6 +70,22 @@ class PruningContext:
     data_collator: Callable[[list[Any]], dict[str, Any]] = field(repr=False)
     log: Callable[[dict[str, float]], None] = field(repr=False)
     example_inputs: Any = field(default=None, repr=False)
+    latency: LatencyModel | None = field(default=None, repr=False)
+    dense_latency_ms: float | None = None
+
+    @property
+    def cost(self) -> CostModel:
+        """What the target counts: the latency model under ``target_latency_reduction``, else the MACs model."""
+        if self.args.target_latency_reduction is None:
+            return self.macs
+        if self.latency is None:
+            raise ValueError("target_latency_reduction is set but the context has no latency model")
+        return self.latency
+
+    def reduction_from_dense(self) -> float:
+        """The fraction of the dense model's cost (what the target counts) the model has shed so far."""
+        dense = self.dense_macs if self.args.target_latency_reduction is None else self.dense_latency_ms
+        return 1.0 - self.cost.base_cost / dense
 
     @property
     def steps_per_epoch(self) -> float:

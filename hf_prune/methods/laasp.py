@@ -137,8 +137,9 @@ class LAASPPruning(PruningMethod):
     """Loss-aware selection of a (group, criterion) pair per step, from ``laasp_prune_start`` on.
 
     Settings are the ``laasp_*`` fields of :class:`~hf_prune.PruningArguments`, plus
-    ``target_flops_reduction`` and ``layer_prune_limit`` (every group keeps at least
-    ``1 - layer_prune_limit`` of its dense units; a group at that floor is no candidate).
+    ``target_flops_reduction`` (or ``target_latency_reduction``: steps go on until the predicted
+    latency reduction reaches it; step sizes stay in MACs) and ``layer_prune_limit`` (every group
+    keeps at least ``1 - layer_prune_limit`` of its dense units; a group at that floor is no candidate).
     """
 
     name = "laasp"
@@ -195,11 +196,11 @@ class LAASPPruning(PruningMethod):
                 "candidate losses approximate the loss after a real prune"
             )
         reachable = self._floor_reduction(context)
-        if reachable < args.target_flops_reduction:
+        if reachable < args.target_reduction:
             warnings.warn(
-                f"LAASP can reach at most {reachable:.1%} MACs reduction with layer_prune_limit="
-                f"{args.layer_prune_limit} (target {args.target_flops_reduction:.1%}): the search will stop there. "
-                "Raise layer_prune_limit or lower target_flops_reduction.",
+                f"LAASP can reach at most {reachable:.1%} {context.cost.quantity} reduction with layer_prune_limit="
+                f"{args.layer_prune_limit} (target {args.target_reduction:.1%}): the search will stop there. "
+                "Raise layer_prune_limit or lower the target.",
                 stacklevel=2,
             )
 
@@ -248,15 +249,16 @@ class LAASPPruning(PruningMethod):
     def _search_step(self, context: PruningContext) -> PruningPlan | None:
         args = context.args
         reduction = 1.0 - context.macs.base_macs / context.dense_macs
-        self._progress(context, reduction)
-        if reduction >= args.target_flops_reduction:
+        reached = context.reduction_from_dense()  # of what the target counts: MACs or predicted latency
+        self._progress(context, reached)
+        if reached >= args.target_reduction:
             return self._finish(reduction)
         candidates = self.candidates(context)
         if not candidates:
             warnings.warn(
-                f"LAASP stopped at a MACs reduction of {reduction:.1%}, short of the target "
-                f"{args.target_flops_reduction:.1%}: every group is at its floor (layer_prune_limit="
-                f"{args.layer_prune_limit}). Raise layer_prune_limit or lower target_flops_reduction.",
+                f"LAASP stopped at a {context.cost.quantity} reduction of {reached:.1%}, short of the target "
+                f"{args.target_reduction:.1%}: every group is at its floor (layer_prune_limit="
+                f"{args.layer_prune_limit}). Raise layer_prune_limit or lower the target.",
                 stacklevel=2,
             )
             return self._finish(reduction)
@@ -400,18 +402,19 @@ class LAASPPruning(PruningMethod):
         return None
 
     def _floor_reduction(self, context: PruningContext) -> float:
-        """MACs reduction with every group at its floor."""
+        """Reduction of what the target counts (MACs or latency) with every group at its floor."""
         limit = context.args.layer_prune_limit
         removable = {
             g.name: max(0, g.num_units - min_units_kept(self.dense_units.get(g.name, g.num_units), limit))
             for g in context.graph.groups
         }
-        return context.macs.reduction(removable)
+        return context.cost.reduction(removable)
 
     def _progress(self, context: PruningContext, reduction: float) -> None:
         if self._bar is None:
-            target = round(100 * context.args.target_flops_reduction)
-            self._bar = tqdm(total=target, desc="laasp search (% MACs removed)", disable=self._quiet(context))
+            target = round(100 * context.args.target_reduction)
+            self._bar = tqdm(total=target, desc=f"laasp search (% {context.cost.quantity} removed)",
+                             disable=self._quiet(context))
         self._bar.n = min(round(100 * reduction), self._bar.total)
         self._bar.refresh()
 

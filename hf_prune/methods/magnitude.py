@@ -16,8 +16,8 @@ class MagnitudePruning(PruningMethod):
     """Removes the lowest-norm units of all groups at once, at ``prune_epoch``.
 
     Units are ranked globally by :func:`~hf_prune.structure.unit_saliency` (fan-normalized
-    squared group norm) and removed until the MACs reduction reaches ``target_flops_reduction``,
-    keeping at least ``1 - layer_prune_limit`` of every group.
+    squared group norm) and removed until the MACs reduction reaches ``target_flops_reduction``
+    (or the predicted latency reduction ``target_latency_reduction``), keeping at least ``1 - layer_prune_limit`` of every group.
     """
 
     name = "magnitude"
@@ -46,7 +46,7 @@ class MagnitudePruning(PruningMethod):
 
     def _select(self, context: PruningContext):
         return select_lowest(
-            context.graph.groups, self.unit_scores(context), context.macs, context.args.target_flops_reduction,
+            context.graph.groups, self.unit_scores(context), context.cost, context.args.target_reduction,
             context.args.layer_prune_limit,
         )
 

@@ -1,8 +1,9 @@
 """Structure engine: coupled channel groups, MACs counting, physical pruning and shape specs."""
 
-from hf_prune.structure.cost import MacsModel
+from hf_prune.structure.cost import CostModel, MacsModel
 from hf_prune.structure.counting import count_macs_params
 from hf_prune.structure.graph import ChannelGroup, StructureGraph, TensorSlice, UnprunableLayerError
+from hf_prune.structure.latency_model import LatencyModel, LatencyProfile, ProfileMismatchError, measure_profile
 from hf_prune.structure.masking import PrefixCache, mask_units, masking_is_exact, unit_output_masks
 from hf_prune.structure.selection import (
     Selection,
@@ -16,8 +17,12 @@ from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, expo
 
 __all__ = [
     "ChannelGroup",
+    "CostModel",
+    "LatencyModel",
+    "LatencyProfile",
     "MacsModel",
     "PrefixCache",
+    "ProfileMismatchError",
     "Selection",
     "ShapeSpecError",
     "StructureGraph",
@@ -29,6 +34,7 @@ __all__ = [
     "export_shape_spec",
     "group_saliencies",
     "mask_units",
+    "measure_profile",
     "masking_is_exact",
     "min_units_kept",
     "select_lowest",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hf_prune.structure.cost import MacsModel
+from hf_prune.structure.cost import CostModel
 from hf_prune.structure.graph import ChannelGroup
 
 
@@ -64,7 +64,7 @@ def min_units_kept(num_units: int, max_prune_ratio: float) -> int:
 def select_lowest(
     groups: Sequence[ChannelGroup],
     scores: Mapping[str, torch.Tensor],
-    macs_model: MacsModel,
+    macs_model: CostModel,
     target_reduction: float,
     max_prune_ratio: float,
     tolerance: float = 0.005,

@@ -55,6 +55,7 @@ class RunFacts:
         widths: ``{group: (units before the first prune, units now, kind)}`` of every group in model
             order (empty before the first prune).
         method_figures: ``(title, file name)`` of the plots the method wrote into ``args.output_dir``.
+        latency: ``PruningTrainer.latency_summary()`` (predicted vs measured latency), if tracked.
     """
 
     record: PruningRecord
@@ -66,6 +67,7 @@ class RunFacts:
     macs: int | None
     widths: dict[str, tuple[int, int, str]]
     method_figures: Sequence[tuple[str, str]] = ()
+    latency: dict[str, Any] | None = None
 
 
 def write_widths_plot(widths: dict[str, tuple[int, int, str]], method: str, directory: str) -> str | None:
@@ -135,6 +137,7 @@ def card_inputs(facts: RunFacts, repo_id: str, card_kwargs: dict[str, Any], figu
         dense=dense,
         pruned=pruned,
         dense_reference=reference,
+        latency=facts.latency,
         events=events,
         arguments=non_default_arguments(args),
         command=_command_line(args),

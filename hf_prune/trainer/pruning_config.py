@@ -2,7 +2,8 @@
 
 Costs are counted in MACs (multiply-accumulates) everywhere in hf_prune. The user-facing name
 ``target_flops_reduction`` follows the papers, whose "FLOPs" are MACs: a reduction of 0.5 halves
-the MACs (and the FLOPs, which are twice the MACs).
+the MACs (and the FLOPs, which are twice the MACs). ``target_latency_reduction`` prunes to a
+fraction of the dense model's measured latency instead (the two are exclusive).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hf_prune.methods import GroupNormArguments, LAASPArguments, OCSPArguments, 
 from hf_prune.methods._registry import registered_method_names, validate_method_arguments
 
 OPTIMIZER_STATE_POLICIES = ("slice", "reset")
+DEFAULT_TARGET_FLOPS_REDUCTION = 0.5
 
 
 @dataclass
@@ -35,11 +37,37 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
         default="magnitude",
         metadata={"help": "How to choose what to prune (a registered method).", "choices": registered_method_names()},
     )
-    target_flops_reduction: float = field(
-        default=0.5,
+    target_flops_reduction: float | None = field(
+        default=None,
         metadata={
             "help": "Fraction of the dense model's FLOPs to remove, in (0, 1); 0.5 halves them. hf_prune counts "
-            "MACs (multiply-accumulates, half the FLOPs, as the papers' tables do): the fraction is the same."
+            "MACs (multiply-accumulates, half the FLOPs, as the papers' tables do): the fraction is the same. "
+            f"Default: {DEFAULT_TARGET_FLOPS_REDUCTION}, unless target_latency_reduction is set (they are exclusive)."
+        },
+    )
+    target_latency_reduction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of a FLOPs target: fraction of the dense model's forward latency to remove, in (0, 1), "
+            "on latency_device at latency_batch_size. Every method prunes until the latency predicted by a profile "
+            "(per-layer latency tables measured at the start of the run, or latency_profile) meets it."
+        },
+    )
+    latency_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Images per forward of the latency target and measurements. Default: 64 on CPU, 128 on CUDA."},
+    )
+    latency_device: str | None = field(
+        default=None,
+        metadata={"help": "Device the latency is measured and targeted on, e.g. 'cpu' from a GPU run. Default: the "
+                  "training device."},
+    )
+    latency_profile: str | None = field(
+        default=None,
+        metadata={
+            "help": "A latency_profile.json to reuse (written into output_dir by an earlier run, possibly on the "
+            "deployment machine) instead of measuring one; it must have been measured for this model. Default: "
+            "reuse output_dir's if it fits, else measure."
         },
     )
     layer_prune_limit: float = field(
@@ -96,12 +124,7 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
     )
 
     def __post_init__(self) -> None:
-        dense = method_class(self.pruning_method).is_dense
-        if not dense and not 0.0 < self.target_flops_reduction < 1.0:
-            raise ValueError(
-                f"target_flops_reduction must lie in (0, 1), got {self.target_flops_reduction}: "
-                "it is the fraction of MACs to remove (0.5 halves them)"
-            )
+        self._validate_targets(method_class(self.pruning_method).is_dense)
         if self.prune_epoch is not None and not self.prune_epoch >= 0:  # NaN fails too
             raise ValueError(f"prune_epoch is an epoch and must be >= 0 (or unset for the default), got {self.prune_epoch}")
         if not 0.0 < self.layer_prune_limit < 1.0:
@@ -128,6 +151,46 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
         if self.use_cpu or not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
         super().__post_init__()
+
+    @property
+    def tracks_latency(self) -> bool:
+        """A latency target or profile is set: latency is predicted and measured at every prune."""
+        return self.target_latency_reduction is not None or self.latency_profile is not None
+
+    @property
+    def target_reduction(self) -> float:
+        """The reduction the methods prune to: of the latency when that target is set, else of the MACs."""
+        if self.target_latency_reduction is not None:
+            return self.target_latency_reduction
+        return self.target_flops_reduction
+
+    def _validate_targets(self, dense: bool) -> None:
+        if self.target_flops_reduction is not None and self.target_latency_reduction is not None:
+            raise ValueError(
+                f"target_flops_reduction ({self.target_flops_reduction}) and target_latency_reduction "
+                f"({self.target_latency_reduction}) are exclusive: set only one"
+            )
+        if self.target_latency_reduction is None and self.target_flops_reduction is None:
+            self.target_flops_reduction = DEFAULT_TARGET_FLOPS_REDUCTION
+        for name, what in (("target_flops_reduction", "MACs"), ("target_latency_reduction", "latency")):
+            value = getattr(self, name)
+            if not dense and value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {value}: it is the fraction of {what} to remove "
+                                 "(0.5 halves it)")
+        if self.latency_batch_size is not None and self.latency_batch_size < 1:
+            raise ValueError(
+                f"latency_batch_size must be at least 1 (or unset for the default), got {self.latency_batch_size}"
+            )
+        if self.latency_device is not None:
+            try:
+                torch.device(self.latency_device)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"latency_device '{self.latency_device}' is not a device ({error}): e.g. 'cpu' or 'cuda'"
+                ) from None
+        if self.latency_profile is not None and not os.path.isfile(self.latency_profile):
+            raise ValueError(f"latency_profile {self.latency_profile} is not a file: pass the latency_profile.json "
+                             "of an earlier run, or leave it unset to measure one")
 
     @classmethod
     def argument_groups(cls) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ PRUNING_STATE_NAME = "pruning_state.json"
 TRAINING_ARGS_NAME = "training_args.json"
 _EVENT_SUMMARY_KEYS = ("global_step", "epoch", "reason", "macs_after", "params_after", "macs_reduction")
 # The arguments, besides the method's own, that decide what is pruned and when.
-_SHAPING_ARGUMENTS = ("target_flops_reduction", "layer_prune_limit", "prune_epoch", "ignored_layers",
+_SHAPING_ARGUMENTS = ("target_flops_reduction", "target_latency_reduction", "layer_prune_limit", "prune_epoch", "ignored_layers",
                       "num_train_epochs", "max_steps")
 
 

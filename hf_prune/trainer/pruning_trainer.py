@@ -37,9 +37,10 @@ from hf_prune.hub.preprocessing import PREPROCESSOR_NAME
 from hf_prune.hub.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
 from hf_prune.models.forward import logits_of
-from hf_prune.structure import MacsModel, StructureGraph
+from hf_prune.structure import LatencyModel, LatencyProfile, MacsModel, StructureGraph
 from hf_prune.trainer._batch_norm import calibration_batches, recalibrated_batch_norm
 from hf_prune.trainer.card import RunFacts, card_figures, render_card, write_widths_plot
+from hf_prune.trainer.latency_target import latency_device, latency_summary, measure_slim_ms, resolve_profile
 from hf_prune.trainer.pruning_config import PruningArguments
 from hf_prune.trainer.pruning_state import PruningRecord, run_identity
 from hf_prune.trainer.rewiring import full_precision, rebuild_optimizer, rewrap_model
@@ -125,6 +126,8 @@ class PruningTrainer(Trainer):
         self.pruning_events: list[dict[str, Any]] = []
         self._graph: StructureGraph | None = None
         self._macs: MacsModel | None = None
+        self._latency: LatencyModel | None = None
+        self.latency_profile: LatencyProfile | None = None
         self._restored_method_state: dict[str, Any] | None = None
         self._recovery_batches: Iterator[dict[str, Any]] | None = None
         self._train_started = time.perf_counter()
@@ -306,6 +309,7 @@ class PruningTrainer(Trainer):
             macs=self.dense_macs if self.pruning_method.is_dense else self.macs_model.base_macs,
             widths=self._layer_widths(),
             method_figures=self.pruning_method.figures,
+            latency=self.latency_summary(),
         )
 
     def _image_processor(self) -> BaseImageProcessor | None:
@@ -354,7 +358,7 @@ class PruningTrainer(Trainer):
     def _replace_model(self, restored: nn.Module) -> None:
         restored.train(self.model.training)
         self.model = self.model_wrapped = self.callback_handler.model = restored
-        self._graph = self._macs = None
+        self._graph = self._macs = self._latency = None
 
     def _read_pruning_state(self, checkpoint: str) -> None:
         record = PruningRecord.load(checkpoint, self._run_identity(), self.args.resume_with_changed_pruning)
@@ -377,6 +381,13 @@ class PruningTrainer(Trainer):
             self._macs = MacsModel(self.structure, self._example_inputs())
         return self._macs
 
+    @property
+    def latency_model(self) -> LatencyModel | None:
+        """Predicted latency of the current structure; ``None`` without a latency target or profile."""
+        if self._latency is None and self.latency_profile is not None:
+            self._latency = LatencyModel(self.structure, self.latency_profile, self._example_inputs())
+        return self._latency
+
     def _example_inputs(self) -> torch.Tensor:
         if self.example_inputs is None:
             if self.train_dataset is None:
@@ -398,6 +409,8 @@ class PruningTrainer(Trainer):
             data_collator=self.data_collator,
             log=self.log,
             example_inputs=self._example_inputs(),
+            latency=self.latency_model,
+            dense_latency_ms=self.latency_profile.predicted_dense_ms if self.latency_profile else None,
         )
 
     def _current_learning_rate(self) -> float:
@@ -408,10 +421,32 @@ class PruningTrainer(Trainer):
     def _on_train_begin(self) -> None:
         if self.dense_macs is None:
             self.dense_macs = self.macs_model.base_macs
+        if self.args.tracks_latency and self.latency_profile is None:
+            self.latency_profile = self._shared_latency_profile()
         self._run_hook(self.pruning_method.on_train_begin)
         if self._restored_method_state is not None:
             self.pruning_method.load_state_dict(self._restored_method_state)
             self._restored_method_state = None
+
+    def _shared_latency_profile(self) -> LatencyProfile:
+        """The main process resolves (reads or measures) the profile; under DDP every rank gets its copy.
+
+        An error (a profile that does not fit) is raised on every rank, not only on the main one.
+        """
+        result: LatencyProfile | ValueError | None = None
+        if self.accelerator.is_main_process:
+            try:
+                with full_precision(self.model):
+                    result = resolve_profile(
+                        self.args, self.structure, self._example_inputs(), latency_device(self.args, self.args.device)
+                    )
+            except ValueError as error:
+                result = error
+        if self.accelerator.num_processes > 1:
+            result = broadcast_object_list([result], from_process=0)[0]
+        if isinstance(result, ValueError):
+            raise result
+        return result
 
     def _maybe_prune(self, hook) -> None:
         plan = self._decide(hook)
@@ -517,7 +552,7 @@ class PruningTrainer(Trainer):
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
         old_params = dict(self.model.named_parameters())
         index_maps = self.structure.apply(plan.keep)
-        self._graph = self._macs = None
+        self._graph = self._macs = self._latency = None
         self._rebuild_optimizer(old_params, index_maps)
         rewrap_model(self)
 
@@ -542,10 +577,28 @@ class PruningTrainer(Trainer):
             "macs_reduction": 1.0 - macs_after / self.dense_macs,
             "widths": widths,
         }
+        if self.latency_profile is not None:
+            event.update(self._latency_after_prune())
         self.pruning_events.append(event)
-        self.log({f"pruning/{k}": float(event[k]) for k in ("macs_after", "params_after", "macs_reduction")})
+        logged = ("macs_after", "params_after", "macs_reduction", "latency_ms_predicted", "latency_ms_measured")
+        self.log({f"pruning/{k}": float(event[k]) for k in logged if event.get(k) is not None})
         self._announce(event)
         return event
+
+    def _latency_after_prune(self) -> dict[str, float | None]:
+        """Predicted and (on the main process) measured latency of the slim model, in ms."""
+        measured = None
+        if self.accelerator.is_main_process:
+            with full_precision(self.model):
+                measured = measure_slim_ms(
+                    self.model, tuple(self._example_inputs().shape[1:]), self.latency_profile,
+                    latency_device(self.args, self.args.device),
+                )
+        return {"latency_ms_predicted": self.latency_model.base_cost, "latency_ms_measured": measured}
+
+    def latency_summary(self) -> dict[str, Any] | None:
+        """Predicted vs measured latency after the last prune (``None`` without a latency target or profile)."""
+        return latency_summary(self.latency_profile, self.pruning_events, self.args.target_latency_reduction)
 
     def _announce(self, event: dict[str, Any]) -> None:
         """One plain line per prune, printed like the Trainer's own logs (below the progress bar)."""
