@@ -55,6 +55,9 @@ class PruningContext:
         data_collator: turns a list of items into a batch.
         log: records metrics in the Trainer's logs (``report_to`` carries them).
         example_inputs: the batch the structure was traced with.
+        width_multiples: per group, the multiple its kept unit count must be (``round_to``;
+            fixed on the dense model, missing groups: 1).
+        width_ties: sets of groups that must keep the same unit count (``uniform_widths``).
     """
 
     model: nn.Module
@@ -68,6 +71,8 @@ class PruningContext:
     data_collator: Callable[[list[Any]], dict[str, Any]] = field(repr=False)
     log: Callable[[dict[str, float]], None] = field(repr=False)
     example_inputs: Any = field(default=None, repr=False)
+    width_multiples: dict[str, int] = field(default_factory=dict, repr=False)
+    width_ties: list[list[str]] = field(default_factory=list, repr=False)
 
     @property
     def steps_per_epoch(self) -> float:
@@ -98,6 +103,8 @@ class PruningMethod:
     arguments: ClassVar[type | None] = None
     #: a dense run: the trainer skips every hook (no tracing, no per-step work)
     is_dense: ClassVar[bool] = False
+    #: the method's selection honours ``PruningContext.width_ties`` (``uniform_widths``)
+    supports_uniform_widths: ClassVar[bool] = True
 
     @classmethod
     def validate_arguments(cls, args: TrainingArguments) -> None:

@@ -76,6 +76,20 @@ def width_multiples(groups: Sequence[ChannelGroup], round_to: str | int, device:
     return multiples
 
 
+def repeated_block_ties(groups: Sequence[ChannelGroup]) -> list[list[str]]:
+    """Groups at the same place of repeated blocks, which ``uniform_widths`` keeps equally wide.
+
+    Two groups are tied when their names differ only in numeric path components (the indices of
+    a ``ModuleList`` or ``Sequential`` of blocks: ``encoder.layer.0.intermediate.dense`` and
+    ``encoder.layer.1.intermediate.dense``) and they have the same kind and unit count.
+    """
+    places: dict[tuple[str, str, int], list[str]] = {}
+    for group in groups:
+        place = ".".join("*" if part.isdigit() else part for part in group.name.split("."))
+        places.setdefault((place, group.kind, group.num_units), []).append(group.name)
+    return [names for names in places.values() if len(names) > 1]
+
+
 def aligned_floor(num_units: int, floor: int, multiple: int) -> int:
     """The fewest units a group may keep: ``floor`` rounded up to the multiple, at most all of them."""
     return min(num_units, math.ceil(floor / multiple) * multiple)
@@ -103,5 +117,6 @@ __all__ = [
     "channels_per_unit",
     "device_block",
     "parse_round_to",
+    "repeated_block_ties",
     "width_multiples",
 ]
