@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import types
 
 import pytest
@@ -15,7 +17,7 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import AutoPrunedModel, ModelSource, PruningArguments, save_pretrained
 from hf_prune.models.forward import logits_of
 from hf_prune.structure import MacsModel, StructureGraph, count_macs_params, group_saliencies, select_lowest
-from hf_prune.structure.widths import auto_channel_multiple, device_block, width_multiples
+from hf_prune.structure.widths import auto_channel_multiple, device_block, repeated_block_ties, width_multiples
 
 
 class _LinearCost:
@@ -160,3 +162,58 @@ def test_round_to_parses_from_the_command_line_and_python(make_args, tmp_path):
     assert parsed.round_to == "8"
     assert make_args(tmp_path, round_to=4).round_to == "4" and make_args(tmp_path, round_to="AUTO").round_to == "auto"
     assert make_args(tmp_path).round_to == "auto"
+
+
+# ---------------------------------------------------------------- uniform widths (uniform_widths=True)
+def test_tied_groups_of_repeated_blocks_keep_equal_widths_and_meet_the_target():
+    torch.manual_seed(0)
+    model, x = timm.create_model("cifar_resnet56", num_classes=10).eval(), torch.randn(1, 3, 32, 32)
+    graph = StructureGraph(model, x)
+    ties = repeated_block_ties(graph.groups)
+    assert ["layer1.0.conv1", "layer1.1.conv1"] == ties[0][:2] and all(len(tie) == 9 for tie in ties)
+    macs = MacsModel(graph, x)
+    selection = select_lowest(graph.groups, group_saliencies(model, graph.groups), macs, 0.5, 0.9,
+                              multiples=width_multiples(graph.groups, "8", "cpu"), ties=ties)
+    units = {g.name: g.num_units for g in graph.groups}
+    for tie in ties:
+        assert len({len(selection.keep.get(name, range(units[name]))) for name in tie}) == 1, tie
+    graph.apply(selection.keep)
+    assert 0.5 <= 1 - count_macs_params(model, x)[0] / macs.base_macs < 0.53
+
+
+_PLAIN_LOAD = """
+import json, sys, torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained(sys.argv[1]).eval()
+torch.manual_seed(0)
+with torch.no_grad():
+    logits = model(torch.randn(2, 3, 32, 32)).logits
+print(json.dumps({"hf_prune_imported": "hf_prune" in sys.modules, "logits": logits.tolist()}))
+"""
+
+
+def test_a_uniformly_pruned_vit_loads_with_plain_transformers(make_trainer, tmp_path):
+    model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=3,
+                                                num_attention_heads=4, intermediate_size=128, num_labels=4))
+    trainer = make_trainer(tmp_path, model=model, pruning_method="magnitude", optim="adamw_torch", learning_rate=1e-3,
+                           max_steps=4, uniform_widths=True, round_to="16")
+    trainer.train()
+    trainer.save_model()
+    (event,) = trainer.pruning_events
+    assert event["macs_reduction"] >= 0.5 and len({kept for _, kept in event["widths"].values()}) == 2  # heads, MLP
+    config = json.loads((tmp_path / "config.json").read_text())
+    layer = trainer.model.vit.layers[0]
+    assert config["model_type"] == "vit" and config["intermediate_size"] == layer.mlp.fc1.out_features < 128
+    loaded = subprocess.run([sys.executable, "-c", _PLAIN_LOAD, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, check=True)
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = trainer.model.eval()(torch.randn(2, 3, 32, 32).to(trainer.model.device)).logits
+    assert not result["hf_prune_imported"]
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected.cpu(), rtol=1e-4, atol=1e-5)
+
+
+def test_laasp_refuses_uniform_widths_with_the_choices(make_args, tmp_path):
+    with pytest.raises(ValueError, match="pruning_method='laasp' cannot keep widths uniform.*'ocsp'"):
+        make_args(tmp_path, pruning_method="laasp", uniform_widths=True)
