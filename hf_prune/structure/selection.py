@@ -77,8 +77,9 @@ def select_lowest(
 
     Each group keeps its ``min_units_kept`` best units. The number of removed units is found by
     binary search on the analytic MACs model. When the last unit is a costly one (an attention
-    head) and overshoots the target by more than ``tolerance``, the highest-scored of the other
-    removed units are given back while the target stays met.
+    head, or a whole multiple) and overshoots the target by more than ``tolerance``, the
+    highest-scored of the other removed units are given back (a multiple at a time) while the
+    target stays met.
 
     Args:
         multiples: per group, the multiple its kept unit count is rounded to (to the nearest
@@ -158,11 +159,11 @@ def _stacks(
         members = [by_name[n] for n in names]
         units = {m.num_units for m in members}
         if len(units) != 1:
-            raise ValueError(f"tied groups {list(names)} have unequal unit counts {sorted(units)}: they cannot keep the same")
+            raise ValueError(f"tied groups {list(names)} have unequal unit counts {sorted(units)}: they cannot keep equal ones")
         num_units = members[0].num_units
         multiple = max(multiples.get(n, 1) for n in names)
         floor = aligned_floor(num_units, min_units_kept(num_units, max_prune_ratio), multiple)
-        sorted_scores = [torch.sort(scores[n].float(), stable=True) for n in names]
+        sorted_scores = [torch.sort(scores[n].double(), stable=True) for n in names]
         ranked = torch.stack([values for values, _ in sorted_scores]).mean(0)
         stacks.append(_Stack(
             names, tuple(indices.tolist() for _, indices in sorted_scores), num_units, multiple,
@@ -179,17 +180,17 @@ def _give_back_surplus(stacks, counts, reduction, target, tolerance):
     """
     counts, open_stacks = dict(counts), {s for s, n in counts.items() if n > 0}
     while open_stacks:
-        s_index = max(open_stacks, key=lambda s: (stacks[s].rank_scores[counts[s] - 1], s, counts[s]))
+        s_index = max(open_stacks, key=lambda s: (stacks[s].rank_scores[counts[s] - 1], s))
         stack = stacks[s_index]
         kept = stack.num_units - counts[s_index]
-        fewer = stack.num_units - min(stack.num_units, (kept // stack.multiple + 1) * stack.multiple)
-        trial = {**counts, s_index: fewer}
+        removal = stack.num_units - min(stack.num_units, (kept // stack.multiple + 1) * stack.multiple)
+        trial = {**counts, s_index: removal}
         achieved = reduction(trial)
         if achieved < target:
             open_stacks.discard(s_index)
             continue
         counts = trial
-        if fewer == 0:
+        if removal == 0:
             open_stacks.discard(s_index)
         if achieved <= target + tolerance:
             break
