@@ -15,6 +15,7 @@ from transformers import HfArgumentParser, ViTConfig, ViTForImageClassification
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import AutoPrunedModel, ModelSource, PruningArguments, save_pretrained
+from hf_prune.methods import create_method
 from hf_prune.models.forward import logits_of
 from hf_prune.structure import MacsModel, StructureGraph, count_macs_params, group_saliencies, select_lowest
 from hf_prune.structure.widths import auto_channel_multiple, device_block, repeated_block_ties, width_multiples
@@ -217,3 +218,18 @@ def test_a_uniformly_pruned_vit_loads_with_plain_transformers(make_trainer, tmp_
 def test_laasp_refuses_uniform_widths_with_the_choices(make_args, tmp_path):
     with pytest.raises(ValueError, match="pruning_method='laasp' cannot keep widths uniform.*'ocsp'"):
         make_args(tmp_path, pruning_method="laasp", uniform_widths=True)
+
+
+def test_resumed_runs_keep_the_dense_models_multiples(make_trainer, tmp_path):
+    trainer = make_trainer(tmp_path, pruning_method="laasp", round_to="8")
+    trainer.width_multiples = {"layer1.0.conv1": 8, "layer3.0.conv1": 4}  # as fixed before the first prune
+    trainer._record().save(str(tmp_path), trainer.args)
+    resumed = make_trainer(tmp_path, pruning_method="laasp", round_to="8")
+    resumed._read_pruning_state(str(tmp_path))
+    assert resumed.width_multiples == trainer.width_multiples
+    resumed.pruning_method = create_method("none")  # its hooks need a training state; the multiples do not
+    resumed._on_train_begin()  # not recomputed from the (possibly pruned) model
+    assert resumed.width_multiples == trainer.width_multiples
+    changed = make_trainer(tmp_path, pruning_method="laasp", round_to="auto")
+    with pytest.raises(ValueError, match="round_to: '8' in the checkpoint, 'auto' now"):
+        changed._read_pruning_state(str(tmp_path))
