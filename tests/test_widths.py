@@ -16,6 +16,7 @@ from transformers import HfArgumentParser, ViTConfig, ViTForImageClassification
 import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import AutoPrunedModel, ModelSource, PruningArguments, save_pretrained
 from hf_prune.methods import create_method
+from hf_prune.methods.laasp import LAASPPruning
 from hf_prune.models.forward import logits_of
 from hf_prune.structure import MacsModel, StructureGraph, count_macs_params, group_saliencies, select_lowest
 from hf_prune.structure.widths import auto_channel_multiple, device_block, repeated_block_ties, width_multiples
@@ -233,3 +234,16 @@ def test_resumed_runs_keep_the_dense_models_multiples(make_trainer, tmp_path):
     changed = make_trainer(tmp_path, pruning_method="laasp", round_to="auto")
     with pytest.raises(ValueError, match="round_to: '8' in the checkpoint, 'auto' now"):
         changed._read_pruning_state(str(tmp_path))
+
+
+def test_laasp_steps_leave_multiples_and_stop_at_the_rounded_floor():
+    method = LAASPPruning()
+    method.dense_units, method.step_sizes = {"g": 100}, {"g": 16}
+    group = types.SimpleNamespace(name="g", num_units=100)
+    context = types.SimpleNamespace(graph=types.SimpleNamespace(groups=[group]), width_multiples={"g": 8},
+                                    args=types.SimpleNamespace(layer_prune_limit=0.75))
+    widths = [100]
+    while count := method.step_units(context, "g"):
+        group.num_units -= count
+        widths.append(group.num_units)
+    assert widths == [100, 80, 64, 48, 32]  # the first step drops the 4 that are no multiple; floor 25 -> 32
