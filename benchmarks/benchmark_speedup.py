@@ -69,7 +69,9 @@ def prune_once(model: str, size: int, method: str, target: float, round_to: str,
     return run_dir
 
 
-def time_alternately(dense: nn.Module, slim: nn.Module, input_size: tuple[int, ...], options: SpeedupArguments) -> tuple[float, float]:
+def time_alternately(
+    dense: nn.Module, slim: nn.Module, input_size: tuple[int, ...], options: SpeedupArguments
+) -> tuple[float, float]:
     """Median ms of the dense and the slim model, timed in turns."""
     dense_ms, slim_ms = [], []
     for _ in range(options.rounds):
@@ -92,8 +94,8 @@ def measure(run_dir: Path, options: SpeedupArguments) -> dict:
 
 
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | target | round_to | MACs ratio | dense ms (bs{batch_size}) | slim ms | speed-up | "
-             "speed-up ÷ MACs ratio |", "|---" * 10 + "|"]
+    lines = [f"| model | px | method | target | round_to | MACs ratio | dense ms (bs{batch_size}) | slim ms | "
+             "speed-up | speed-up ÷ MACs ratio |", "|---" * 10 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
         lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['target']:.0%} | {r['round_to']} | "

@@ -417,7 +417,8 @@ class LAASPPruning(PruningMethod):
 
     def _floor_reduction(self, context: PruningContext) -> float:
         """MACs reduction with every group at its floor."""
-        removable = {g.name: max(0, g.num_units - self._floor(context, g.name, g.num_units)) for g in context.graph.groups}
+        groups = context.graph.groups
+        removable = {g.name: max(0, g.num_units - self._floor(context, g.name, g.num_units)) for g in groups}
         return context.macs.reduction(removable)
 
     def _progress(self, context: PruningContext, reduction: float) -> None:

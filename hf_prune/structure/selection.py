@@ -159,7 +159,9 @@ def _stacks(
         members = [by_name[n] for n in names]
         units = {m.num_units for m in members}
         if len(units) != 1:
-            raise ValueError(f"tied groups {list(names)} have unequal unit counts {sorted(units)}: they cannot keep equal ones")
+            raise ValueError(
+                f"tied groups {list(names)} have unequal unit counts {sorted(units)}: they cannot keep equal ones"
+            )
         num_units = members[0].num_units
         multiple = max(multiples.get(n, 1) for n in names)
         floor = aligned_floor(num_units, min_units_kept(num_units, max_prune_ratio), multiple)
