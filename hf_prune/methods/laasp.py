@@ -341,7 +341,7 @@ class LAASPPruning(PruningMethod):
         """Units of ``group`` one step removes: its step size on the dense model, above the floor.
 
         What is left is a multiple of the group's width multiple (the first step of a group whose
-        dense width is none removes the remainder too).
+        dense width is not one also removes the remainder).
         """
         units = next(g.num_units for g in context.graph.groups if g.name == group)
         multiple = context.width_multiples.get(group, 1)
