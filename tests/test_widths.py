@@ -57,6 +57,17 @@ def test_multiples_round_to_the_nearest_and_give_back_whole_blocks():
     assert rounded.keep == {"b": [4, 5, 6, 7]} and rounded.reduction == 4 / 32
 
 
+def test_a_block_that_overshoots_is_left_for_lower_ranked_units_elsewhere():
+    # big: 8 units of 1/8 each in blocks of 2, ranked first; small: 16 units of 1/64. Target 40 %.
+    groups = _groups(big=8, small=16)
+    scores = {"big": torch.arange(8.0), "small": torch.arange(16.0) + 10}
+    cost = _LinearCost({"big": 1 / 8, "small": 1 / 64})
+    # big's second block would reach 50 %: it stays, and 10 of small's units make up the rest.
+    selection = select_lowest(groups, scores, cost, 0.4, 0.75, multiples={"big": 2})
+    assert selection.keep == {"big": list(range(2, 8)), "small": list(range(10, 16))}
+    assert selection.reduction == 2 / 8 + 10 / 64
+
+
 def test_a_floor_rounded_up_to_the_whole_group_leaves_it_unpruned():
     groups = _groups(a=12, b=8)
     cost = _LinearCost({"a": 0.05, "b": 0.05})

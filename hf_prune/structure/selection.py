@@ -79,7 +79,8 @@ def select_lowest(
     binary search on the analytic MACs model. When the last unit is a costly one (an attention
     head, or a whole multiple) and overshoots the target by more than ``tolerance``, the
     highest-scored of the other removed units are given back (a multiple at a time) while the
-    target stays met.
+    target stays met. If a rounded group's block still overshoots, that block is left and the
+    search goes on with lower-ranked units of the other groups; the closest result is kept.
 
     Args:
         multiples: per group, the multiple its kept unit count is rounded to (to the nearest
@@ -92,18 +93,18 @@ def select_lowest(
         UnreachableTargetError: even removing every unit above the floors falls short.
     """
     stacks = _stacks(groups, scores, max_prune_ratio, multiples or {}, ties)
-    candidates = sorted(
+    pool = sorted(
         (score, s_index, rank) for s_index, stack in enumerate(stacks) for rank, score in enumerate(stack.rank_scores)
     )
 
     def removed_counts(k: int) -> dict[int, int]:
-        raw = Counter(s_index for _, s_index, _ in candidates[:k])
+        raw = Counter(s_index for _, s_index, _ in pool[:k])
         return {s: aligned_removal(stacks[s].num_units, n, stacks[s].multiple) for s, n in raw.items()}
 
     def reduction(counts: Mapping[int, int]) -> float:
         return macs_model.reduction({name: n for s, n in counts.items() for name in stacks[s].names})
 
-    best = reduction(removed_counts(len(candidates)))
+    best = reduction(removed_counts(len(pool)))
     if best < target_reduction:
         rounding = " with widths rounded to multiples (round_to)" if any(s.multiple > 1 for s in stacks) else ""
         raise UnreachableTargetError(
@@ -111,22 +112,34 @@ def select_lowest(
             f"{1 - max_prune_ratio:.0%} of every group{rounding} allows at most {best:.1%}. Lower "
             "target_flops_reduction or raise layer_prune_limit."
         )
-    low, high = 0, len(candidates)
-    while low < high:
-        mid = (low + high) // 2
-        if reduction(removed_counts(mid)) >= target_reduction:
-            high = mid
-        else:
-            low = mid + 1
-    counts = removed_counts(low)
-    if reduction(counts) > target_reduction + tolerance:
-        counts = _give_back_surplus(stacks, counts, reduction, target_reduction, tolerance)
+    chosen: dict[int, int] | None = None
+    for _ in range(len(stacks)):
+        low, high = 0, len(pool)
+        while low < high:
+            mid = (low + high) // 2
+            if reduction(removed_counts(mid)) >= target_reduction:
+                high = mid
+            else:
+                low = mid + 1
+        counts = removed_counts(low)
+        if reduction(counts) > target_reduction + tolerance:
+            counts = _give_back_surplus(stacks, counts, reduction, target_reduction, tolerance)
+        if chosen is None or reduction(counts) < reduction(chosen):
+            chosen = counts
+        crossing = pool[low - 1][1]
+        if reduction(chosen) <= target_reduction + tolerance or stacks[crossing].multiple == 1:
+            break
+        # A rounded group's block overshot: leave that block, take lower-ranked units of other groups instead.
+        kept_ranks = sum(1 for _, s_index, _ in pool[: low - 1] if s_index == crossing)
+        pool = [c for c in pool if c[1] != crossing or c[2] < kept_ranks]
+        if reduction(removed_counts(len(pool))) < target_reduction:
+            break
     keep = {
         name: sorted(order[count:])
-        for s_index, count in counts.items() if count
+        for s_index, count in chosen.items() if count
         for name, order in zip(stacks[s_index].names, stacks[s_index].orders)
     }
-    return Selection(keep, reduction(counts))
+    return Selection(keep, reduction(chosen))
 
 
 @dataclass(frozen=True)
