@@ -36,7 +36,8 @@ from hf_prune.plots import plot_scatter
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
-KEY_FIELDS = ("model", "method", "target", "seed")
+KEY_FIELDS = ("model", "method", "round_to", "target", "seed")
+UNROUNDED = "1"  # rows written before the round_to axis kept arbitrary widths
 PAPER_METHODS = ("ocsp", "laasp")
 METHODS = list_methods()  # every registered method; the dense one is the reference row
 DENSE = next(name for name in METHODS if method_class(name).is_dense)
@@ -58,6 +59,10 @@ class BenchmarkArguments:
     )
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     targets: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
+    round_to: list[str] = field(
+        default_factory=lambda: [UNROUNDED, "auto"],
+        metadata={"help": "round_to of every pruning run (a row per value); the dense model runs once."},
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: float = field(default=12.0, metadata={"help": "Training epochs of every run."})
     image_size: int = field(default=32, metadata={"help": "Input resolution of every model (timm resnet18 at 32 px)."})
@@ -75,23 +80,30 @@ class BenchmarkArguments:
 
 
 def run_grid(options: BenchmarkArguments, run: Callable[[dict[str, Any], BenchmarkArguments], dict[str, Any]]) -> list[dict]:
-    """Run every missing (model, method, target, seed) and return all rows of results.jsonl."""
+    """Run every missing (model, method, round_to, target, seed) and return all rows of results.jsonl."""
     results = Path(options.output_dir) / "results.jsonl"
     rows = load_rows(results)
-    done = {tuple(row[k] for k in KEY_FIELDS) for row in rows}
+    done = {tuple(_key(row).values()) for row in rows}
     for model in options.models:
         for method in sorted(options.methods, key=lambda name: name != DENSE):  # dense first: the cards' reference
-            for target in [0.0] if method == DENSE else options.targets:
-                for seed in options.seeds:
-                    key = {"model": model, "method": method, "target": target, "seed": seed}
-                    if tuple(key.values()) in done:
-                        continue
-                    row = {**key, **run(key, options)}
-                    results.parent.mkdir(parents=True, exist_ok=True)
-                    with results.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    rows.append(row)
+            dense = method == DENSE
+            for round_to in [UNROUNDED] if dense else options.round_to:
+                for target in [0.0] if dense else options.targets:
+                    for seed in options.seeds:
+                        key = {"model": model, "method": method, "round_to": round_to, "target": target, "seed": seed}
+                        if tuple(key.values()) in done:
+                            continue
+                        row = {**key, **run(key, options)}
+                        results.parent.mkdir(parents=True, exist_ok=True)
+                        with results.open("a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        rows.append(row)
     return rows
+
+
+def _key(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's grid key; rows from before the round_to axis were unrounded."""
+    return {name: row.get(name, UNROUNDED) if name == "round_to" else row[name] for name in KEY_FIELDS}
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -103,7 +115,7 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
     output_dir = _run_dir(options, key)
     argv = ["--output_dir", str(output_dir), "--model_name_or_path", key["model"], "--seed", str(key["seed"]),
             "--num_train_epochs", str(options.epochs), "--image_size", str(options.image_size),
-            "--pruning_method", key["method"], "--use_cpu",
+            "--pruning_method", key["method"], "--round_to", key["round_to"], "--use_cpu",
             "--eval_around_prune", "--card_latency", "false", "--disable_tqdm", "true", "--logging_steps", "1000",
             *options.extra_args.split()]
     if key["method"] != DENSE:
@@ -111,7 +123,7 @@ def train_once(key: dict[str, Any], options: BenchmarkArguments) -> dict[str, An
         argv += ["--target_flops_reduction", str(key["target"]), "--layer_prune_limit", str(max(0.7, key["target"] + 0.05))]
     if options.max_train_samples:
         argv += ["--max_train_samples", str(options.max_train_samples)]
-    dense_metrics = _run_dir(options, {**key, "method": DENSE, "target": 0.0}) / "eval_results.json"
+    dense_metrics = _run_dir(options, {**key, "method": DENSE, "round_to": UNROUNDED, "target": 0.0}) / "eval_results.json"
     if key["method"] != DENSE and dense_metrics.is_file():
         argv += ["--dense_reference", str(dense_metrics)]
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -183,13 +195,14 @@ def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (model, method, target); latency speed-up vs the dense rows."""
+    """Mean and std over seeds per (model, method, round_to, target); latency speed-up vs the dense rows."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["model"], row["method"], row["target"]), []).append(row)
+        key = _key(row)
+        groups.setdefault((key["model"], key["method"], key["round_to"], key["target"]), []).append(row)
     summary = []
-    for (model, method, target), group in sorted(groups.items()):
-        entry = {"model": model, "method": method, "target": target, "seeds": len(group)}
+    for (model, method, round_to, target), group in sorted(groups.items()):
+        entry = {"model": model, "method": method, "round_to": round_to, "target": target, "seeds": len(group)}
         for name in ("top1", *SUMMARIZED, *LATENCIES):
             values = [r[name] for r in group if r.get(name) is not None]
             entry[name] = (float(np.mean(values)), float(np.std(values))) if values else None
@@ -212,11 +225,12 @@ def markdown_table(summary: list[dict]) -> str:
     def speedup(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}x"
 
-    lines = ["| model | method | target | seeds | top-1 % | top-1 right before / after the (last) prune % | "
+    lines = ["| model | method | round_to | target | seeds | top-1 % | top-1 right before / after the (last) prune % | "
              "MACs reduction % | prune epoch | norm ratio at the prune | LAASP agreement | train s (wall) | "
-             "CPU s | CPU vs dense | CPU bs64 speed-up | CUDA bs64 speed-up | MACs ratio |", "|---" * 16 + "|"]
+             "CPU s | CPU vs dense | CPU bs64 speed-up | CUDA bs64 speed-up | MACs ratio |", "|---" * 17 + "|"]
     for e in summary:
-        lines.append(f"| {e['model']} | {e['method']} | {e['target']:.0%} | {e['seeds']} | {cell(e['top1'], 100)} | "
+        lines.append(f"| {e['model']} | {e['method']} | {e['round_to']} | {e['target']:.0%} | {e['seeds']} | "
+                     f"{cell(e['top1'], 100)} | "
                      f"{cell(e['top1_before_prune'], 100)} / {cell(e['top1_after_prune'], 100)} | "
                      f"{cell(e['macs_reduction'], 100, 1)} | {cell(e['pruned_epoch'], 1, 2)} | "
                      f"{cell(e['norm_ratio_at_prune'], 1, 3)} | {cell(e['laasp_agreement'], 100, 0)} | "
@@ -226,36 +240,40 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def separation(rows: list[dict]) -> list[dict]:
-    """Each paper method against dense and each baseline at the same model and target.
+    """Each paper method against dense and each baseline at the same model, round_to and target.
 
     ``delta`` is the difference of mean top-1 (points); ``p_value`` is Welch's t-test over seeds
     (None with fewer than two seeds a side). A difference is beyond seed noise when p < 0.05.
     """
     top1: dict[tuple, list[float]] = {}
     for row in rows:
-        top1.setdefault((row["model"], row["method"], row["target"]), []).append(100 * row["top1"])
+        key = _key(row)
+        top1.setdefault((key["model"], key["method"], key["round_to"], key["target"]), []).append(100 * row["top1"])
     comparisons = []
-    for (model, method, target), ours in sorted(top1.items()):
+    for (model, method, round_to, target), ours in sorted(top1.items()):
         if method not in PAPER_METHODS:
             continue
         for baseline in BASELINES:
-            theirs = top1.get((model, baseline, 0.0 if baseline == DENSE else target))
+            dense = baseline == DENSE
+            theirs = top1.get((model, baseline, UNROUNDED if dense else round_to, 0.0 if dense else target))
             if not theirs:
                 continue
             p_value = None
             if len(ours) > 1 and len(theirs) > 1 and np.std(ours) + np.std(theirs) > 0:
                 p_value = float(ttest_ind(ours, theirs, equal_var=False).pvalue)
-            comparisons.append({"model": model, "target": target, "method": method, "baseline": baseline,
+            comparisons.append({"model": model, "round_to": round_to, "target": target, "method": method, "baseline": baseline,
                                 "delta": float(np.mean(ours) - np.mean(theirs)), "p_value": p_value})
     return comparisons
 
 
 def separation_table(comparisons: list[dict]) -> str:
-    lines = ["| model | target | method | vs | Δ top-1 (points) | p (Welch, seeds) | beyond seed noise |", "|---" * 7 + "|"]
+    lines = ["| model | round_to | target | method | vs | Δ top-1 (points) | p (Welch, seeds) | beyond seed noise |",
+             "|---" * 8 + "|"]
     for c in comparisons:
         p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3f}"
         verdict = "n/a" if c["p_value"] is None else ("yes" if c["p_value"] < 0.05 else "no")
-        lines.append(f"| {c['model']} | {c['target']:.0%} | {c['method']} | {c['baseline']} | {c['delta']:+.2f} | {p} | {verdict} |")
+        lines.append(f"| {c['model']} | {c['round_to']} | {c['target']:.0%} | {c['method']} | {c['baseline']} | "
+                     f"{c['delta']:+.2f} | {p} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -267,7 +285,9 @@ def write_reports(rows: list[dict], output_dir: str) -> str:
         points: dict[str, list[tuple[float, float]]] = {}
         for row in rows:
             if row["model"] == model:
-                points.setdefault(row["method"], []).append((row["macs"] / 1e6, 100 * row["top1"]))
+                round_to = _key(row)["round_to"]
+                label = row["method"] if round_to == UNROUNDED else f"{row['method']} (round_to {round_to})"
+                points.setdefault(label, []).append((row["macs"] / 1e6, 100 * row["top1"]))
         plot_scatter(points, os.path.join(output_dir, f"accuracy_vs_macs_{model.replace('/', '_')}.png"),
                      xlabel="MACs (M)", ylabel="top-1 %", title=f"{model} on builtin:mnist5k: one point per run")
     return table

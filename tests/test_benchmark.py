@@ -29,7 +29,7 @@ def test_summary_is_mean_and_std_over_seeds_with_speedup_vs_dense(benchmark):
     assert summary["ocsp"]["cuda_speedup_bs64"] is None  # measured on CPU only
     table = benchmark.markdown_table(list(summary.values()))
     assert summary["ocsp"]["cpu_ratio"] == pytest.approx(0.75)
-    assert ("| m | ocsp | 50% | 2 | 85.00 ± 5.00 | n/a / n/a | 50.0 ± 0.0 | n/a | n/a | n/a | 10.0 ± 0.0 | "
+    assert ("| m | ocsp | 1 | 50% | 2 | 85.00 ± 5.00 | n/a / n/a | 50.0 ± 0.0 | n/a | n/a | n/a | 10.0 ± 0.0 | "
             "30.0 ± 0.0 | 0.75x | 1.60x | n/a | 2.00x |") in table
 
 
@@ -50,8 +50,8 @@ def test_cuda_speedup_is_reported_when_cuda_latencies_were_measured(benchmark):
 
 def test_finished_runs_are_not_run_again(benchmark, tmp_path):
     options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["random", "none"],
-                                           targets=[0.5, 0.8], seeds=[0, 1])
-    done = _row("random", 1, 0.5, 50, 4.0, 0.8)
+                                           targets=[0.5, 0.8], seeds=[0, 1], round_to=["1"])
+    done = _row("random", 1, 0.5, 50, 4.0, 0.8)  # a row from before the round_to axis: unrounded
     (tmp_path / "results.jsonl").write_text(json.dumps(done) + "\n")
     calls = []
 
@@ -60,7 +60,7 @@ def test_finished_runs_are_not_run_again(benchmark, tmp_path):
         return {"top1": 0.5, "macs": 50}
 
     rows = benchmark.run_grid(options, fake_run)
-    assert ("m", "random", 0.8, 1) not in calls and len(calls) == 2 + 3  # dense x 2 seeds, random: 4 - 1 done
+    assert ("m", "random", "1", 0.8, 1) not in calls and len(calls) == 2 + 3  # dense x 2 seeds, random: 4 - 1 done
     assert [call[1] for call in calls[:2]] == ["none", "none"]  # first: its top-1 is the pruned cards' reference
     assert len(benchmark.load_rows(tmp_path / "results.jsonl")) == len(rows) == 6
     assert benchmark.run_grid(options, fake_run) and len(calls) == 5  # a second call runs nothing
@@ -91,7 +91,24 @@ def test_separation_says_which_differences_exceed_seed_noise(benchmark, tmp_path
     assert found["ocsp", "none"]["delta"] == pytest.approx(-1.0)
     assert found["ocsp", "tp_groupnorm"]["p_value"] is None  # one seed: no verdict
     table = benchmark.separation_table(list(found.values()))
-    assert "| m | 80% | ocsp | magnitude | +8.00 |" in table and "| yes |" in table and "| no |" in table
+    assert "| m | 1 | 80% | ocsp | magnitude | +8.00 |" in table and "| yes |" in table and "| no |" in table
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
     assert "| yes |" in benchmark.main(["--output_dir", str(tmp_path), "--report_only"])  # no training: m is no model
     assert "beyond seed noise" in (tmp_path / "results.md").read_text()
+
+
+def test_round_to_is_an_axis_of_the_pruning_runs_only(benchmark, tmp_path):
+    options = benchmark.BenchmarkArguments(output_dir=str(tmp_path), models=["m"], methods=["none", "ocsp"],
+                                           targets=[0.5], seeds=[0])
+    assert options.round_to == ["1", "auto"]
+    def fake_run(key, _options):
+        dense = key["method"] == "none"
+        measured = _row(key["method"], 0, 0.9, 100 if dense else 50, 2.0 if key["round_to"] == "auto" else 8.0)
+        return {name: value for name, value in measured.items() if name not in benchmark.KEY_FIELDS}
+
+    rows = benchmark.run_grid(options, fake_run)
+    assert [(r["method"], r["round_to"]) for r in rows] == [("none", "1"), ("ocsp", "1"), ("ocsp", "auto")]
+    summary = {(e["method"], e["round_to"]): e for e in benchmark.summarize(rows)}
+    assert summary["ocsp", "1"]["speedup_bs64"] == 1.0 and summary["ocsp", "auto"]["speedup_bs64"] == 4.0
+    assert "| m | ocsp | auto | 50% | 1 |" in benchmark.markdown_table(list(summary.values()))
+    assert {c["round_to"] for c in benchmark.separation(rows + [rows[1] | {"seed": 1}])} == {"1", "auto"}

@@ -57,6 +57,9 @@ class PruningContext:
         example_inputs: the batch the structure was traced with.
         latency: predicted latency of the current structure (with a latency target or profile).
         dense_latency_ms: the dense model's latency as ``latency`` predicts it (targets are relative to it).
+        width_multiples: per group, the multiple its kept unit count must be (``round_to``;
+            fixed on the dense model, missing groups: 1).
+        width_ties: sets of groups that must keep the same unit count (``uniform_widths``).
     """
 
     model: nn.Module
@@ -86,6 +89,8 @@ class PruningContext:
         """The fraction of the dense model's cost (what the target counts) the model has shed so far."""
         dense = self.dense_macs if self.args.target_latency_reduction is None else self.dense_latency_ms
         return 1.0 - self.cost.base_cost / dense
+    width_multiples: dict[str, int] = field(default_factory=dict, repr=False)
+    width_ties: list[list[str]] = field(default_factory=list, repr=False)
 
     @property
     def steps_per_epoch(self) -> float:
@@ -116,6 +121,8 @@ class PruningMethod:
     arguments: ClassVar[type | None] = None
     #: a dense run: the trainer skips every hook (no tracing, no per-step work)
     is_dense: ClassVar[bool] = False
+    #: the method's selection honours ``PruningContext.width_ties`` (``uniform_widths``)
+    supports_uniform_widths: ClassVar[bool] = True
 
     @classmethod
     def validate_arguments(cls, args: TrainingArguments) -> None:

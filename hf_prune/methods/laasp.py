@@ -40,6 +40,7 @@ from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
 from hf_prune.plots import plot_panels
 from hf_prune.structure import PrefixCache, masking_is_exact, min_units_kept, unit_output_masks
+from hf_prune.structure.widths import aligned_floor
 
 logger = logging.get_logger(__name__)
 
@@ -145,6 +146,7 @@ class LAASPPruning(PruningMethod):
     name = "laasp"
     arguments = LAASPArguments
     figures = (("LAASP search", SEARCH_PLOT_NAME),)
+    supports_uniform_widths = False  # one group per step
 
     @classmethod
     def validate_arguments(cls, args) -> None:
@@ -325,22 +327,36 @@ class LAASPPruning(PruningMethod):
     def dense_step_sizes(context: PruningContext) -> dict[str, int]:
         """Units per step of every group that saves MACs, about ``laasp_flops_step`` of the dense MACs each.
 
-        Computed once on the dense model and then fixed, as the reference does (n_l = round(step / dF_l)).
+        Computed once on the dense model and then fixed, as the reference does (n_l = round(step / dF_l)),
+        then rounded to the group's width multiple (``round_to``).
         """
         sizes = {}
         for group in context.graph.groups:
             per_unit = context.macs.macs_per_unit(group.name)
             if per_unit > 0:
-                sizes[group.name] = max(1, round(context.args.laasp_flops_step * context.dense_macs / per_unit))
+                multiple = context.width_multiples.get(group.name, 1)
+                units = context.args.laasp_flops_step * context.dense_macs / per_unit
+                sizes[group.name] = max(1, round(units / multiple)) * multiple
         return sizes
 
     def step_units(self, context: PruningContext, group: str) -> int:
-        """Units of ``group`` one step removes: its step size on the dense model, above the floor."""
+        """Units of ``group`` one step removes: its step size on the dense model, above the floor.
+
+        What is left is a multiple of the group's width multiple (the first step of a group whose
+        dense width is not one also removes the remainder).
+        """
         units = next(g.num_units for g in context.graph.groups if g.name == group)
-        floor = min_units_kept(self.dense_units.get(group, units), context.args.layer_prune_limit)
+        multiple = context.width_multiples.get(group, 1)
+        floor = self._floor(context, group, units)
         if units <= floor or group not in self.step_sizes:
             return 0  # at its floor, or removing it saves nothing
-        return min(self.step_sizes[group], units - floor)
+        return units - max(floor, (units - self.step_sizes[group]) // multiple * multiple)
+
+    def _floor(self, context: PruningContext, group: str, units: int) -> int:
+        """Fewest units ``group`` keeps: ``1 - layer_prune_limit`` of its dense units, rounded up to its multiple."""
+        dense = self.dense_units.get(group, units)
+        limit = min_units_kept(dense, context.args.layer_prune_limit)
+        return aligned_floor(dense, limit, context.width_multiples.get(group, 1))
 
     def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
         """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss."""
@@ -403,11 +419,8 @@ class LAASPPruning(PruningMethod):
 
     def _floor_reduction(self, context: PruningContext) -> float:
         """Reduction of what the target counts (MACs or latency) with every group at its floor."""
-        limit = context.args.layer_prune_limit
-        removable = {
-            g.name: max(0, g.num_units - min_units_kept(self.dense_units.get(g.name, g.num_units), limit))
-            for g in context.graph.groups
-        }
+        groups = context.graph.groups
+        removable = {g.name: max(0, g.num_units - self._floor(context, g.name, g.num_units)) for g in groups}
         return context.cost.reduction(removable)
 
     def _progress(self, context: PruningContext, reduction: float) -> None:

@@ -354,7 +354,10 @@ class OCSPruning(PruningMethod):
         scores = saliencies if saliencies is not None else group_saliencies(context.model, groups, FAN_POWER)
         if context.args.ocsp_flops_weighting:
             scores = flops_weighted_scores(scores, groups, context.macs)
-        return select_lowest(groups, scores, context.cost, context.args.target_reduction, context.args.layer_prune_limit)
+        return select_lowest(
+            groups, scores, context.cost, context.args.target_reduction, context.args.layer_prune_limit,
+            multiples=context.width_multiples, ties=context.width_ties,
+        )
 
     def _log(self, context: PruningContext, selection: Selection) -> None:
         search = self.search

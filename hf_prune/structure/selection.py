@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from hf_prune.structure.cost import CostModel
 from hf_prune.structure.graph import ChannelGroup
+from hf_prune.structure.widths import aligned_floor, aligned_removal
 
 
 class UnreachableTargetError(ValueError):
@@ -68,69 +70,143 @@ def select_lowest(
     target_reduction: float,
     max_prune_ratio: float,
     tolerance: float = 0.005,
+    multiples: Mapping[str, int] | None = None,
+    ties: Sequence[Sequence[str]] = (),
 ) -> Selection:
     """Remove the globally lowest-scored units until the MACs reduction reaches the target.
 
     Each group keeps its ``min_units_kept`` best units. The number of removed units is found by
     binary search on the analytic MACs model. When the last unit is a costly one (an attention
-    head) and overshoots the target by more than ``tolerance``, the highest-scored of the other
-    removed units are given back while the target stays met.
+    head, or a whole multiple) and overshoots the target by more than ``tolerance``, the
+    highest-scored of the other removed units are given back (a multiple at a time) while the
+    target stays met. If a rounded group's block still overshoots, that block is left and the
+    search goes on with lower-ranked units of the other groups; the closest result is kept.
+
+    Args:
+        multiples: per group, the multiple its kept unit count is rounded to (to the nearest
+            one, floor rounded up; keeping all units is always allowed). Missing groups: 1.
+        ties: sets of groups (with equal unit counts) that must keep the same count: the r-th
+            lowest unit of the set scores the mean of its members' r-th lowest scores, and
+            the set loses its units together.
 
     Raises:
         UnreachableTargetError: even removing every unit above the floors falls short.
     """
-    candidates = []
-    for g_index, group in enumerate(groups):
-        order = torch.argsort(scores[group.name], stable=True).tolist()
-        removable = group.num_units - min_units_kept(group.num_units, max_prune_ratio)
-        candidates += [(float(scores[group.name][u]), g_index, u) for u in order[:removable]]
-    candidates.sort()
+    stacks = _stacks(groups, scores, max_prune_ratio, multiples or {}, ties)
+    pool = sorted(
+        (score, s_index, rank) for s_index, stack in enumerate(stacks) for rank, score in enumerate(stack.rank_scores)
+    )
 
-    def removed_counts(k: int) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, g_index, _ in candidates[:k]:
-            counts[groups[g_index].name] = counts.get(groups[g_index].name, 0) + 1
-        return counts
+    def removed_counts(k: int) -> dict[int, int]:
+        raw = Counter(s_index for _, s_index, _ in pool[:k])
+        return {s: aligned_removal(stacks[s].num_units, n, stacks[s].multiple) for s, n in raw.items()}
 
-    best = macs_model.reduction(removed_counts(len(candidates)))
+    def reduction(counts: Mapping[int, int]) -> float:
+        return macs_model.reduction({name: n for s, n in counts.items() for name in stacks[s].names})
+
+    best = reduction(removed_counts(len(pool)))
     if best < target_reduction:
+        rounding = " with widths rounded to multiples (round_to)" if any(s.multiple > 1 for s in stacks) else ""
         raise UnreachableTargetError(
             f"a MACs reduction of {target_reduction:.1%} is unreachable: keeping at least "
-            f"{1 - max_prune_ratio:.0%} of every group allows at most {best:.1%}. Lower "
+            f"{1 - max_prune_ratio:.0%} of every group{rounding} allows at most {best:.1%}. Lower "
             "target_flops_reduction or raise layer_prune_limit."
         )
-    low, high = 0, len(candidates)
-    while low < high:
-        mid = (low + high) // 2
-        if macs_model.reduction(removed_counts(mid)) >= target_reduction:
-            high = mid
-        else:
-            low = mid + 1
-    chosen = candidates[:low]
-    if macs_model.reduction(removed_counts(low)) > target_reduction + tolerance:
-        chosen = _give_back_surplus(groups, chosen, macs_model, target_reduction, tolerance)
-    removed: dict[str, set[int]] = {}
-    for _, g_index, unit in chosen:
-        removed.setdefault(groups[g_index].name, set()).add(unit)
-    keep = {
-        g.name: [u for u in range(g.num_units) if u not in removed[g.name]] for g in groups if g.name in removed
-    }
-    return Selection(keep, macs_model.reduction({name: len(units) for name, units in removed.items()}))
-
-
-def _give_back_surplus(groups, chosen, macs_model, target, tolerance):
-    """Un-remove the highest-scored chosen units while the reduction stays at or above the target."""
-    chosen, counts = list(chosen), {}
-    for _, g_index, _ in chosen:
-        counts[groups[g_index].name] = counts.get(groups[g_index].name, 0) + 1
-    for candidate in reversed(chosen[:-1]):  # the last one is what crossed the target
-        name = groups[candidate[1]].name
-        trial = {**counts, name: counts[name] - 1}
-        reduction = macs_model.reduction(trial)
-        if reduction < target:
-            continue
-        chosen.remove(candidate)
-        counts = trial
-        if reduction <= target + tolerance:
+    chosen: dict[int, int] | None = None
+    for _ in range(len(stacks)):
+        low, high = 0, len(pool)
+        while low < high:
+            mid = (low + high) // 2
+            if reduction(removed_counts(mid)) >= target_reduction:
+                high = mid
+            else:
+                low = mid + 1
+        counts = removed_counts(low)
+        if reduction(counts) > target_reduction + tolerance:
+            counts = _give_back_surplus(stacks, counts, reduction, target_reduction, tolerance)
+        if chosen is None or reduction(counts) < reduction(chosen):
+            chosen = counts
+        crossing = pool[low - 1][1]
+        if reduction(chosen) <= target_reduction + tolerance or stacks[crossing].multiple == 1:
             break
-    return chosen
+        # A rounded group's block overshot: leave that block, take lower-ranked units of other groups instead.
+        kept_ranks = sum(1 for _, s_index, _ in pool[: low - 1] if s_index == crossing)
+        pool = [c for c in pool if c[1] != crossing or c[2] < kept_ranks]
+        if reduction(removed_counts(len(pool))) < target_reduction:
+            break
+    keep = {
+        name: sorted(order[count:])
+        for s_index, count in chosen.items() if count
+        for name, order in zip(stacks[s_index].names, stacks[s_index].orders)
+    }
+    return Selection(keep, reduction(chosen))
+
+
+@dataclass(frozen=True)
+class _Stack:
+    """Groups that keep the same number of units (one group, or a tied set), ranked together."""
+
+    names: tuple[str, ...]
+    orders: tuple[list[int], ...]  # per member: its units, lowest score first
+    num_units: int
+    multiple: int
+    rank_scores: list[float]  # score of removing the r-th lowest units, for the removable ranks
+
+
+def _stacks(
+    groups: Sequence[ChannelGroup],
+    scores: Mapping[str, torch.Tensor],
+    max_prune_ratio: float,
+    multiples: Mapping[str, int],
+    ties: Sequence[Sequence[str]],
+) -> list[_Stack]:
+    """One stack per tied set (at the place of its first member) and per untied group, in model order."""
+    by_name = {g.name: g for g in groups}
+    tie_of = {name: tuple(tie) for tie in ties for name in tie}
+    stacks, seen = [], set()
+    for group in groups:
+        names = tie_of.get(group.name, (group.name,))
+        if names in seen:
+            continue
+        seen.add(names)
+        members = [by_name[n] for n in names]
+        units = {m.num_units for m in members}
+        if len(units) != 1:
+            raise ValueError(
+                f"tied groups {list(names)} have unequal unit counts {sorted(units)}: they cannot keep equal ones"
+            )
+        num_units = members[0].num_units
+        multiple = max(multiples.get(n, 1) for n in names)
+        floor = aligned_floor(num_units, min_units_kept(num_units, max_prune_ratio), multiple)
+        sorted_scores = [torch.sort(scores[n].double(), stable=True) for n in names]
+        ranked = torch.stack([values for values, _ in sorted_scores]).mean(0)
+        stacks.append(_Stack(
+            names, tuple(indices.tolist() for _, indices in sorted_scores), num_units, multiple,
+            ranked[: num_units - floor].tolist(),
+        ))
+    return stacks
+
+
+def _give_back_surplus(stacks, counts, reduction, target, tolerance):
+    """Un-remove the highest-scored removed units, a multiple at a time, while the target stays met.
+
+    The stack whose highest removed unit scores highest goes first; a stack whose give-back
+    would miss the target is done (giving back others only lowers the reduction further).
+    """
+    counts, open_stacks = dict(counts), {s for s, n in counts.items() if n > 0}
+    while open_stacks:
+        s_index = max(open_stacks, key=lambda s: (stacks[s].rank_scores[counts[s] - 1], s))
+        stack = stacks[s_index]
+        kept = stack.num_units - counts[s_index]
+        removal = stack.num_units - min(stack.num_units, (kept // stack.multiple + 1) * stack.multiple)
+        trial = {**counts, s_index: removal}
+        achieved = reduction(trial)
+        if achieved < target:
+            open_stacks.discard(s_index)
+            continue
+        counts = trial
+        if removal == 0:
+            open_stacks.discard(s_index)
+        if achieved <= target + tolerance:
+            break
+    return counts

@@ -17,6 +17,7 @@ from transformers.trainer_utils import HubStrategy
 
 from hf_prune.methods import GroupNormArguments, LAASPArguments, OCSPArguments, list_methods, method_class
 from hf_prune.methods._registry import registered_method_names, validate_method_arguments
+from hf_prune.structure.widths import AUTO, parse_round_to
 
 OPTIMIZER_STATE_POLICIES = ("slice", "reset")
 DEFAULT_TARGET_FLOPS_REDUCTION = 0.5
@@ -73,6 +74,24 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
     layer_prune_limit: float = field(
         default=0.75,
         metadata={"help": "Largest fraction of any coupled group's channels (or heads) that may be removed."},
+    )
+    round_to: str = field(
+        default="auto",
+        metadata={
+            "help": "Every pruned group keeps a multiple of this many channels (or all of them): kernels work on "
+            "blocks of channels, so in-between widths cost as much as the next multiple. 'auto': the training "
+            "device's block (16 on an AVX-512 CPU, 8 on an AVX2 CPU or CUDA), at most the largest power of two "
+            "<= a quarter of the group's width (a 16-channel group: 4). 1 keeps arbitrary widths. Attention "
+            "heads are whole units and never rounded."
+        },
+    )
+    uniform_widths: bool = field(
+        default=False,
+        metadata={
+            "help": "Groups at the same place of repeated blocks (every block's heads, every block's MLP, the "
+            "blocks of a CNN stage) keep the same width, so that a transformers model's own config describes "
+            "the slim model and it loads without hf_prune. Not with laasp (one group per step)."
+        },
     )
     prune_epoch: float | None = field(
         default=None,
@@ -136,6 +155,12 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             )
         if self.eval_after_prune_bn_batches < 0:
             raise ValueError(f"eval_after_prune_bn_batches must be >= 0, got {self.eval_after_prune_bn_batches}")
+        self.round_to = str(parse_round_to(self.round_to) or AUTO)
+        if self.uniform_widths and not method_class(self.pruning_method).supports_uniform_widths:
+            raise ValueError(
+                f"pruning_method='{self.pruning_method}' cannot keep widths uniform (uniform_widths=True): use "
+                f"one of {[m for m in list_methods() if method_class(m).supports_uniform_widths]}, or drop uniform_widths"
+            )
         validate_method_arguments(self)
         if self.fsdp or self.fsdp_config or self.deepspeed:
             raise ValueError(

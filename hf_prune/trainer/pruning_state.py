@@ -25,8 +25,8 @@ PRUNING_STATE_NAME = "pruning_state.json"
 TRAINING_ARGS_NAME = "training_args.json"
 _EVENT_SUMMARY_KEYS = ("global_step", "epoch", "reason", "macs_after", "params_after", "macs_reduction")
 # The arguments, besides the method's own, that decide what is pruned and when.
-_SHAPING_ARGUMENTS = ("target_flops_reduction", "target_latency_reduction", "layer_prune_limit", "prune_epoch", "ignored_layers",
-                      "num_train_epochs", "max_steps")
+_SHAPING_ARGUMENTS = ("target_flops_reduction", "target_latency_reduction", "layer_prune_limit", "round_to",
+                      "uniform_widths", "prune_epoch", "ignored_layers", "num_train_epochs", "max_steps")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class PruningRecord:
         dense_macs: MACs per image of the model before any prune (``None`` before training).
         events: one dict per prune (what ``PruningTrainer.apply_pruning_plan`` returned).
         run: what makes a resumed run the same run (:func:`run_identity`).
+        width_multiples: per group, the multiple its kept units are rounded to (``round_to``,
+            fixed on the dense model; empty before training).
     """
 
     method: str
@@ -46,12 +48,13 @@ class PruningRecord:
     dense_macs: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    width_multiples: dict[str, int] = field(default_factory=dict)
 
     def save(self, directory: str, args: TrainingArguments) -> None:
         """Write ``pruning_state.json`` and ``training_args.json`` into ``directory`` (each atomically)."""
         write_text_atomic(os.path.join(directory, TRAINING_ARGS_NAME), args.to_json_string())
         state = {"method": self.method, "method_state": self.method_state, "dense_macs": self.dense_macs,
-                 "pruning_events": self.events, "run": self.run}
+                 "pruning_events": self.events, "run": self.run, "width_multiples": self.width_multiples}
         write_text_atomic(os.path.join(directory, PRUNING_STATE_NAME), json.dumps(state, indent=2))
 
     @classmethod
@@ -75,7 +78,7 @@ class PruningRecord:
             with open(path) as f:
                 saved = json.load(f)
             record = cls(saved["method"], saved["method_state"], saved["dense_macs"], saved["pruning_events"],
-                         saved.get("run", {}))
+                         saved.get("run", {}), saved.get("width_multiples", {}))
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(
                 f"{path} is truncated or malformed ({type(error).__name__}: {error}): resume from an earlier "

@@ -38,6 +38,7 @@ from hf_prune.hub.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 from hf_prune.methods import PruningContext, PruningMethod, PruningPlan, create_method
 from hf_prune.models.forward import logits_of
 from hf_prune.structure import LatencyModel, LatencyProfile, MacsModel, StructureGraph
+from hf_prune.structure.widths import repeated_block_ties, width_multiples
 from hf_prune.trainer._batch_norm import calibration_batches, recalibrated_batch_norm
 from hf_prune.trainer.card import RunFacts, card_figures, render_card, write_widths_plot
 from hf_prune.trainer.latency_target import latency_device, latency_summary, measure_slim_ms, resolve_profile
@@ -124,6 +125,7 @@ class PruningTrainer(Trainer):
         self.model_source = ModelSource.from_model(self.model)
         self.dense_macs: int | None = None
         self.pruning_events: list[dict[str, Any]] = []
+        self.width_multiples: dict[str, int] | None = None
         self._graph: StructureGraph | None = None
         self._macs: MacsModel | None = None
         self._latency: LatencyModel | None = None
@@ -325,7 +327,7 @@ class PruningTrainer(Trainer):
     def _record(self) -> PruningRecord:
         return PruningRecord(
             self.pruning_method.name, self.pruning_method.state_dict(), self.dense_macs, self.pruning_events,
-            self._run_identity(),
+            self._run_identity(), self.width_multiples or {},
         )
 
     def _run_identity(self) -> dict[str, Any]:
@@ -365,6 +367,7 @@ class PruningTrainer(Trainer):
         if record is not None:
             self._restored_method_state = record.method_state
             self.dense_macs, self.pruning_events = record.dense_macs, record.events
+            self.width_multiples = record.width_multiples or None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -411,6 +414,8 @@ class PruningTrainer(Trainer):
             example_inputs=self._example_inputs(),
             latency=self.latency_model,
             dense_latency_ms=self.latency_profile.predicted_dense_ms if self.latency_profile else None,
+            width_multiples=self.width_multiples or {},
+            width_ties=repeated_block_ties(self.structure.groups) if self.args.uniform_widths else [],
         )
 
     def _current_learning_rate(self) -> float:
@@ -423,6 +428,8 @@ class PruningTrainer(Trainer):
             self.dense_macs = self.macs_model.base_macs
         if self.args.tracks_latency and self.latency_profile is None:
             self.latency_profile = self._shared_latency_profile()
+        if self.width_multiples is None:
+            self.width_multiples = self._dense_width_multiples()
         self._run_hook(self.pruning_method.on_train_begin)
         if self._restored_method_state is not None:
             self.pruning_method.load_state_dict(self._restored_method_state)
@@ -447,6 +454,17 @@ class PruningTrainer(Trainer):
         if isinstance(result, ValueError):
             raise result
         return result
+
+    def _dense_width_multiples(self) -> dict[str, int]:
+        """``round_to``'s multiple of every group of the model before any prune, logged once."""
+        device = next(self.model.parameters()).device
+        multiples = width_multiples(self.structure.groups, self.args.round_to, device)
+        rounded = {name: m for name, m in multiples.items() if m > 1}
+        logger.info(
+            f"round_to={self.args.round_to} on {device.type}: {len(rounded)} of {len(multiples)} groups keep multiples "
+            f"of their units: {rounded}"
+        )
+        return multiples
 
     def _maybe_prune(self, hook) -> None:
         plan = self._decide(hook)

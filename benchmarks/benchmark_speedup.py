@@ -1,0 +1,127 @@
+"""Real speed-up per MACs cut: pruned widths rounded (``round_to auto``) or not (``1``), by method and target.
+
+For every model, method, target and ``round_to``, a short run through the example script prunes the
+model (widths matter here, not accuracy: a few hundred images, one epoch, a cheap LAASP search).
+Then, in this one process, the dense architecture and each slim model are timed alternately (eager,
+``batch_size`` images, ``threads`` threads), so that a load change on the machine hits both::
+
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_speedup.py --output_dir outputs/speedup
+
+Runs already saved under ``<output_dir>/runs`` are reused, so a second call only re-times. The table
+(MACs ratio, dense and slim ms, speed-up, speed-up / MACs ratio) is printed and written to
+``<output_dir>/speedup.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import HfArgumentParser
+
+from hf_prune import AutoPrunedModel, ModelSource, count_macs_params
+from hf_prune.latency import measure_latency_ms
+
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
+run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
+
+
+@dataclass
+class SpeedupArguments:
+    output_dir: str = field(default="outputs/speedup", metadata={"help": "Runs go to runs/, the table to speedup.md."})
+    models: list[str] = field(
+        default_factory=lambda: ["cifar_resnet56:32", "resnet18:64"],
+        metadata={"help": "'timm name:input pixels' of every model."},
+    )
+    methods: list[str] = field(default_factory=lambda: ["magnitude", "ocsp", "laasp"])
+    targets: list[float] = field(default_factory=lambda: [0.5, 0.8])
+    round_to: list[str] = field(default_factory=lambda: ["1", "auto"])
+    train_samples: int = field(default=256, metadata={"help": "Training images of every run (builtin:mnist5k)."})
+    laasp_args: str = field(
+        default="--laasp_flops_step 0.05 --laasp_subset_size 64 --laasp_recovery_epochs 0",
+        metadata={"help": "Flags that keep the LAASP runs cheap."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per timed forward."})
+    threads: int = field(default=1, metadata={"help": "Intra-op threads of every measurement."})
+    rounds: int = field(default=5, metadata={"help": "Alternations of dense and slim timings; medians are reported."})
+    min_run_time: float = field(default=0.5, metadata={"help": "Seconds of repeats in each timing."})
+
+
+def prune_once(model: str, size: int, method: str, target: float, round_to: str, options: SpeedupArguments) -> Path:
+    """The saved slim model of one short run (trained once; reused when it is already there)."""
+    run_dir = Path(options.output_dir) / "runs" / f"{model}-{size}-{method}-{target}-{round_to}"
+    if (run_dir / "config.json").exists():
+        return run_dir
+    argv = ["--output_dir", str(run_dir), "--model_name_or_path", model, "--image_size", str(size),
+            "--pruning_method", method, "--target_flops_reduction", str(target),
+            "--layer_prune_limit", str(max(0.75, target + 0.1)), "--round_to", round_to,
+            "--num_train_epochs", "1", "--max_train_samples", str(options.train_samples), "--max_eval_samples", "64",
+            "--per_device_train_batch_size", "32", "--use_cpu", "--card_latency", "false", "--disable_tqdm", "true",
+            "--report_to", "none", "--save_strategy", "no", "--seed", "0"]
+    if method == "laasp":
+        argv += options.laasp_args.split()
+    run_example(argv)
+    return run_dir
+
+
+def time_alternately(
+    dense: nn.Module, slim: nn.Module, input_size: tuple[int, ...], options: SpeedupArguments
+) -> tuple[float, float]:
+    """Median ms of the dense and the slim model, timed in turns."""
+    dense_ms, slim_ms = [], []
+    for _ in range(options.rounds):
+        for model, times in ((dense, dense_ms), (slim, slim_ms)):
+            times.append(measure_latency_ms(model, input_size, options.batch_size, num_threads=options.threads,
+                                            min_run_time=options.min_run_time))
+    return statistics.median(dense_ms), statistics.median(slim_ms)
+
+
+def measure(run_dir: Path, options: SpeedupArguments) -> dict:
+    """MACs ratio and alternated timings of one slim model against its dense architecture (random weights)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    input_size = tuple(config["hf_prune"]["input_size"])
+    slim = AutoPrunedModel.from_pretrained(run_dir).eval()
+    dense = ModelSource.from_config(config).build("cpu").eval()
+    example = torch.zeros(1, *input_size)
+    macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
+    dense_ms, slim_ms = time_alternately(dense, slim, input_size, options)
+    return {"macs_ratio": macs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms}
+
+
+def table(rows: list[dict], batch_size: int) -> str:
+    lines = [f"| model | px | method | target | round_to | MACs ratio | dense ms (bs{batch_size}) | slim ms | "
+             "speed-up | speed-up ÷ MACs ratio |", "|---" * 10 + "|"]
+    for r in rows:
+        speedup = r["dense_ms"] / r["slim_ms"]
+        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['target']:.0%} | {r['round_to']} | "
+                     f"{r['macs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
+                     f"{speedup / r['macs_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    (options,) = HfArgumentParser(SpeedupArguments).parse_args_into_dataclasses(args=argv)
+    runs = []
+    for spec in options.models:
+        model, size = spec.rsplit(":", 1)
+        for method in options.methods:
+            for target in options.targets:
+                for round_to in options.round_to:
+                    key = {"model": model, "size": int(size), "method": method, "target": target, "round_to": round_to}
+                    runs.append((key, prune_once(model, int(size), method, target, round_to, options)))
+    result = table([{**key, **measure(run_dir, options)} for key, run_dir in runs], options.batch_size)
+    report = Path(options.output_dir) / "speedup.md"
+    staged = report.with_suffix(".md.tmp")
+    staged.write_text(result + "\n")
+    staged.replace(report)
+    print(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
