@@ -470,11 +470,12 @@ def _mixes_another_dim(module: Any, idxs: Sequence[int], produces: bool) -> bool
     torch-pruning passes channels through a transpose as if it were elementwise. A Linear applied
     to a transposed tensor (MLP-Mixer's and ResMLP's token mixing) mixes another dimension, along
     which the group's channels are a batch dimension: its shape stays. The group's indices then
-    run past its features, which is how it shows.
+    run past its features, which is how it shows; a token count at or above the width hides it
+    (the pruned model then fails at its first forward).
     """
     if not isinstance(module, nn.Linear):
         return False
-    return max(map(int, idxs)) >= (module.out_features if produces else module.in_features)
+    return max(map(int, idxs), default=-1) >= (module.out_features if produces else module.in_features)
 
 
 def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
