@@ -14,14 +14,24 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForImageClassification, SwinConfig, TimmWrapperConfig, ViTConfig, pipeline
+from transformers import (
+    CONFIG_MAPPING,
+    AutoModelForImageClassification,
+    CLIPConfig,
+    SwinConfig,
+    TimmWrapperConfig,
+    ViTConfig,
+    pipeline,
+)
 
 import hf_prune.hub.model_dir as model_dir_module
 import hf_prune.hub.pretrained as pretrained_module
 from hf_prune import AutoPrunedModel, ModelSource, StructureGraph, save_pretrained
 from hf_prune.hub import PrunedModelError
 from hf_prune.hub.model_dir import write_text_atomic
+from hf_prune.hub.trust import check_transformers_config
 from hf_prune.models import load_model
+from hf_prune.models.forward import logits_of
 
 INPUTS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 TESTS = Path(__file__).parent
@@ -145,6 +155,43 @@ def test_a_huge_number_of_classes_is_refused_before_anything_is_built(tmp_path, 
         AutoPrunedModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"'num_labels' is 10000000"):
         load_model(str(tmp_path), 3)
+
+
+_TINY_VIT = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=64)
+
+
+@pytest.mark.parametrize("model_type, sizes", [
+    ("clip", dict(vision_config=_TINY_VIT)),  # text_config and vision_config: sub-configs
+    ("pvt", dict(image_size=32, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1],
+                 hidden_sizes=[8, 16], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2],
+                 mlp_ratios=[2, 2])),  # PvtConfig declares num_labels itself: its id2label is None
+    ("pp_lcnet", dict(scale=0.25)),  # its classifier returns the logits as last_hidden_state
+])
+def test_transformers_configs_of_other_shapes_save_and_reload_exactly(tmp_path, model_type, sizes):
+    torch.manual_seed(0)
+    model = AutoModelForImageClassification.from_config(CONFIG_MAPPING[model_type](num_labels=3, **sizes)).eval()
+    save_pretrained(model, tmp_path, source=ModelSource.from_model(model))
+    reloaded = AutoPrunedModel.from_pretrained(tmp_path)
+    with torch.no_grad():  # relative only: the untrained PP-LCNet's logits are ~1e-41, where kernels differ
+        torch.testing.assert_close(logits_of(reloaded(INPUTS)), logits_of(model(INPUTS)), rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["vision_config"].update(attn_implementation="kernels-community/evil"),
+     "field 'vision_config.attn_implementation' would choose code"),
+    (lambda c: c["text_config"].update(auto_map={"AutoModel": "evil.Model"}), "field 'text_config.auto_map' would"),
+    (lambda c: c["text_config"].update(hidden_act="../../etc"), r"'text_config.hidden_act' is '../../etc'"),
+    (lambda c: c["vision_config"].update(num_hidden_layers=10**7), r"'vision_config.num_hidden_layers' is 10000000"),
+    (lambda c: c["vision_config"].update(a={"b": {"c": {"d": 1}}}), r"'vision_config.a.b.c' nests sub-configs more"),
+    (lambda c: c.update(id2label="cat"), "'id2label' is a str: class names are an object or a list"),
+])
+def test_sub_configs_pass_the_same_allow_list(edit, message):
+    config = CLIPConfig(vision_config=_TINY_VIT, num_labels=3).to_dict()
+    check_transformers_config(config)  # the config as transformers writes it passes
+    edit(config)
+    with pytest.raises(ValueError, match=message):
+        check_transformers_config(config)
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])

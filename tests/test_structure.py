@@ -8,6 +8,7 @@ import json
 import pytest
 import timm
 import torch
+from timm.models import mlp_mixer
 from torch import nn
 from transformers import (
     ConvNextConfig,
@@ -507,3 +508,28 @@ def test_split_by_the_input_width_is_refused_before_tracing_with_the_fix():
     assert graph.groups
     graph.apply(_half_plan(graph))
     assert model(x).logits.shape == (1, 10)
+
+
+@pytest.mark.parametrize("blocks", [{}, dict(block_layer=mlp_mixer.ResBlock, norm_layer=mlp_mixer.Affine, mlp_ratio=4)],
+                         ids=["mlp_mixer", "resmlp"])
+def test_token_mixing_linears_keep_their_shape_when_the_stream_loses_channels(blocks):
+    """MLP-Mixer and ResMLP mix tokens with a Linear over the transposed stream: it is not the stream's width."""
+    torch.manual_seed(0)
+    model = mlp_mixer.MlpMixer(num_classes=10, img_size=32, patch_size=8, num_blocks=1, embed_dim=32, **blocks).eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = StructureGraph(model, x[:1])
+    stream = next(g for g in graph.groups if "stem.proj" in g.modules)
+    params = dict(model.named_parameters())
+    assert stream.num_units == 32 and not any("token" in module for module in stream.modules)
+    assert all(int(s.index.max()) < params[s.param_name].shape[s.dim] for g in graph.groups for s in g.slices)
+    assert unit_saliency(model, stream).shape == (32,)
+    token_mixing = {n: p.detach().clone() for n, p in model.named_parameters() if "token" in n}
+
+    graph.apply({stream.name: list(range(0, 32, 2))})
+
+    assert model.stem.proj.out_channels == 16 and model.head.in_features == 16
+    for n, p in model.named_parameters():
+        if n in token_mixing:  # 16 tokens in, as before
+            torch.testing.assert_close(p.detach(), token_mixing[n])
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)

@@ -40,6 +40,7 @@ from torch import nn
 from transformers import AutoImageProcessor, PreTrainedModel, TimmWrapperImageProcessor
 from transformers.image_processing_utils import BaseImageProcessor
 
+from hf_prune.models.forward import logits_of
 from hf_prune.structure.attention import find_attention
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
@@ -234,7 +235,8 @@ def _with_loaded_facts(
             "(a model loaded with hf_prune's from_pretrained carries it)"
         )
     if labels is None and isinstance(model, PreTrainedModel):
-        labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+        id2label = model.config.id2label or {}  # None where the config class declares num_labels itself (PvtConfig)
+        labels = [id2label.get(index, f"LABEL_{index}") for index in range(model.config.num_labels)]
     return model, source, image_processor, list(labels or (f"LABEL_{i}" for i in range(getattr(model, "num_classes", 0))))
 
 
@@ -428,7 +430,7 @@ def _check_round_trip(model: nn.Module, version: str, input_size: list[int]) -> 
     model.eval()
     try:
         with torch.no_grad():
-            expected, found = _logits(model(inputs)).float(), _logits(reloaded(inputs)).float()
+            expected, found = logits_of(model(inputs)).float(), logits_of(reloaded(inputs)).float()
     finally:
         for module, training in modes.items():
             module.training = training
@@ -442,10 +444,6 @@ def _check_round_trip(model: nn.Module, version: str, input_size: list[int]) -> 
             "on a model without a 'global_pool' argument); nothing was saved. Build the model with create_model "
             "arguments that state the setting."
         )
-
-
-def _logits(output: Any) -> torch.Tensor:
-    return output if torch.is_tensor(output) else output.logits
 
 
 def _record_pooling(model: nn.Module, source: ModelSource) -> ModelSource:

@@ -96,8 +96,9 @@ class ModelSource:
             size = self.model_args.get("img_size", size)
             channels = self.model_args.get("in_chans", channels)
         else:
-            size = self.model_args.get("image_size", 224)
-            channels = self.model_args.get("num_channels", 3)
+            sizes = self.model_args.get("vision_config") or self.model_args  # a composite config (CLIP) nests them
+            size = sizes.get("image_size", 224)
+            channels = sizes.get("num_channels", 3)
         height, width = (size, size) if isinstance(size, int) else size
         return [channels, height, width]
 

@@ -4,7 +4,8 @@ A model directory (a Hub download, someone else's output folder) is data. Its ``
 may choose an architecture from a registry (timm's models, transformers' image classifiers) and
 the sizes it is built with. It may not name files, sources (``hf-hub:``, ``local-dir:``), devices,
 dtypes, attention kernels or code, and sizes beyond :data:`MAX_SIZE` are refused before anything
-is built. Every file read from a directory must resolve inside it.
+is built. A composite config's sub-configs (CLIP's ``vision_config``) pass the same allow-list, at
+most :data:`MAX_CONFIG_DEPTH` levels deep. Every file read from a directory must resolve inside it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 MAX_SIZE = 2**20
 MAX_LIST_LENGTH = 4096
 MAX_LABEL_LENGTH = 512
+# Sub-configs (vision_config) and their sections (rope_parameters.full_attention) nest at most this deep.
+MAX_CONFIG_DEPTH = 3
 # Strings are names ("gelu", "avg", "layernorm", "5.24.0"): no path separator, no scheme, no source prefix.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.+\-]{0,64}")
 
@@ -93,25 +96,40 @@ def check_transformers_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"'architectures' is {architectures!r}: a {model_type} model directory builds one of {list(classes)}"
         )
+    timm_wrapper = model_type == "timm_wrapper"
+    checked = _checked_fields({k: v for k, v in config.items() if not (timm_wrapper and k == "model_args")}, "", 0)
+    checked["architectures"] = architectures
+    if timm_wrapper:
+        checked["model_args"] = check_timm_source(config.get("architecture"), config.get("model_args") or {})
+    return checked
+
+
+def _checked_fields(config: Mapping[str, Any], prefix: str, depth: int) -> dict[str, Any]:
+    """The fields of a config, or of a sub-config at ``depth`` (descriptive fields dropped)."""
     checked = {}
     for key, value in config.items():
+        where = f"{prefix}{key}"
         if key in TRANSFORMERS_LOADING_FIELDS:
             raise ValueError(
-                f"field '{key}' would choose code, kernels or another checkpoint; hf_prune builds the "
+                f"field '{where}' would choose code, kernels or another checkpoint; hf_prune builds the "
                 "architecture from sizes only: remove it"
             )
         if key in DESCRIPTIVE_FIELDS:
             continue
         if not isinstance(key, str) or not key.isidentifier():
-            raise ValueError(f"config.json has the field {key!r}: config fields are identifiers")
+            raise ValueError(f"config.json has the field {prefix}{key!r}: config fields are identifiers")
         if key in LABEL_FIELDS:
-            check_labels(value, key)
-        elif not (key == "model_args" and model_type == "timm_wrapper"):
-            check_value(value, key)
+            check_labels(value, where)
+        elif isinstance(value, Mapping):
+            if depth == MAX_CONFIG_DEPTH:
+                raise ValueError(
+                    f"'{where}' nests sub-configs more than {MAX_CONFIG_DEPTH} levels deep, which no "
+                    "transformers image classifier does: flatten or remove it"
+                )
+            value = _checked_fields(value, f"{where}.", depth + 1)
+        else:
+            check_value(value, where)
         checked[key] = value
-    checked["architectures"] = architectures
-    if model_type == "timm_wrapper":
-        checked["model_args"] = check_timm_source(config.get("architecture"), config.get("model_args") or {})
     return checked
 
 
@@ -136,9 +154,17 @@ def check_value(value: Any, where: str) -> None:
 
 
 def check_labels(labels: Any, where: str) -> None:
-    """Class names: at most :data:`MAX_SIZE` strings (or string-to-index pairs) of bounded length."""
+    """Class names: none, or at most :data:`MAX_SIZE` strings (or string-to-index pairs) of bounded length.
+
+    ``None`` is what a config class that declares ``num_labels`` as its own field (transformers'
+    ``PvtConfig``) saves: it states the count, not the names.
+    """
+    if labels is None:
+        return
     items = list(labels.items()) if isinstance(labels, Mapping) else labels
-    if not isinstance(items, list) or len(items) > MAX_SIZE:
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"'{where}' is a {type(labels).__name__}: class names are an object or a list")
+    if len(items) > MAX_SIZE:
         raise ValueError(f"'{where}' must hold at most {MAX_SIZE} class names")
     for item in items:
         for part in item if isinstance(item, tuple) else (item,):

@@ -233,6 +233,8 @@ class StructureGraph:
                 return None  # split sizes and slice bounds are often constants (MixNet, Res2Net, DPN): kept whole
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
+            if _mixes_another_dim(target, item.idxs, produces):
+                continue
             if target in self.ignored or self._feeds_attention(target, produces):
                 return None
             if target in self.classifiers and produces:
@@ -392,6 +394,8 @@ class StructureGraph:
                 if produces:
                     whole_groups.append((target, item.idxs))
                 continue
+            if _mixes_another_dim(target, item.idxs, produces):
+                continue
             regular.add_dep(item.dep, item.idxs)
             if produces and isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
                 extra_outputs += [(target, attr, item.idxs) for attr in _outputs_torch_pruning_leaves(target)]
@@ -458,6 +462,20 @@ def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any
             f"torch-pruning cannot trace the channel dependencies of this {type(model).__name__} "
             f"({type(err).__name__}: {err}); the structure engine cannot prune it."
         ) from err
+
+
+def _mixes_another_dim(module: Any, idxs: Sequence[int], produces: bool) -> bool:
+    """A Linear that the group reaches through a transpose, and whose features are not its channels.
+
+    torch-pruning passes channels through a transpose as if it were elementwise. A Linear applied
+    to a transposed tensor (MLP-Mixer's and ResMLP's token mixing) mixes another dimension, along
+    which the group's channels are a batch dimension: its shape stays. The group's indices then
+    run past its features, which is how it shows; a token count at or above the width hides it
+    (the pruned model then fails at its first forward).
+    """
+    if not isinstance(module, nn.Linear):
+        return False
+    return max(map(int, idxs), default=-1) >= (module.out_features if produces else module.in_features)
 
 
 def _couple_input_and_output(graph: tp.DependencyGraph, node: Any) -> None:
