@@ -288,8 +288,8 @@ def test_same_seed_same_sequence_of_choices(blobs, tmp_path):
 def test_lazy_step_rescores_the_leaders_the_group_pruned_last_and_new_candidates():
     from hf_prune.methods.laasp import Candidate
 
-    candidates = [Candidate(g, i, (c,), 0, (0,)) for i, (g, c) in enumerate(
-        [("a", "l1"), ("a", "fpgm"), ("b", "l1"), ("c", "l1"), ("d", "l1"), ("e", "l1")])]
+    pairs = [("a", "l1"), ("a", "fpgm"), ("b", "l1"), ("c", "l1"), ("d", "l1"), ("e", "l1")]
+    candidates = [Candidate(group, (criterion,), (0,)) for group, criterion in pairs]
     method = LAASPPruning()
     assert method.to_rescore(candidates, top=2) == [0, 1, 2, 3, 4, 5]  # first step: all
     method.loss_increase = {"a/l1": 0.5, "a/fpgm": 0.1, "b/l1": 0.3, "c/l1": 0.05, "d/l1": 0.9}

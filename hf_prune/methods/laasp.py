@@ -39,7 +39,13 @@ from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
 from hf_prune.plots import plot_panels
-from hf_prune.structure import PrefixCache, masking_is_exact, min_units_kept, unit_output_masks
+from hf_prune.structure import (
+    PrefixCache,
+    UnreachableTargetError,
+    masking_is_exact,
+    min_units_kept,
+    unit_output_masks,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -48,16 +54,14 @@ SEARCH_PLOT_NAME = "laasp_search.png"
 
 @dataclass(frozen=True)
 class Candidate:
-    """Removing ``removed`` units of group ``group`` (index ``group_index`` in model order).
+    """Removing ``removed`` units of group ``group``.
 
     ``criteria`` lists every criterion (in ``laasp_criteria`` order) that selects exactly these
     units; they share one evaluation and the first one is credited when it wins.
     """
 
     group: str
-    group_index: int
     criteria: tuple[str, ...]
-    criterion_index: int
     removed: tuple[int, ...]
 
 
@@ -187,21 +191,15 @@ class LAASPPruning(PruningMethod):
             get_criterion(criterion)  # an unknown name fails now, not at the prune epoch
         self.dense_units = {g.name: g.num_units for g in context.graph.groups}
         self.step_sizes = self.dense_step_sizes(context)
-        self._recovery_steps = round(args.laasp_recovery_epochs * context.steps_per_epoch)
+        self._recovery_steps = self._steps_per_recovery(context)
         inexact = [g.name for g in context.graph.groups if not masking_is_exact(context.model, g)]
         if inexact:
             logger.warning(
                 f"LAASP: groups {inexact} are normalized across channels (LayerNorm/GroupNorm); their masked "
                 "candidate losses approximate the loss after a real prune"
             )
-        reachable = self._floor_reduction(context)
-        if reachable < args.target_flops_reduction:
-            warnings.warn(
-                f"LAASP can reach at most {reachable:.1%} MACs reduction with layer_prune_limit="
-                f"{args.layer_prune_limit} (target {args.target_flops_reduction:.1%}): the search will stop there. "
-                "Raise layer_prune_limit or lower target_flops_reduction.",
-                stacklevel=2,
-            )
+        if context.macs.base_macs == context.dense_macs:  # a resumed, pruned run was checked when it started
+            self._check_reachable(context)
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:
         if self.phase == "waiting" and context.state.global_step >= self.prune_step:
@@ -304,7 +302,7 @@ class LAASPPruning(PruningMethod):
         """Every distinct (group, unit set) the criteria propose for this step, in model order."""
         args = context.args
         result = []
-        for group_index, group in enumerate(context.graph.groups):
+        for group in context.graph.groups:
             count = self.step_units(context, group.name)
             if count == 0:
                 continue
@@ -314,9 +312,7 @@ class LAASPPruning(PruningMethod):
                 scores = get_criterion(criterion)(weights)
                 removed = tuple(sorted(torch.argsort(scores, stable=True)[:count].tolist()))
                 proposals.setdefault(removed, []).append(criterion)
-            for removed, criteria in proposals.items():
-                index = args.laasp_criteria.index(criteria[0])
-                result.append(Candidate(group.name, group_index, tuple(criteria), index, removed))
+            result += [Candidate(group.name, tuple(criteria), removed) for removed, criteria in proposals.items()]
         return result
 
     @staticmethod
@@ -373,8 +369,6 @@ class LAASPPruning(PruningMethod):
         })
         context.log({
             "pruning/laasp_step": float(len(self.history)),
-            "pruning/laasp_group_index": float(chosen.group_index),
-            "pruning/laasp_criterion_index": float(chosen.criterion_index),
             "pruning/laasp_loss": loss,
             "pruning/laasp_dense_loss": dense_loss,
             "pruning/laasp_reduction": reduction,
@@ -399,14 +393,31 @@ class LAASPPruning(PruningMethod):
         logger.info(f"LAASP finished after {len(self.history)} steps at a MACs reduction of {reduction:.1%}")
         return None
 
-    def _floor_reduction(self, context: PruningContext) -> float:
-        """MACs reduction with every group at its floor."""
-        limit = context.args.layer_prune_limit
-        removable = {
-            g.name: max(0, g.num_units - min_units_kept(self.dense_units.get(g.name, g.num_units), limit))
-            for g in context.graph.groups
-        }
-        return context.macs.reduction(removable)
+    def _check_reachable(self, context: PruningContext) -> None:
+        """Fail before training, as the one-shot methods do, when the floors stop the search short of the target."""
+        args = context.args
+        floors = {g.name: g.num_units - min_units_kept(g.num_units, args.layer_prune_limit) for g in context.graph.groups}
+        reachable = context.macs.reduction(floors)
+        if reachable < args.target_flops_reduction:
+            raise UnreachableTargetError(
+                f"a MACs reduction of {args.target_flops_reduction:.1%} is unreachable for LAASP: keeping at least "
+                f"{1 - args.layer_prune_limit:.0%} of every group (layer_prune_limit={args.layer_prune_limit}) allows "
+                f"at most {reachable:.1%}. Lower target_flops_reduction or raise layer_prune_limit."
+            )
+
+    @staticmethod
+    def _steps_per_recovery(context: PruningContext) -> int:
+        """``laasp_recovery_epochs`` in optimizer steps; at least one when recovery is on."""
+        epochs = context.args.laasp_recovery_epochs
+        steps = round(epochs * context.steps_per_epoch)
+        if epochs > 0 and steps == 0:
+            logger.warning(
+                f"LAASP: laasp_recovery_epochs={epochs:g} is {epochs * context.steps_per_epoch:.2f} optimizer steps at "
+                f"{context.steps_per_epoch:g} steps per epoch; each recovery runs 1 step instead. Raise "
+                "laasp_recovery_epochs (or train on more images) for longer recoveries, or set it to 0 for none."
+            )
+            return 1
+        return steps
 
     def _progress(self, context: PruningContext, reduction: float) -> None:
         if self._bar is None:

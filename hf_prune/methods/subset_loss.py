@@ -142,27 +142,33 @@ class SubsetLoss:
         the subset (at least one batch), and only the best ``screen_keep`` (ties: lower index
         first) on the rest; their losses cover the whole subset. ``dense_loss`` is set too.
         """
-        split = max(1, math.ceil(screen_fraction * len(self.batches)))
+        split = self.screen_batches(screen_fraction)
         if screen_fraction <= 0.0 or screen_keep >= len(candidates) or split >= len(self.batches):
-            sums, dense, count = self._sums(candidates, self.batches)
-            self.dense_loss = dense / max(count, 1.0)
-            return [s / max(count, 1.0) for s in sums]
-        sums, dense, count = self._sums(candidates, self.batches[:split])
-        ranked = sorted(range(len(candidates)), key=lambda i: (sums[i], i))[:screen_keep]
-        rest_sums, rest_dense, rest_count = self._sums([candidates[i] for i in ranked], self.batches[split:])
-        count += rest_count
-        self.dense_loss = (dense + rest_dense) / max(count, 1.0)
+            sums, dense, counts = self.batch_sums(candidates, self.batches)
+            self.dense_loss = float(dense.sum() / counts.sum().clamp(min=1))
+            return (sums.sum(1) / counts.sum().clamp(min=1)).tolist()
+        sums, dense, counts = self.batch_sums(candidates, self.batches[:split])
+        totals = sums.sum(1).tolist()
+        ranked = sorted(range(len(candidates)), key=lambda i: (totals[i], i))[:screen_keep]
+        rest_sums, rest_dense, rest_counts = self.batch_sums([candidates[i] for i in ranked], self.batches[split:])
+        count = float((counts.sum() + rest_counts.sum()).clamp(min=1))
+        self.dense_loss = float(dense.sum() + rest_dense.sum()) / count
         losses = [math.inf] * len(candidates)
-        for i, extra in zip(ranked, rest_sums):
-            losses[i] = (sums[i] + extra) / max(count, 1.0)
+        for i, extra in zip(ranked, rest_sums.sum(1).tolist()):
+            losses[i] = (totals[i] + extra) / count
         return losses
 
-    def _sums(
+    def screen_batches(self, screen_fraction: float) -> int:
+        """Batches of the screening pass at ``screen_fraction`` (at least one)."""
+        return max(1, math.ceil(screen_fraction * len(self.batches)))
+
+    def batch_sums(
         self, candidates: Sequence[MaskedCandidate], batches: Sequence[Batch]
-    ) -> tuple[list[float], float, float]:
-        """Summed loss per candidate, of the dense model, and the number of images, over all ranks."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Summed loss per candidate and batch ``(candidates, batches)``, of the dense model and the number
+        of images per batch ``(batches,)``, over all ranks (float64, on CPU)."""
         device = next(self.model.parameters()).device
-        totals = torch.zeros(len(candidates) + 2, dtype=torch.float64, device=device)  # ..., dense, count
+        totals = torch.zeros(len(candidates) + 2, len(batches), dtype=torch.float64, device=device)  # ..., dense, count
         frontiers = [self.prefix.frontier(c.masks) if self.prefix else [] for c in candidates]
         recorded = sorted(set().union(*frontiers)) if frontiers else []
         was_training = self.model.training
@@ -170,18 +176,18 @@ class SubsetLoss:
         bar = tqdm(total=len(candidates) * len(batches), desc="laasp candidates", leave=False, disable=self.disable_tqdm)
         try:
             with torch.no_grad():
-                for batch in batches:
-                    totals[-2:] += torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])], device=device)
+                for b, batch in enumerate(batches):
+                    totals[-2:, b] = torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])])
                     for i, (candidate, frontier) in enumerate(zip(candidates, frontiers)):
-                        totals[i] += self._candidate_sum(batch, candidate, frontier)
+                        totals[i, b] = self._candidate_sum(batch, candidate, frontier)
                         bar.update()
         finally:
             bar.close()
             self.model.train(was_training)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(totals)
-        values = totals.tolist()
-        return values[:-2], values[-2], values[-1]
+        totals = totals.cpu()
+        return totals[:-2], totals[-2], totals[-1]
 
     def _dense_sum(self, batch: Batch, recorded: Sequence[str]) -> float:
         if self.prefix is None:
