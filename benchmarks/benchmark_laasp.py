@@ -31,16 +31,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import TrainerState
+from transformers import TrainerCallback, TrainerState
 
 import hf_prune  # noqa: F401  (registers the CIFAR models)
-from hf_prune import PruningArguments
+from hf_prune import PruningArguments, PruningTrainer
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import LAASPPruning, PruningContext
-from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset
 from hf_prune.methods.laasp import Candidate
 from hf_prune.models import load_model
-from hf_prune.structure import MacsModel, StructureGraph, unit_output_masks
+from hf_prune.structure import MacsModel, PrefixCache, StructureGraph, unit_output_masks
 
 # A program, not a package: its main(argv) -> report is loaded by path.
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
@@ -49,7 +49,7 @@ run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("step", "run", "all"), default="all")
+    parser.add_argument("--mode", choices=("step", "run", "all", "agreement"), default="all")
     parser.add_argument("--output", default="outputs/benchmark_laasp.json", help="JSON file for the results.")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's).")
     parser.add_argument("--seed", type=int, default=0)
@@ -66,6 +66,10 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--target", type=float, default=0.5)
     run.add_argument("--max_train_samples", type=int, default=None)
     run.add_argument("--laasp_args", default="", help="Extra flags for the LAASP run, e.g. '--laasp_flops_step 0.02'.")
+    agreement = parser.add_argument_group("agreement")
+    agreement.add_argument("--records", default="outputs/laasp_search_records.jsonl",
+                           help="Per-step candidate losses of the recorded exhaustive search (reused when present).")
+    agreement.add_argument("--record_batch_size", type=int, default=32, help="Images per recorded batch.")
     return parser
 
 
@@ -120,7 +124,8 @@ def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
     exact, _ = method.evaluate(context, candidates)
     results["masks_prefix"] = _timing(time.perf_counter() - started, len(candidates))
     sample = candidates[:: max(1, len(candidates) // max(options.reference_candidates, 1))][: options.reference_candidates]
-    masked = [MaskedCandidate(unit_output_masks(model, graph.groups[c.group_index], c.removed)) for c in sample]
+    groups = {g.name: g for g in graph.groups}
+    masked = [MaskedCandidate(unit_output_masks(model, groups[c.group], c.removed)) for c in sample]
     plain = SubsetLoss(model, method._subset, prefix=None)
     started = time.perf_counter()
     plain.mean_losses([])  # the dense forward it runs per batch (for dense_loss) is not a candidate's cost
@@ -152,7 +157,7 @@ def _reference_timing(model, example, picked, subset, step_candidates: int) -> d
     for candidate in picked:
         pruned = copy.deepcopy(model)
         graph = StructureGraph(pruned, example)
-        units = graph.groups[candidate.group_index].num_units
+        units = next(g.num_units for g in graph.groups if g.name == candidate.group)
         graph.apply({candidate.group: [u for u in range(units) if u not in candidate.removed]})
         with torch.no_grad():
             for batch in subset:
@@ -189,6 +194,121 @@ def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
     results["train_time_ratio"] = results["laasp"]["train_seconds"] / results["dense"]["train_seconds"]
     results["laasp_args"] = options.laasp_args
     return results
+
+
+# ---------------------------------------------------------------------------------------------- agreement
+class RecordingLAASP(LAASPPruning):
+    """The exhaustive search on its subset A, recording every candidate's loss sum per batch on A and on
+    a disjoint subset B of the same size (the next images of the same stratified draw), after every step
+    to ``records_path`` (JSON lines)."""
+
+    def __init__(self, records_path: str) -> None:
+        super().__init__()
+        self.records_path = records_path
+        self._pool: list[dict[str, torch.Tensor]] | None = None
+
+    def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
+        args = context.args
+        if self._pool is None:
+            device = next(context.model.parameters()).device
+            self._pool = build_loss_subset(context.train_dataset, context.data_collator, 2 * args.laasp_subset_size,
+                                           args.laasp_batch_size, args.seed, device)
+            self._subset = self._pool[: len(self._pool) // 2]  # = the subset LAASP draws itself
+        groups = {g.name: g for g in context.graph.groups}
+        masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
+        prefix = PrefixCache(context.model, self._pool[0]["pixel_values"][:1])
+        sums, dense, counts = SubsetLoss(context.model, self._pool, prefix).batch_sums(masked, self._pool)
+        record = {"candidates": [[c.group, list(c.criteria), list(c.removed)] for c in candidates],
+                  "sums": sums.tolist(), "dense": dense.tolist(), "counts": counts.tolist(),
+                  "recovered_before": bool(self.history and self.history[-1]["recovery_steps"])}
+        with open(self.records_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        half = len(self._pool) // 2
+        images = counts[:half].sum()
+        return (sums[:, :half].sum(1) / images).tolist(), float(dense[:half].sum() / images)
+
+
+class _StopAfterSearch(TrainerCallback):
+    def __init__(self, method: LAASPPruning) -> None:
+        self.method = method
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.method.phase == "done":
+            control.should_training_stop = True
+
+
+def record_search(options: argparse.Namespace, records_path: str) -> None:
+    """The exhaustive search of a demo-recipe run (SGD 0.1, cosine, batch 128) on ``builtin:mnist5k``, recorded."""
+    torch.manual_seed(options.seed)
+    data = load_image_classification_data("builtin:mnist5k", seed=options.seed, max_train_samples=options.max_train_samples)
+    loaded = load_model("cifar_resnet20", num_labels=10)
+    data = with_transforms(data, loaded.data_config, hflip=False)
+    args = PruningArguments(
+        output_dir=tempfile.mkdtemp(), pruning_method="laasp", use_cpu=True, report_to=[], seed=options.seed,
+        num_train_epochs=options.epochs, per_device_train_batch_size=128, learning_rate=0.1, optim="sgd",
+        optim_args="momentum=0.9,nesterov=true", weight_decay=5e-4, lr_scheduler_type="cosine", save_strategy="no",
+        eval_around_prune=False, disable_tqdm=True, logging_steps=1000, target_flops_reduction=options.target,
+        laasp_subset_size=options.subset_size, laasp_batch_size=options.record_batch_size, laasp_screen_fraction=0.0,
+    )
+    method = RecordingLAASP(records_path)
+    trainer = PruningTrainer(model=loaded.model, args=args, train_dataset=data.train, data_collator=collate_image_batch,
+                             pruning_method=method, callbacks=[_StopAfterSearch(method)])
+    trainer.train()
+
+
+def agreement(records: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    """How often cheaper rules pick the exhaustive search's candidate, replayed on the recorded losses.
+
+    Every rule sees subset A (the first half of each record's batches) but "exhaustive, subset B",
+    the same search on the other half: how often two equally good subsets agree, the noise floor.
+    Cost is in candidate-image forwards per step; regret is the A-loss of the rule's pick above the
+    exhaustive pick's.
+    """
+    rules = {"exhaustive, subset B (noise floor)": lambda sums: (_argmin(sums[:, sums.shape[1] // 2:].sum(1)),
+                                                                 sums.shape[0] * sums.shape[1] // 2 * batch_size)}
+    for images, keep in ((64, 8), (64, 4), (32, 8), (32, 4), (32, 2), (64, 2)):
+        rules[f"screen {images} images, keep {keep}"] = _screening_rule(images // batch_size, keep, batch_size)
+        rules[f"screen {images} images, keep {keep}, race"] = _screening_rule(images // batch_size, keep, batch_size, race=2.0)
+    rows = []
+    for name, rule in rules.items():
+        agree, regret, cost, full_cost = 0, 0.0, 0, 0
+        for record in records:
+            sums = torch.tensor(record["sums"], dtype=torch.float64)
+            subset_a = sums[:, : sums.shape[1] // 2]
+            best = _argmin(subset_a.sum(1))
+            pick, images = rule(sums)
+            agree += pick == best
+            regret += float(subset_a[pick].sum() - subset_a[best].sum()) / float(sum(record["counts"][: sums.shape[1] // 2]))
+            cost += images
+            full_cost += subset_a.shape[0] * subset_a.shape[1] * batch_size
+        rows.append({"rule": name, "steps": len(records), "agreement": agree / len(records),
+                     "mean_regret": regret / len(records), "cost_vs_exhaustive": cost / full_cost})
+    return rows
+
+
+def _argmin(values: torch.Tensor) -> int:
+    return min(range(len(values)), key=lambda i: (float(values[i]), i))
+
+
+def _screening_rule(split: int, keep: int, batch_size: int, race: float = 0.0):
+    """Score all on the first ``split`` batches of A, the best ``keep`` on the rest; with ``race`` > 0,
+    drop a kept candidate once its mean paired loss difference to the leader exceeds ``race`` standard
+    errors (from the third batch on)."""
+    def rule(sums: torch.Tensor) -> tuple[int, int]:
+        subset_a = sums[:, : sums.shape[1] // 2]
+        alive = sorted(range(len(subset_a)), key=lambda i: (float(subset_a[i, :split].sum()), i))[:keep]
+        images = len(subset_a) * split * batch_size
+        for seen in range(split + 1, subset_a.shape[1] + 1):
+            images += len(alive) * batch_size
+            leader = min(alive, key=lambda i: (float(subset_a[i, :seen].sum()), i))
+            if race and seen >= 3 and len(alive) > 1:
+                diffs = subset_a[alive, :seen] - subset_a[leader, :seen]
+                margin = race * diffs.std(1) / seen**0.5
+                alive = [i for i, d, m in zip(alive, diffs.mean(1), margin) if i == leader or d <= m]
+            if len(alive) == 1:
+                break
+        return min(alive, key=lambda i: (float(subset_a[i].sum()), i)), images
+    return rule
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections import Counter
 
 import pytest
@@ -22,7 +23,7 @@ from hf_prune.methods.subset_loss import dataset_labels, stratified_indices
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
-from hf_prune.structure import MacsModel, StructureGraph
+from hf_prune.structure import MacsModel, StructureGraph, UnreachableTargetError
 
 
 X = torch.randn(1, 3, 32, 32)
@@ -50,13 +51,14 @@ def _args(tmp_path, **overrides) -> PruningArguments:
     return PruningArguments(**settings)
 
 
-def _context(model, args, dense_macs=None, dataset=None, step=10) -> PruningContext:
+def _context(model, args, dense_macs=None, dataset=None, step=10, logged=None) -> PruningContext:
     graph = StructureGraph(model, X)
     macs = MacsModel(graph, X)
     state = TrainerState(max_steps=100, num_train_epochs=10, global_step=step)
     return PruningContext(model=model, graph=graph, macs=macs, dense_macs=dense_macs or macs.base_macs, args=args,
                           state=state, learning_rate=0.1, train_dataset=dataset or _Noise(),
-                          data_collator=collate_image_batch, log=lambda metrics: None)
+                          data_collator=collate_image_batch,
+                          log=logged.update if logged is not None else lambda metrics: None)
 
 
 def _calibrated(name: str, **kwargs) -> torch.nn.Module:
@@ -154,6 +156,42 @@ def test_recovery_follows_the_final_step_too(tmp_path):
     method.on_train_begin(context)
     plan = method.on_step_end(context)  # one step reaches the 1 % target
     assert method.history[-1]["reduction"] >= 0.01 and plan.recovery_steps == 5  # 0.5 epochs of 10 steps
+
+
+def test_recovery_that_would_round_to_no_step_runs_one_and_says_so(tmp_path, caplog):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.02, target_flops_reduction=0.01, laasp_recover_flops=0.01,
+                 laasp_prune_start=0.0, laasp_recovery_epochs=0.01)  # 0.1 of an optimizer step
+    context = _context(model, args)
+    method = LAASPPruning()
+    with caplog.at_level("WARNING"):
+        method.on_train_begin(context)
+    assert "laasp_recovery_epochs=0.01 is 0.10 optimizer steps" in caplog.text
+    assert method.on_step_end(context).recovery_steps == 1
+    zero = _args(tmp_path, laasp_recover_flops=0.01, laasp_prune_start=0.0, laasp_recovery_epochs=0.0)
+    off = LAASPPruning()
+    off.on_train_begin(_context(model, zero))
+    assert off._recovery_steps == 0  # 0 still turns recovery off
+
+
+def test_search_announces_its_size_then_its_duration_with_names(tmp_path, capsys):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.1, target_flops_reduction=0.25, laasp_prune_start=0.0)
+    logged: dict = {}
+    context = _context(model, args, logged=logged)
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    plan = method.on_step_end(context)
+    candidates = logged["pruning/laasp_candidates_per_step"]
+    assert logged["pruning/laasp_estimated_steps"] == 3  # 25 % in steps of 10 %
+    assert logged["pruning/laasp_candidate_images_per_step"] == candidates * 32  # no screening: all on 32 images
+    assert logged["pruning/laasp_estimated_search_seconds"] == pytest.approx(3 * method.history[0]["seconds"])
+    printed = capsys.readouterr().out
+    assert f"about 3 steps of 10.0% MACs to 25.0%, each scoring {int(candidates)} candidates" in printed
+    assert "the first step took" in printed
+    assert not any("index" in key for key in logged)  # names, not indices
+    step = method.history[0]
+    assert step["group"] in plan.reason and step["criterion"] in plan.reason and step["criterion"] in CRITERIA
 
 
 def test_groups_at_their_floor_are_no_candidates(tmp_path):
@@ -312,12 +350,13 @@ def test_audit_records_agreement_and_the_exhaustive_search_agrees_with_itself(bl
     assert scored[0] == full[0] and max(scored[1:]) < full[0]  # later lazy steps score fewer candidates
 
 
-def test_floor_before_target_warns_and_training_goes_on(blobs, tmp_path):
+def test_floor_before_target_fails_before_training(blobs, tmp_path):
     trainer = _blob_run(blobs, tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08)
-    with pytest.warns(UserWarning, match=r"stopped at a MACs reduction of \d+\.\d%, short of the target 60"):
+    with pytest.raises(UnreachableTargetError, match=r"60\.0% is unreachable for LAASP.*layer_prune_limit=0\.2") as error:
         trainer.train()
-    assert trainer.pruning_method.phase == "done" and trainer.state.global_step == trainer.state.max_steps
-    assert 0.1 < trainer.pruning_events[-1]["macs_reduction"] < 0.6
+    assert trainer.state.global_step == 0 and not trainer.pruning_method.history
+    reachable = float(re.search(r"at most (\d+\.\d)%", str(error.value)).group(1))
+    assert 10 < reachable < 60
 
 
 def test_restored_state_continues_with_the_same_choice(tmp_path):

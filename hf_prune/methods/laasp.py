@@ -258,6 +258,8 @@ class LAASPPruning(PruningMethod):
                 stacklevel=2,
             )
             return self._finish(reduction)
+        if not self.history:
+            self._announce_size(context, candidates)
         started, cpu_started = time.perf_counter(), time.process_time()
         rescored = self.to_rescore(candidates, args.laasp_rescore_top)
         losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
@@ -270,7 +272,53 @@ class LAASPPruning(PruningMethod):
         audit = self._audit(context, candidates, chosen) if args.laasp_audit else {}
         plan = self._plan(context, chosen, losses[best], dense_loss, len(rescored), seconds)
         self.history[-1].update(cpu_seconds=cpu_seconds, **audit)
+        if len(self.history) == 1:
+            self._announce_duration(context, seconds)
         return plan
+
+    def _announce_size(self, context: PruningContext, candidates: list[Candidate]) -> None:
+        """Before the first step: how many steps, candidates and candidate forwards the search will take."""
+        args = context.args
+        subset = self._loss_subset(context)
+        images = sum(len(batch["labels"]) for batch in subset)
+        forwards = SubsetLoss(context.model, subset, prefix=None).candidate_images(
+            len(candidates), args.laasp_screen_fraction, args.laasp_screen_keep
+        )
+        context.log({
+            "pruning/laasp_estimated_steps": float(self._estimated_steps(args)),
+            "pruning/laasp_candidates_per_step": float(len(candidates)),
+            "pruning/laasp_candidate_images_per_step": float(forwards),
+        })
+        groups = len({c.group for c in candidates})
+        self._say(
+            context,
+            f"[hf_prune] LAASP search from step {context.state.global_step}: about {self._estimated_steps(args)} steps "
+            f"of {args.laasp_flops_step:.1%} MACs to {args.target_flops_reduction:.1%}, each scoring {len(candidates)} "
+            f"candidates ({groups} groups x {len(args.laasp_criteria)} criteria, identical unit sets merged) on "
+            f"{images} training images: {forwards} candidate-image forwards per step (laasp_screen_fraction="
+            f"{args.laasp_screen_fraction:g}, laasp_screen_keep={args.laasp_screen_keep}); training waits meanwhile",
+        )
+
+    def _announce_duration(self, context: PruningContext, seconds: float) -> None:
+        """After the first step: the search's duration extrapolated from it."""
+        total = seconds * self._estimated_steps(context.args)
+        context.log({"pruning/laasp_estimated_search_seconds": total})
+        self._say(
+            context,
+            f"[hf_prune] LAASP search: the first step took {seconds:.1f} s, so about {total / 60:.1f} min for "
+            f"{self._estimated_steps(context.args)} steps (plus recoveries). Fewer steps: raise laasp_flops_step; "
+            "cheaper steps: lower laasp_subset_size or laasp_screen_keep.",
+        )
+
+    @staticmethod
+    def _estimated_steps(args) -> int:
+        return math.ceil(args.target_flops_reduction / args.laasp_flops_step - 1e-9)
+
+    @staticmethod
+    def _say(context: PruningContext, line: str) -> None:
+        """A plain line, printed like the trainer's prune lines (below any progress bar), on the main process."""
+        if context.args.process_index == 0:
+            tqdm.write(line)
 
     def to_rescore(self, candidates: list[Candidate], top: int) -> list[int]:
         """Indices of the candidates this step scores: all, or (lazy) the leaders, the group pruned last and new ones."""
@@ -288,9 +336,10 @@ class LAASPPruning(PruningMethod):
         return min(scores) if scores else None
 
     def _audit(self, context: PruningContext, candidates: list[Candidate], chosen: Candidate) -> dict[str, Any]:
-        """The exhaustive search's choice on the same model, and whether the lazy one agrees."""
+        """The exhaustive search's choice (every candidate on the whole subset) on the same model, and whether
+        the chosen one agrees."""
         cpu_started = time.process_time()
-        losses, _ = self.evaluate(context, candidates)
+        losses, _ = self.evaluate(context, candidates, screen=False)
         best = candidates[min(range(len(candidates)), key=lambda i: (losses[i], i))]
         return {
             "exhaustive_group": best.group, "exhaustive_criterion": best.criteria[0],
@@ -336,21 +385,31 @@ class LAASPPruning(PruningMethod):
             return 0  # at its floor, or removing it saves nothing
         return min(self.step_sizes[group], units - floor)
 
-    def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
-        """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss."""
+    def evaluate(
+        self, context: PruningContext, candidates: list[Candidate], screen: bool = True
+    ) -> tuple[list[float], float]:
+        """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss.
+
+        ``screen=False`` scores every candidate on the whole subset whatever ``laasp_screen_fraction`` says.
+        """
         args = context.args
+        subset = self._loss_subset(context)
+        groups = {g.name: g for g in context.graph.groups}
+        masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
+        prefix = PrefixCache(context.model, subset[0]["pixel_values"][:1])
+        evaluator = SubsetLoss(context.model, subset, prefix, disable_tqdm=self._quiet(context))
+        losses = evaluator.mean_losses(masked, args.laasp_screen_fraction if screen else 0.0, args.laasp_screen_keep)
+        return losses, evaluator.dense_loss
+
+    def _loss_subset(self, context: PruningContext) -> list[dict[str, torch.Tensor]]:
         if self._subset is None:
+            args = context.args
             device = next(context.model.parameters()).device
             self._subset = build_loss_subset(
                 context.train_dataset, context.data_collator, args.laasp_subset_size, args.laasp_batch_size,
                 args.seed, device,
             )
-        groups = {g.name: g for g in context.graph.groups}
-        masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
-        prefix = PrefixCache(context.model, self._subset[0]["pixel_values"][:1])
-        evaluator = SubsetLoss(context.model, self._subset, prefix, disable_tqdm=self._quiet(context))
-        losses = evaluator.mean_losses(masked, args.laasp_screen_fraction, args.laasp_screen_keep)
-        return losses, evaluator.dense_loss
+        return self._subset
 
     def _plan(
         self, context: PruningContext, chosen: Candidate, loss: float, dense_loss: float, evaluated: int, seconds: float

@@ -8,8 +8,9 @@ be all-reduced, so ranks that split the subset reach the same decisions.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,8 +143,8 @@ class SubsetLoss:
         the subset (at least one batch), and only the best ``screen_keep`` (ties: lower index
         first) on the rest; their losses cover the whole subset. ``dense_loss`` is set too.
         """
-        split = self.screen_batches(screen_fraction)
-        if screen_fraction <= 0.0 or screen_keep >= len(candidates) or split >= len(self.batches):
+        split = self._screen_split(len(candidates), screen_fraction, screen_keep)
+        if split is None:
             sums, dense, counts = self.batch_sums(candidates, self.batches)
             self.dense_loss = float(dense.sum() / counts.sum().clamp(min=1))
             return (sums.sum(1) / counts.sum().clamp(min=1)).tolist()
@@ -158,9 +159,21 @@ class SubsetLoss:
             losses[i] = (totals[i] + extra) / count
         return losses
 
-    def screen_batches(self, screen_fraction: float) -> int:
-        """Batches of the screening pass at ``screen_fraction`` (at least one)."""
-        return max(1, math.ceil(screen_fraction * len(self.batches)))
+    def candidate_images(self, num_candidates: int, screen_fraction: float = 0.0, screen_keep: int = 0) -> int:
+        """Images :meth:`mean_losses` forwards for ``num_candidates`` candidates (this rank's, besides the dense
+        forwards): the measure of a search step's cost."""
+        sizes = [len(batch["labels"]) for batch in self.batches]
+        split = self._screen_split(num_candidates, screen_fraction, screen_keep)
+        if split is None:
+            return num_candidates * sum(sizes)
+        return num_candidates * sum(sizes[:split]) + screen_keep * sum(sizes[split:])
+
+    def _screen_split(self, num_candidates: int, screen_fraction: float, screen_keep: int) -> int | None:
+        """Batches of the screening pass (at least one), or None when it would not screen anything out."""
+        split = max(1, math.ceil(screen_fraction * len(self.batches)))
+        if screen_fraction <= 0.0 or screen_keep >= num_candidates or split >= len(self.batches):
+            return None
+        return split
 
     def batch_sums(
         self, candidates: Sequence[MaskedCandidate], batches: Sequence[Batch]
@@ -175,7 +188,7 @@ class SubsetLoss:
         self.model.eval()
         bar = tqdm(total=len(candidates) * len(batches), desc="laasp candidates", leave=False, disable=self.disable_tqdm)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), channels_last_on_cpu(self.model):
                 for b, batch in enumerate(batches):
                     totals[-2:, b] = torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])])
                     for i, (candidate, frontier) in enumerate(zip(candidates, frontiers)):
@@ -203,6 +216,27 @@ class SubsetLoss:
                 return _loss_sum(self.model, batch)
         with self.prefix.replaying({n: self._outputs[n] for n in frontier}), mask_units(self.model, candidate.masks):
             return _loss_sum(self.model, batch)
+
+
+@contextlib.contextmanager
+def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
+    """Convolution weights in channels-last layout while inside, on CPU only; restored on exit.
+
+    oneDNN computes CPU convolutions on channels-last data and reorders NCHW tensors at every
+    convolution; in channels-last the search's forwards are faster (measured ~1.2x on
+    ``cifar_resnet20``) with the same values. The parameters stay the same objects (their
+    ``.data`` changes layout), so optimizers and hooks are unaffected. Models whose 4-D weights
+    are not all NCHW-contiguous (already channels-last, say) are left as they are.
+    """
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    if not weights or weights[0].device.type != "cpu" or not all(w.is_contiguous() for w in weights):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _loss_sum(model: nn.Module, batch: Batch) -> float:
