@@ -70,6 +70,7 @@ def make_parser() -> argparse.ArgumentParser:
     agreement.add_argument("--records", default="outputs/laasp_search_records.jsonl",
                            help="Per-step candidate losses of the recorded exhaustive search (reused when present).")
     agreement.add_argument("--record_batch_size", type=int, default=32, help="Images per recorded batch.")
+    agreement.add_argument("--record_every", type=int, default=5, help="Record every this many search steps.")
     return parser
 
 
@@ -198,16 +199,21 @@ def benchmark_run(options: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- agreement
 class RecordingLAASP(LAASPPruning):
-    """The exhaustive search on its subset A, recording every candidate's loss sum per batch on A and on
-    a disjoint subset B of the same size (the next images of the same stratified draw), after every step
-    to ``records_path`` (JSON lines)."""
+    """LAASP as configured, but every ``every``-th step is the exhaustive search on its subset A, recording
+    every candidate's loss sum per batch on A and on a disjoint subset B of the same size (the next
+    images of the same stratified draw) to ``records_path`` (JSON lines)."""
 
-    def __init__(self, records_path: str) -> None:
+    def __init__(self, records_path: str, every: int) -> None:
         super().__init__()
         self.records_path = records_path
+        self.every = every
         self._pool: list[dict[str, torch.Tensor]] | None = None
 
-    def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
+    def evaluate(
+        self, context: PruningContext, candidates: list[Candidate], screen: bool = True
+    ) -> tuple[list[float], float]:
+        if len(self.history) % self.every:
+            return super().evaluate(context, candidates, screen)
         args = context.args
         if self._pool is None:
             device = next(context.model.parameters()).device
@@ -218,9 +224,10 @@ class RecordingLAASP(LAASPPruning):
         masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
         prefix = PrefixCache(context.model, self._pool[0]["pixel_values"][:1])
         sums, dense, counts = SubsetLoss(context.model, self._pool, prefix).batch_sums(masked, self._pool)
-        record = {"candidates": [[c.group, list(c.criteria), list(c.removed)] for c in candidates],
+        record = {"step": len(self.history) + 1,
+                  "candidates": [[c.group, list(c.criteria), list(c.removed)] for c in candidates],
                   "sums": sums.tolist(), "dense": dense.tolist(), "counts": counts.tolist(),
-                  "recovered_before": bool(self.history and self.history[-1]["recovery_steps"])}
+                  }
         with open(self.records_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         half = len(self._pool) // 2
@@ -238,7 +245,8 @@ class _StopAfterSearch(TrainerCallback):
 
 
 def record_search(options: argparse.Namespace, records_path: str) -> None:
-    """The exhaustive search of a demo-recipe run (SGD 0.1, cosine, batch 128) on ``builtin:mnist5k``, recorded."""
+    """LAASP at its defaults in a demo-recipe run (SGD 0.1, cosine, batch 128) on ``builtin:mnist5k``, with
+    every ``--record_every``-th step exhaustive and recorded."""
     torch.manual_seed(options.seed)
     data = load_image_classification_data("builtin:mnist5k", seed=options.seed, max_train_samples=options.max_train_samples)
     loaded = load_model("cifar_resnet20", num_labels=10)
@@ -248,9 +256,9 @@ def record_search(options: argparse.Namespace, records_path: str) -> None:
         num_train_epochs=options.epochs, per_device_train_batch_size=128, learning_rate=0.1, optim="sgd",
         optim_args="momentum=0.9,nesterov=true", weight_decay=5e-4, lr_scheduler_type="cosine", save_strategy="no",
         eval_around_prune=False, disable_tqdm=True, logging_steps=1000, target_flops_reduction=options.target,
-        laasp_subset_size=options.subset_size, laasp_batch_size=options.record_batch_size, laasp_screen_fraction=0.0,
+        laasp_subset_size=options.subset_size, laasp_batch_size=options.record_batch_size,
     )
-    method = RecordingLAASP(records_path)
+    method = RecordingLAASP(records_path, options.record_every)
     trainer = PruningTrainer(model=loaded.model, args=args, train_dataset=data.train, data_collator=collate_image_batch,
                              pruning_method=method, callbacks=[_StopAfterSearch(method)])
     trainer.train()

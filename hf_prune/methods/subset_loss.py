@@ -8,9 +8,8 @@ be all-reduced, so ranks that split the subset reach the same decisions.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,7 +187,7 @@ class SubsetLoss:
         self.model.eval()
         bar = tqdm(total=len(candidates) * len(batches), desc="laasp candidates", leave=False, disable=self.disable_tqdm)
         try:
-            with torch.no_grad(), channels_last_on_cpu(self.model):
+            with torch.no_grad():
                 for b, batch in enumerate(batches):
                     totals[-2:, b] = torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])])
                     for i, (candidate, frontier) in enumerate(zip(candidates, frontiers)):
@@ -216,27 +215,6 @@ class SubsetLoss:
                 return _loss_sum(self.model, batch)
         with self.prefix.replaying({n: self._outputs[n] for n in frontier}), mask_units(self.model, candidate.masks):
             return _loss_sum(self.model, batch)
-
-
-@contextlib.contextmanager
-def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
-    """Convolution weights in channels-last layout while inside, on CPU only; restored on exit.
-
-    oneDNN computes CPU convolutions on channels-last data and reorders NCHW tensors at every
-    convolution; in channels-last the search's forwards are faster (measured ~1.2x on
-    ``cifar_resnet20``) with the same values. The parameters stay the same objects (their
-    ``.data`` changes layout), so optimizers and hooks are unaffected. Models whose 4-D weights
-    are not all NCHW-contiguous (already channels-last, say) are left as they are.
-    """
-    weights = [p for p in model.parameters() if p.dim() == 4]
-    if not weights or weights[0].device.type != "cpu" or not all(w.is_contiguous() for w in weights):
-        yield
-        return
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        model.to(memory_format=torch.contiguous_format)
 
 
 def _loss_sum(model: nn.Module, batch: Batch) -> float:
