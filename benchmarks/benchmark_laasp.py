@@ -264,59 +264,60 @@ def record_search(options: argparse.Namespace, records_path: str) -> None:
     trainer.train()
 
 
-def agreement(records: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-    """How often cheaper rules pick the exhaustive search's candidate, replayed on the recorded losses.
+SEARCH_SETTINGS = [(fraction, keep, race) for fraction in (0.125, 0.0625) for keep in (8, 4, 2) for race in (0.0, 2.0)]
 
-    Every rule sees subset A (the first half of each record's batches) but "exhaustive, subset B",
-    the same search on the other half: how often two equally good subsets agree, the noise floor.
-    Cost is in candidate-image forwards per step; regret is the A-loss of the rule's pick above the
-    exhaustive pick's.
+
+def agreement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How often cheaper searches pick the exhaustive search's candidate, replayed on the recorded losses.
+
+    Each setting (``laasp_screen_fraction``, ``laasp_screen_keep``, ``laasp_race``) runs
+    ``SubsetLoss.mean_losses`` itself on subset A (the first half of each record's batches);
+    "exhaustive, subset B" is the exhaustive search on the other half: how often two equally good
+    subsets agree, the noise floor. Cost counts image forwards (candidates' and the dense model's)
+    against the exhaustive search's; regret is the A-loss of the pick above the exhaustive pick's.
     """
-    rules = {"exhaustive, subset B (noise floor)": lambda sums: (_argmin(sums[:, sums.shape[1] // 2:].sum(1)),
-                                                                 sums.shape[0] * sums.shape[1] // 2 * batch_size)}
-    for images, keep in ((64, 8), (64, 4), (32, 8), (32, 4), (32, 2), (64, 2)):
-        rules[f"screen {images} images, keep {keep}"] = _screening_rule(images // batch_size, keep, batch_size)
-        rules[f"screen {images} images, keep {keep}, race"] = _screening_rule(images // batch_size, keep, batch_size, race=2.0)
     rows = []
-    for name, rule in rules.items():
-        agree, regret, cost, full_cost = 0, 0.0, 0, 0
+    for name, settings, half in [("exhaustive, subset B (noise floor)", (), 1)] + [
+        (f"screen {fraction:g}, keep {keep}, race {race:g}", (fraction, keep, race), 0)
+        for fraction, keep, race in SEARCH_SETTINGS
+    ]:
+        agree, regret, cost, full_cost = 0, 0.0, 0.0, 0.0
         for record in records:
-            sums = torch.tensor(record["sums"], dtype=torch.float64)
-            subset_a = sums[:, : sums.shape[1] // 2]
-            best = _argmin(subset_a.sum(1))
-            pick, images = rule(sums)
+            reference, rule = _ReplayedLoss(record, 0), _ReplayedLoss(record, half)
+            exhaustive = reference.mean_losses(list(range(reference.num_candidates)))
+            full_cost += reference.images
+            losses = rule.mean_losses(list(range(rule.num_candidates)), *settings)
+            best, pick = _argmin(exhaustive), _argmin(losses)
             agree += pick == best
-            regret += float(subset_a[pick].sum() - subset_a[best].sum()) / float(sum(record["counts"][: sums.shape[1] // 2]))
-            cost += images
-            full_cost += subset_a.shape[0] * subset_a.shape[1] * batch_size
+            regret += exhaustive[pick] - exhaustive[best]
+            cost += rule.images
         rows.append({"rule": name, "steps": len(records), "agreement": agree / len(records),
                      "mean_regret": regret / len(records), "cost_vs_exhaustive": cost / full_cost})
     return rows
 
 
-def _argmin(values: torch.Tensor) -> int:
-    return min(range(len(values)), key=lambda i: (float(values[i]), i))
+class _ReplayedLoss(SubsetLoss):
+    """``SubsetLoss`` over one half of a record's batches, reading the recorded sums instead of running the
+    model; candidates and batches are indices. Counts the image forwards it would have run."""
+
+    def __init__(self, record: dict[str, Any], half: int) -> None:
+        sums = torch.tensor(record["sums"], dtype=torch.float64)
+        width = sums.shape[1] // 2
+        columns = slice(half * width, (half + 1) * width)
+        self.sums = sums[:, columns]
+        self.dense = torch.tensor(record["dense"], dtype=torch.float64)[columns]
+        self.counts = torch.tensor(record["counts"], dtype=torch.float64)[columns]
+        self.num_candidates = len(sums)
+        self.images = 0.0
+        super().__init__(model=None, batches=list(range(width)), prefix=None)
+
+    def batch_sums(self, candidates, batches):
+        self.images += float(self.counts[batches].sum()) * (len(candidates) + 1)
+        return self.sums[candidates][:, batches], self.dense[batches], self.counts[batches]
 
 
-def _screening_rule(split: int, keep: int, batch_size: int, race: float = 0.0):
-    """Score all on the first ``split`` batches of A, the best ``keep`` on the rest; with ``race`` > 0,
-    drop a kept candidate once its mean paired loss difference to the leader exceeds ``race`` standard
-    errors (from the third batch on)."""
-    def rule(sums: torch.Tensor) -> tuple[int, int]:
-        subset_a = sums[:, : sums.shape[1] // 2]
-        alive = sorted(range(len(subset_a)), key=lambda i: (float(subset_a[i, :split].sum()), i))[:keep]
-        images = len(subset_a) * split * batch_size
-        for seen in range(split + 1, subset_a.shape[1] + 1):
-            images += len(alive) * batch_size
-            leader = min(alive, key=lambda i: (float(subset_a[i, :seen].sum()), i))
-            if race and seen >= 3 and len(alive) > 1:
-                diffs = subset_a[alive, :seen] - subset_a[leader, :seen]
-                margin = race * diffs.std(1) / seen**0.5
-                alive = [i for i, d, m in zip(alive, diffs.mean(1), margin) if i == leader or d <= m]
-            if len(alive) == 1:
-                break
-        return min(alive, key=lambda i: (float(subset_a[i].sum()), i)), images
-    return rule
+def _argmin(values: list[float]) -> int:
+    return min(range(len(values)), key=lambda i: (values[i], i))
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -352,6 +353,12 @@ def format_table(results: dict[str, Any]) -> str:
                          f"{r['train_seconds']:8.1f} {r['seconds']:8.1f}")
         lines.append(f"MACs reduction {run['laasp']['macs_reduction']:.1%} in {run['laasp']['prune_events']} steps; "
                      f"laasp / dense: train time {run['train_time_ratio']:.2f}x, wall time {run['wall_time_ratio']:.2f}x")
+    rows = results.get("agreement")
+    if rows:
+        lines += ["", f"agreement with the exhaustive search on {rows[0]['steps']} recorded steps",
+                  f"{'rule':44} {'same pick':>9} {'mean regret':>12} {'cost':>6}"]
+        lines += [f"{r['rule']:44} {r['agreement']:9.0%} {r['mean_regret']:12.5f} {r['cost_vs_exhaustive']:6.2f}"
+                  for r in rows]
     return "\n".join(lines)
 
 
@@ -365,6 +372,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["step"] = benchmark_step(options)
     if options.mode in ("run", "all"):
         results["run"] = benchmark_run(options)
+    if options.mode == "agreement":
+        if not os.path.exists(options.records):
+            os.makedirs(os.path.dirname(os.path.abspath(options.records)), exist_ok=True)
+            record_search(options, options.records)
+        with open(options.records) as f:
+            results["agreement"] = agreement([json.loads(line) for line in f])
     os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
     with open(options.output, "w") as f:
         json.dump(results, f, indent=2)

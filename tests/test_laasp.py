@@ -19,7 +19,7 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, PruningTrainer
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import CRITERIA, LAASPPruning, PruningContext, create_method, get_criterion, register_criterion
-from hf_prune.methods.subset_loss import dataset_labels, stratified_indices
+from hf_prune.methods.subset_loss import SubsetLoss, dataset_labels, stratified_indices
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
@@ -265,6 +265,35 @@ def test_screening_keeps_the_best_candidates_losses_exact(tmp_path):
         assert cheap[i] == pytest.approx(exact[i], abs=1e-6)
 
 
+class _TableLoss(SubsetLoss):
+    """SubsetLoss over a table of per-batch loss sums (candidates and batches are indices); records its calls."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(model=None, batches=list(range(table.shape[1])), prefix=None)
+        self.table = table.double()
+        self.calls: list[tuple[list[int], list[int]]] = []
+
+    def batch_sums(self, candidates, batches):
+        self.calls.append((list(candidates), list(batches)))
+        ones = torch.ones(len(batches), dtype=torch.float64)
+        return self.table[candidates][:, batches], torch.zeros(len(batches), dtype=torch.float64), ones
+
+
+def test_race_drops_a_clearly_worse_candidate_early_and_keeps_close_ones_exact():
+    wobble = torch.tensor([0.01, -0.01] * 4)
+    table = torch.stack([1.0 + wobble, 1.0 - wobble, 3.0 + wobble])  # 0 and 1 tie on average; 2 is far worse
+    raced = _TableLoss(table)
+    losses = raced.mean_losses([0, 1, 2], race=2.0)
+    assert losses[2] == math.inf and losses[:2] == pytest.approx([1.0, 1.0])
+    assert [candidates for candidates, _ in raced.calls] == [[0, 1, 2]] * 3 + [[0, 1]] * 5  # 2 dropped after batch 3
+    assert _TableLoss(table).mean_losses([0, 1, 2]) == pytest.approx([1.0, 1.0, 3.0])  # race 0: all, whole subset
+    # After screening (1 of 8 batches) keeps 2 of 3 and one leads clearly, the race ends with it alone.
+    lead = _TableLoss(torch.stack([1.0 + wobble, 1.5 + wobble, 3.0 + wobble]))
+    losses = lead.mean_losses([0, 1, 2], screen_fraction=0.125, screen_keep=2, race=2.0)
+    assert losses[0] == pytest.approx(3.01 / 3) and losses[1:] == [math.inf, math.inf]  # on the 3 batches seen
+    assert lead.calls[-1][1] == [2] and len(lead.calls) == 3  # 3 batches seen, then 1 is left
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def _mnist_trainer(tmp_path, **overrides) -> PruningTrainer:
     torch.manual_seed(0)  # before the model is built: its init must not depend on earlier tests
@@ -397,6 +426,7 @@ def test_prune_start_outside_the_run_fails_at_train_begin(tmp_path):
         ({"laasp_subset_size": 0}, "laasp_subset_size must be at least 1"),
         ({"laasp_screen_fraction": 1.0}, r"laasp_screen_fraction must lie in \[0, 1\)"),
         ({"laasp_rescore_top": -1}, "laasp_rescore_top must be >= 0"),
+        ({"laasp_race": -1.0}, "laasp_race must be >= 0"),
         ({"laasp_prune_start": -1.0}, "laasp_prune_start must be >= 0"),
     ],
 )

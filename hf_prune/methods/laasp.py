@@ -134,6 +134,14 @@ class LAASPArguments:
     laasp_screen_keep: int = field(
         default=8, metadata={"help": "LAASP: candidates that pass the screening pass to the whole subset."}
     )
+    laasp_race: float = field(
+        default=0.0,
+        metadata={
+            "help": "LAASP: score the candidates left after screening batch by batch and drop one once its loss "
+            "trails the leader's by more than this many standard errors of their per-batch differences (from the "
+            "third batch on); stops when one is left. 0 scores them all on the whole subset."
+        },
+    )
 
 
 @register_method
@@ -161,6 +169,8 @@ class LAASPPruning(PruningMethod):
         for name in ("laasp_subset_size", "laasp_batch_size", "laasp_screen_keep"):
             if getattr(args, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}")
+        if not args.laasp_race >= 0:  # NaN fails too
+            raise ValueError(f"laasp_race must be >= 0 standard errors (0 turns racing off), got {args.laasp_race}")
         if args.laasp_rescore_top < 0:
             raise ValueError(f"laasp_rescore_top must be >= 0 (0 re-scores every candidate), got {args.laasp_rescore_top}")
         if args.laasp_recovery_epochs < 0:
@@ -390,7 +400,7 @@ class LAASPPruning(PruningMethod):
     ) -> tuple[list[float], float]:
         """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss.
 
-        ``screen=False`` scores every candidate on the whole subset whatever ``laasp_screen_fraction`` says.
+        ``screen=False`` scores every candidate on the whole subset (no screening, no race).
         """
         args = context.args
         subset = self._loss_subset(context)
@@ -398,7 +408,8 @@ class LAASPPruning(PruningMethod):
         masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
         prefix = PrefixCache(context.model, subset[0]["pixel_values"][:1])
         evaluator = SubsetLoss(context.model, subset, prefix, disable_tqdm=self._quiet(context))
-        losses = evaluator.mean_losses(masked, args.laasp_screen_fraction if screen else 0.0, args.laasp_screen_keep)
+        shortcuts = (args.laasp_screen_fraction, args.laasp_screen_keep, args.laasp_race) if screen else ()
+        losses = evaluator.mean_losses(masked, *shortcuts)
         return losses, evaluator.dense_loss
 
     def _loss_subset(self, context: PruningContext) -> list[dict[str, torch.Tensor]]:

@@ -134,28 +134,41 @@ class SubsetLoss:
         self._outputs: dict[str, Any] = {}  # the prefix outputs recorded on the current batch
 
     def mean_losses(
-        self, candidates: Sequence[MaskedCandidate], screen_fraction: float = 0.0, screen_keep: int = 0
+        self,
+        candidates: Sequence[MaskedCandidate],
+        screen_fraction: float = 0.0,
+        screen_keep: int = 0,
+        race: float = 0.0,
     ) -> list[float]:
-        """Mean loss of every candidate; ``inf`` for those screened out.
+        """Mean loss of every candidate still in the running at the end; ``inf`` for the others.
 
         With ``screen_fraction > 0`` all candidates are first scored on that leading fraction of
         the subset (at least one batch), and only the best ``screen_keep`` (ties: lower index
-        first) on the rest; their losses cover the whole subset. ``dense_loss`` is set too.
+        first) go on. With ``race > 0`` the rest is scored batch by batch, and from the third batch
+        on a candidate is dropped once its mean per-batch loss exceeds the leader's by more than
+        ``race`` standard errors of their paired differences; the race ends when one is left.
+        The losses that remain, and ``dense_loss``, cover the same batches.
         """
+        num_batches = len(self.batches)
+        sums = torch.zeros(len(candidates), num_batches, dtype=torch.float64)
+        dense, counts = torch.zeros(num_batches, dtype=torch.float64), torch.zeros(num_batches, dtype=torch.float64)
+        alive, seen = list(range(len(candidates))), 0
         split = self._screen_split(len(candidates), screen_fraction, screen_keep)
-        if split is None:
-            sums, dense, counts = self.batch_sums(candidates, self.batches)
-            self.dense_loss = float(dense.sum() / counts.sum().clamp(min=1))
-            return (sums.sum(1) / counts.sum().clamp(min=1)).tolist()
-        sums, dense, counts = self.batch_sums(candidates, self.batches[:split])
-        totals = sums.sum(1).tolist()
-        ranked = sorted(range(len(candidates)), key=lambda i: (totals[i], i))[:screen_keep]
-        rest_sums, rest_dense, rest_counts = self.batch_sums([candidates[i] for i in ranked], self.batches[split:])
-        count = float((counts.sum() + rest_counts.sum()).clamp(min=1))
-        self.dense_loss = float(dense.sum() + rest_dense.sum()) / count
+        while seen < num_batches and not (race and len(alive) == 1):
+            end = split if seen == 0 and split else seen + 1 if race else num_batches
+            sums[alive, seen:end], dense[seen:end], counts[seen:end] = self.batch_sums(
+                [candidates[i] for i in alive], self.batches[seen:end]
+            )
+            seen = end
+            if seen == split:
+                alive = sorted(alive, key=lambda i: (float(sums[i].sum()), i))[:screen_keep]
+            if race and seen >= 3:
+                alive = _race(alive, sums[:, :seen] / counts[:seen].clamp(min=1), race)
+        count = float(counts.sum().clamp(min=1))
+        self.dense_loss = float(dense.sum()) / count
         losses = [math.inf] * len(candidates)
-        for i, extra in zip(ranked, rest_sums.sum(1).tolist()):
-            losses[i] = (totals[i] + extra) / count
+        for i in alive:
+            losses[i] = float(sums[i].sum()) / count
         return losses
 
     def candidate_images(self, num_candidates: int, screen_fraction: float = 0.0, screen_keep: int = 0) -> int:
@@ -215,6 +228,14 @@ class SubsetLoss:
                 return _loss_sum(self.model, batch)
         with self.prefix.replaying({n: self._outputs[n] for n in frontier}), mask_units(self.model, candidate.masks):
             return _loss_sum(self.model, batch)
+
+
+def _race(alive: list[int], batch_means: torch.Tensor, margin: float) -> list[int]:
+    """The candidates whose mean per-batch loss is within ``margin`` standard errors of the leader's."""
+    leader = min(alive, key=lambda i: (float(batch_means[i].sum()), i))
+    differences = batch_means[alive] - batch_means[leader]
+    bound = margin * differences.std(dim=1) / math.sqrt(batch_means.shape[1])
+    return [i for i, mean, limit in zip(alive, differences.mean(dim=1).tolist(), bound.tolist()) if mean <= limit]
 
 
 def _loss_sum(model: nn.Module, batch: Batch) -> float:
