@@ -17,7 +17,8 @@ the first step scores every candidate and later steps re-score only the leaders 
 so far (by loss increase over the unpruned model), the candidates of the group pruned last and
 any never scored. ``laasp_audit`` runs the full search next to the chosen one to measure their
 agreement. A screening pass (``laasp_screen_fraction``) scores candidates on a fraction of the
-subset first and only the best few on all of it.
+subset first and only the best few go on; with ``laasp_race`` those are scored batch by batch and
+dropped once clearly behind the leader.
 """
 
 from __future__ import annotations
@@ -305,8 +306,9 @@ class LAASPPruning(PruningMethod):
             f"[hf_prune] LAASP search from step {context.state.global_step}: about {self._estimated_steps(args)} steps "
             f"of {args.laasp_flops_step:.1%} MACs to {args.target_flops_reduction:.1%}, each scoring {len(candidates)} "
             f"candidates ({groups} groups x {len(args.laasp_criteria)} criteria, identical unit sets merged) on "
-            f"{images} training images: {forwards} candidate-image forwards per step (laasp_screen_fraction="
-            f"{args.laasp_screen_fraction:g}, laasp_screen_keep={args.laasp_screen_keep}); training waits meanwhile",
+            f"{images} training images: at most {forwards} candidate-image forwards per step (laasp_screen_fraction="
+            f"{args.laasp_screen_fraction:g}, laasp_screen_keep={args.laasp_screen_keep}, laasp_race="
+            f"{args.laasp_race:g}); training waits meanwhile",
         )
 
     def _announce_duration(self, context: PruningContext, seconds: float) -> None:

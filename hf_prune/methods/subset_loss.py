@@ -173,7 +173,7 @@ class SubsetLoss:
 
     def candidate_images(self, num_candidates: int, screen_fraction: float = 0.0, screen_keep: int = 0) -> int:
         """Images :meth:`mean_losses` forwards for ``num_candidates`` candidates (this rank's, besides the dense
-        forwards): the measure of a search step's cost."""
+        forwards; a race may stop earlier): the measure of a search step's cost."""
         sizes = [len(batch["labels"]) for batch in self.batches]
         split = self._screen_split(num_candidates, screen_fraction, screen_keep)
         if split is None:
