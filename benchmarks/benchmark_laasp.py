@@ -56,9 +56,6 @@ def make_parser() -> argparse.ArgumentParser:
     step = parser.add_argument_group("step")
     step.add_argument("--model", default="cifar_resnet56")
     step.add_argument("--subset_size", type=int, default=512)
-    step.add_argument("--batch_size", type=int, default=64)
-    step.add_argument("--screen_fraction", type=float, default=0.125)
-    step.add_argument("--screen_keep", type=int, default=8)
     step.add_argument("--reference_candidates", type=int, default=6,
                       help="Candidates (evenly spaced) timed reference-style and with masks alone; extrapolated.")
     run = parser.add_argument_group("run")
@@ -78,9 +75,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- one step
 def step_setup(
-    model_name: str, subset_size: int, batch_size: int, screen_fraction: float, screen_keep: int, seed: int
+    model_name: str, subset_size: int, seed: int, **laasp_settings: Any
 ) -> tuple[LAASPPruning, PruningContext, list[Candidate]]:
-    """A LAASP method, its context and the candidates of the first search step on ``builtin:mnist5k``."""
+    """A LAASP method (default settings but ``laasp_settings``), its context and the candidates of the first
+    search step on ``builtin:mnist5k``."""
     data = load_image_classification_data("builtin:mnist5k", seed=seed)
     loaded = load_model(model_name, num_labels=10)
     data = with_transforms(data, loaded.data_config, hflip=False)
@@ -88,8 +86,7 @@ def step_setup(
     _calibrate_batchnorm(model, [data.train[i]["pixel_values"] for i in range(64)])
     args = PruningArguments(
         output_dir=tempfile.mkdtemp(), pruning_method="laasp", use_cpu=True, report_to=[], seed=seed,
-        laasp_subset_size=subset_size, laasp_batch_size=batch_size,
-        laasp_screen_fraction=screen_fraction, laasp_screen_keep=screen_keep, disable_tqdm=True,
+        laasp_subset_size=subset_size, disable_tqdm=True, **laasp_settings,
     )
     example = data.train[0]["pixel_values"][None]
     graph = StructureGraph(model, example)
@@ -107,10 +104,7 @@ def step_setup(
 
 def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
     """Time one search step of each kind on the same candidates."""
-    method, context, candidates = step_setup(
-        options.model, options.subset_size, options.batch_size, options.screen_fraction, options.screen_keep,
-        options.seed,
-    )
+    method, context, candidates = step_setup(options.model, options.subset_size, options.seed)
     model, graph, args = context.model, context.graph, context.args
     example = context.train_dataset[0]["pixel_values"][None]
     proposals = sum(len(c.criteria) for c in candidates)
@@ -122,7 +116,7 @@ def benchmark_step(options: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     losses, _ = method.evaluate(context, candidates)
     results["laasp"] = _timing(time.perf_counter() - started, len(candidates))
-    args.laasp_screen_fraction = 0.0
+    args.laasp_screen_fraction, args.laasp_race = 0.0, 0.0
     started = time.perf_counter()
     exact, _ = method.evaluate(context, candidates)
     results["masks_prefix"] = _timing(time.perf_counter() - started, len(candidates))
@@ -270,7 +264,7 @@ def record_search(options: argparse.Namespace, records_path: str) -> None:
     trainer.train()
 
 
-SEARCH_SETTINGS = [(fraction, keep, race) for fraction in (0.125, 0.0625) for keep in (8, 4, 2) for race in (0.0, 2.0)]
+SEARCH_SETTINGS = [(fraction, keep, race) for fraction in (0.125, 0.0625) for keep in (8, 4) for race in (0.0, 1.0, 2.0, 3.0)]
 
 
 def agreement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -341,7 +335,7 @@ def format_table(results: dict[str, Any]) -> str:
         reference = step["reference"]["seconds_per_step"]
         rows = [("reference-style (copy+trace+prune+forward)", step["reference"]),
                 ("masks only", step["masks_only"]), ("masks + replayed prefix", step["masks_prefix"]),
-                ("masks + prefix + screening (default)", step["laasp"])]
+                ("masks + prefix + screening + race (default)", step["laasp"])]
         for label, row in rows:
             lines.append(f"{label:44} {row['seconds_per_candidate']:12.4f} {row['seconds_per_step']:9.2f} "
                          f"{reference / row['seconds_per_step']:8.1f}x")

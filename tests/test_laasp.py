@@ -46,7 +46,7 @@ class _Noise(Dataset):
 
 def _args(tmp_path, **overrides) -> PruningArguments:
     settings = dict(output_dir=str(tmp_path), pruning_method="laasp", report_to=[], use_cpu=True, disable_tqdm=True,
-                    laasp_subset_size=32, laasp_batch_size=16, laasp_screen_fraction=0.0, seed=0)
+                    laasp_subset_size=32, laasp_batch_size=16, laasp_screen_fraction=0.0, laasp_race=0.0, seed=0)
     settings.update(overrides)
     return PruningArguments(**settings)
 

@@ -96,7 +96,8 @@ class LAASPArguments:
         metadata={"help": "LAASP: training images (stratified, augmented once) on which candidates are scored."},
     )
     laasp_batch_size: int = field(
-        default=64, metadata={"help": "LAASP: images per forward when scoring candidates (per device)."}
+        default=32,
+        metadata={"help": "LAASP: images per forward when scoring candidates (per device); the unit of screening and race."},
     )
     laasp_recover_flops: float = field(
         default=0.05,
@@ -126,7 +127,7 @@ class LAASPArguments:
         },
     )
     laasp_screen_fraction: float = field(
-        default=0.125,
+        default=0.0625,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
             "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
@@ -136,7 +137,7 @@ class LAASPArguments:
         default=8, metadata={"help": "LAASP: candidates that pass the screening pass to the whole subset."}
     )
     laasp_race: float = field(
-        default=0.0,
+        default=2.0,
         metadata={
             "help": "LAASP: score the candidates left after screening batch by batch and drop one once its loss "
             "trails the leader's by more than this many standard errors of their per-batch differences (from the "
