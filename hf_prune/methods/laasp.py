@@ -466,7 +466,8 @@ class LAASPPruning(PruningMethod):
         logger.info(f"LAASP finished after {len(self.history)} steps at a MACs reduction of {reduction:.1%}")
         return None
 
-    def _check_reachable(self, context: PruningContext) -> None:
+    @staticmethod
+    def _check_reachable(context: PruningContext) -> None:
         """Fail before training, as the one-shot methods do, when the floors stop the search short of the target."""
         args = context.args
         floors = {g.name: g.num_units - min_units_kept(g.num_units, args.layer_prune_limit) for g in context.graph.groups}

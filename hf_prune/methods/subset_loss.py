@@ -155,7 +155,10 @@ class SubsetLoss:
         alive, seen = list(range(len(candidates))), 0
         split = self._screen_split(len(candidates), screen_fraction, screen_keep)
         while seen < num_batches and not (race and len(alive) == 1):
-            end = split if seen == 0 and split else seen + 1 if race else num_batches
+            if seen == 0 and split:
+                end = split  # the screening pass
+            else:
+                end = seen + 1 if race else num_batches
             sums[alive, seen:end], dense[seen:end], counts[seen:end] = self.batch_sums(
                 [candidates[i] for i in alive], self.batches[seen:end]
             )
