@@ -107,8 +107,9 @@ def laasp_step_worker(options: BenchmarkArguments) -> None:
     """Score one step's candidates ``repeats`` times in this process (of a torchrun job or alone)."""
     state = PartialState(cpu=True)  # joins the torchrun process group (gloo) when there is one
     set_seed(options.seed)  # the same random init on every process: the same candidates
-    method, context, candidates = step_setup(options.laasp_model, options.subset_size, options.batch_size,
-                                             options.screen_fraction, 8, options.seed)
+    method, context, candidates = step_setup(options.laasp_model, options.subset_size, options.seed,
+                                             laasp_batch_size=options.batch_size, laasp_race=0.0,
+                                             laasp_screen_fraction=options.screen_fraction, laasp_screen_keep=8)
     method.evaluate(context, candidates[:1])  # builds this process's share of the subset: not a step's cost
     seconds = []
     for _ in range(options.repeats):

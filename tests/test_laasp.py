@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections import Counter
 
 import pytest
@@ -18,11 +19,11 @@ import hf_prune  # noqa: F401  (registers the CIFAR models)
 from hf_prune import PruningArguments, PruningTrainer
 from hf_prune.data import collate_image_batch, load_image_classification_data, with_transforms
 from hf_prune.methods import CRITERIA, LAASPPruning, PruningContext, create_method, get_criterion, register_criterion
-from hf_prune.methods.subset_loss import dataset_labels, stratified_indices
+from hf_prune.methods.subset_loss import SubsetLoss, dataset_labels, stratified_indices
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
-from hf_prune.structure import MacsModel, StructureGraph
+from hf_prune.structure import MacsModel, StructureGraph, UnreachableTargetError
 
 
 X = torch.randn(1, 3, 32, 32)
@@ -45,18 +46,19 @@ class _Noise(Dataset):
 
 def _args(tmp_path, **overrides) -> PruningArguments:
     settings = dict(output_dir=str(tmp_path), pruning_method="laasp", report_to=[], use_cpu=True, disable_tqdm=True,
-                    laasp_subset_size=32, laasp_batch_size=16, laasp_screen_fraction=0.0, seed=0)
+                    laasp_subset_size=32, laasp_batch_size=16, laasp_screen_fraction=0.0, laasp_race=0.0, seed=0)
     settings.update(overrides)
     return PruningArguments(**settings)
 
 
-def _context(model, args, dense_macs=None, dataset=None, step=10) -> PruningContext:
+def _context(model, args, dense_macs=None, dataset=None, step=10, logged=None) -> PruningContext:
     graph = StructureGraph(model, X)
     macs = MacsModel(graph, X)
     state = TrainerState(max_steps=100, num_train_epochs=10, global_step=step)
     return PruningContext(model=model, graph=graph, macs=macs, dense_macs=dense_macs or macs.base_macs, args=args,
                           state=state, learning_rate=0.1, train_dataset=dataset or _Noise(),
-                          data_collator=collate_image_batch, log=lambda metrics: None)
+                          data_collator=collate_image_batch,
+                          log=logged.update if logged is not None else lambda metrics: None)
 
 
 def _calibrated(name: str, **kwargs) -> torch.nn.Module:
@@ -156,6 +158,42 @@ def test_recovery_follows_the_final_step_too(tmp_path):
     assert method.history[-1]["reduction"] >= 0.01 and plan.recovery_steps == 5  # 0.5 epochs of 10 steps
 
 
+def test_recovery_that_would_round_to_no_step_runs_one_and_says_so(tmp_path, caplog):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.02, target_flops_reduction=0.01, laasp_recover_flops=0.01,
+                 laasp_prune_start=0.0, laasp_recovery_epochs=0.01)  # 0.1 of an optimizer step
+    context = _context(model, args)
+    method = LAASPPruning()
+    with caplog.at_level("WARNING"):
+        method.on_train_begin(context)
+    assert "laasp_recovery_epochs=0.01 is 0.10 optimizer steps" in caplog.text
+    assert method.on_step_end(context).recovery_steps == 1
+    zero = _args(tmp_path, laasp_recover_flops=0.01, laasp_prune_start=0.0, laasp_recovery_epochs=0.0)
+    off = LAASPPruning()
+    off.on_train_begin(_context(model, zero))
+    assert off._recovery_steps == 0  # 0 still turns recovery off
+
+
+def test_search_announces_its_size_then_its_duration_with_names(tmp_path, capsys):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.1, target_flops_reduction=0.25, laasp_prune_start=0.0)
+    logged: dict = {}
+    context = _context(model, args, logged=logged)
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    plan = method.on_step_end(context)
+    candidates = logged["pruning/laasp_candidates_per_step"]
+    assert logged["pruning/laasp_estimated_steps"] == 3  # 25 % in steps of 10 %
+    assert logged["pruning/laasp_candidate_images_per_step"] == candidates * 32  # no screening: all on 32 images
+    assert logged["pruning/laasp_estimated_search_seconds"] == pytest.approx(3 * method.history[0]["seconds"])
+    printed = capsys.readouterr().out
+    assert f"about 3 steps of 10.0% MACs to 25.0%, each scoring {int(candidates)} candidates" in printed
+    assert "the first step took" in printed
+    assert not any("index" in key for key in logged)  # names, not indices
+    step = method.history[0]
+    assert step["group"] in plan.reason and step["criterion"] in plan.reason and step["criterion"] in CRITERIA
+
+
 def test_groups_at_their_floor_are_no_candidates(tmp_path):
     model = timm.create_model("cifar_resnet20", num_classes=10)
     context = _context(model, _args(tmp_path, layer_prune_limit=0.5, laasp_flops_step=0.2))
@@ -227,6 +265,35 @@ def test_screening_keeps_the_best_candidates_losses_exact(tmp_path):
         assert cheap[i] == pytest.approx(exact[i], abs=1e-6)
 
 
+class _TableLoss(SubsetLoss):
+    """SubsetLoss over a table of per-batch loss sums (candidates and batches are indices); records its calls."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(model=None, batches=list(range(table.shape[1])), prefix=None)
+        self.table = table.double()
+        self.calls: list[tuple[list[int], list[int]]] = []
+
+    def batch_sums(self, candidates, batches):
+        self.calls.append((list(candidates), list(batches)))
+        ones = torch.ones(len(batches), dtype=torch.float64)
+        return self.table[candidates][:, batches], torch.zeros(len(batches), dtype=torch.float64), ones
+
+
+def test_race_drops_a_clearly_worse_candidate_early_and_keeps_close_ones_exact():
+    wobble = torch.tensor([0.01, -0.01] * 4)
+    table = torch.stack([1.0 + wobble, 1.0 - wobble, 3.0 + wobble])  # 0 and 1 tie on average; 2 is far worse
+    raced = _TableLoss(table)
+    losses = raced.mean_losses([0, 1, 2], race=2.0)
+    assert losses[2] == math.inf and losses[:2] == pytest.approx([1.0, 1.0])
+    assert [candidates for candidates, _ in raced.calls] == [[0, 1, 2]] * 3 + [[0, 1]] * 5  # 2 dropped after batch 3
+    assert _TableLoss(table).mean_losses([0, 1, 2]) == pytest.approx([1.0, 1.0, 3.0])  # race 0: all, whole subset
+    # After screening (1 of 8 batches) keeps 2 of 3 and one leads clearly, the race ends with it alone.
+    lead = _TableLoss(torch.stack([1.0 + wobble, 1.5 + wobble, 3.0 + wobble]))
+    losses = lead.mean_losses([0, 1, 2], screen_fraction=0.125, screen_keep=2, race=2.0)
+    assert losses[0] == pytest.approx(3.01 / 3) and losses[1:] == [math.inf, math.inf]  # on the 3 batches seen
+    assert lead.calls[-1][1] == [2] and len(lead.calls) == 3  # 3 batches seen, then 1 is left
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def _mnist_trainer(tmp_path, **overrides) -> PruningTrainer:
     torch.manual_seed(0)  # before the model is built: its init must not depend on earlier tests
@@ -288,8 +355,8 @@ def test_same_seed_same_sequence_of_choices(blobs, tmp_path):
 def test_lazy_step_rescores_the_leaders_the_group_pruned_last_and_new_candidates():
     from hf_prune.methods.laasp import Candidate
 
-    candidates = [Candidate(g, i, (c,), 0, (0,)) for i, (g, c) in enumerate(
-        [("a", "l1"), ("a", "fpgm"), ("b", "l1"), ("c", "l1"), ("d", "l1"), ("e", "l1")])]
+    pairs = [("a", "l1"), ("a", "fpgm"), ("b", "l1"), ("c", "l1"), ("d", "l1"), ("e", "l1")]
+    candidates = [Candidate(group, (criterion,), (0,)) for group, criterion in pairs]
     method = LAASPPruning()
     assert method.to_rescore(candidates, top=2) == [0, 1, 2, 3, 4, 5]  # first step: all
     method.loss_increase = {"a/l1": 0.5, "a/fpgm": 0.1, "b/l1": 0.3, "c/l1": 0.05, "d/l1": 0.9}
@@ -312,14 +379,15 @@ def test_audit_records_agreement_and_the_exhaustive_search_agrees_with_itself(bl
     assert scored[0] == full[0] and max(scored[1:]) < full[0]  # later lazy steps score fewer candidates
 
 
-def test_floor_before_target_warns_and_training_goes_on(blobs, tmp_path):
+def test_floor_before_target_fails_before_training(blobs, tmp_path):
     # round_to 1: with 80 % floors, every group of cifar_resnet20 rounded up to its multiple would stay whole
     trainer = _blob_run(blobs, tmp_path, target_flops_reduction=0.6, layer_prune_limit=0.2, laasp_flops_step=0.08,
                         round_to="1")
-    with pytest.warns(UserWarning, match=r"stopped at a MACs reduction of \d+\.\d%, short of the target 60"):
+    with pytest.raises(UnreachableTargetError, match=r"60\.0% is unreachable for LAASP.*layer_prune_limit=0\.2") as error:
         trainer.train()
-    assert trainer.pruning_method.phase == "done" and trainer.state.global_step == trainer.state.max_steps
-    assert 0.1 < trainer.pruning_events[-1]["macs_reduction"] < 0.6
+    assert trainer.state.global_step == 0 and not trainer.pruning_method.history
+    reachable = float(re.search(r"at most (\d+\.\d)%", str(error.value)).group(1))
+    assert 10 < reachable < 60
 
 
 def test_restored_state_continues_with_the_same_choice(tmp_path):
@@ -360,6 +428,7 @@ def test_prune_start_outside_the_run_fails_at_train_begin(tmp_path):
         ({"laasp_subset_size": 0}, "laasp_subset_size must be at least 1"),
         ({"laasp_screen_fraction": 1.0}, r"laasp_screen_fraction must lie in \[0, 1\)"),
         ({"laasp_rescore_top": -1}, "laasp_rescore_top must be >= 0"),
+        ({"laasp_race": -1.0}, "laasp_race must be >= 0"),
         ({"laasp_prune_start": -1.0}, "laasp_prune_start must be >= 0"),
     ],
 )

@@ -19,7 +19,7 @@ args = sys.argv[sys.argv.index("scripts/prune_image_classification.py") + 1:]
 parser = runpy.run_path("scripts/prune_image_classification.py")["make_parser"]()
 model, data, _, training = parser.parse_args_into_dataclasses(args=args)
 print(model.model_name_or_path, data.dataset_name, training.pruning_method, training.target_flops_reduction,
-      training.optimizer_state_after_prune, training.laasp_screen_fraction, training.round_to)
+      training.optimizer_state_after_prune, training.laasp_screen_fraction, training.laasp_race, training.round_to)
 """
 
 
@@ -32,9 +32,9 @@ def test_recipe_flags_parse(tmp_path, recipe):
     env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(["bash", str(recipe), "--use_cpu"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    model, dataset, method, target, optimizer_state, screen_fraction, round_to = result.stdout.split()
+    model, dataset, method, target, optimizer_state, screen_fraction, race, round_to = result.stdout.split()
     assert method in recipe.stem and dataset.startswith(("uoft-cs/cifar10", "ILSVRC/imagenet-1k"))
     assert 0.4 < float(target) < 0.61
     # Both references continue with a fresh optimizer after a prune; LAASP scores every candidate on the whole subset.
-    assert optimizer_state == "reset" and (method != "laasp" or float(screen_fraction) == 0.0)
+    assert optimizer_state == "reset" and (method != "laasp" or float(screen_fraction) == float(race) == 0.0)
     assert round_to == "1"  # the references' unrounded widths

@@ -17,7 +17,8 @@ the first step scores every candidate and later steps re-score only the leaders 
 so far (by loss increase over the unpruned model), the candidates of the group pruned last and
 any never scored. ``laasp_audit`` runs the full search next to the chosen one to measure their
 agreement. A screening pass (``laasp_screen_fraction``) scores candidates on a fraction of the
-subset first and only the best few on all of it.
+subset first and only the best few go on; with ``laasp_race`` those are scored batch by batch and
+dropped once clearly behind the leader.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
 from hf_prune.plots import plot_panels
-from hf_prune.structure import PrefixCache, masking_is_exact, min_units_kept, unit_output_masks
+from hf_prune.structure import (
+    PrefixCache,
+    UnreachableTargetError,
+    masking_is_exact,
+    min_units_kept,
+    unit_output_masks,
+)
 from hf_prune.structure.widths import aligned_floor
 
 logger = logging.get_logger(__name__)
@@ -49,16 +56,14 @@ SEARCH_PLOT_NAME = "laasp_search.png"
 
 @dataclass(frozen=True)
 class Candidate:
-    """Removing ``removed`` units of group ``group`` (index ``group_index`` in model order).
+    """Removing ``removed`` units of group ``group``.
 
     ``criteria`` lists every criterion (in ``laasp_criteria`` order) that selects exactly these
     units; they share one evaluation and the first one is credited when it wins.
     """
 
     group: str
-    group_index: int
     criteria: tuple[str, ...]
-    criterion_index: int
     removed: tuple[int, ...]
 
 
@@ -92,7 +97,8 @@ class LAASPArguments:
         metadata={"help": "LAASP: training images (stratified, augmented once) on which candidates are scored."},
     )
     laasp_batch_size: int = field(
-        default=64, metadata={"help": "LAASP: images per forward when scoring candidates (per device)."}
+        default=32,
+        metadata={"help": "LAASP: images per forward when scoring candidates (per device); the unit of screening and race."},
     )
     laasp_recover_flops: float = field(
         default=0.05,
@@ -122,7 +128,7 @@ class LAASPArguments:
         },
     )
     laasp_screen_fraction: float = field(
-        default=0.125,
+        default=0.0625,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
             "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
@@ -130,6 +136,14 @@ class LAASPArguments:
     )
     laasp_screen_keep: int = field(
         default=8, metadata={"help": "LAASP: candidates that pass the screening pass to the whole subset."}
+    )
+    laasp_race: float = field(
+        default=2.0,
+        metadata={
+            "help": "LAASP: score the candidates left after screening batch by batch and drop one once its loss "
+            "trails the leader's by more than this many standard errors of their per-batch differences (from the "
+            "third batch on); stops when one is left. 0 scores them all on the whole subset."
+        },
     )
 
 
@@ -160,6 +174,8 @@ class LAASPPruning(PruningMethod):
         for name in ("laasp_subset_size", "laasp_batch_size", "laasp_screen_keep"):
             if getattr(args, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}")
+        if not args.laasp_race >= 0:  # NaN fails too
+            raise ValueError(f"laasp_race must be >= 0 standard errors (0 turns racing off), got {args.laasp_race}")
         if args.laasp_rescore_top < 0:
             raise ValueError(f"laasp_rescore_top must be >= 0 (0 re-scores every candidate), got {args.laasp_rescore_top}")
         if args.laasp_recovery_epochs < 0:
@@ -190,21 +206,15 @@ class LAASPPruning(PruningMethod):
             get_criterion(criterion)  # an unknown name fails now, not at the prune epoch
         self.dense_units = {g.name: g.num_units for g in context.graph.groups}
         self.step_sizes = self.dense_step_sizes(context)
-        self._recovery_steps = round(args.laasp_recovery_epochs * context.steps_per_epoch)
+        self._recovery_steps = self._steps_per_recovery(context)
         inexact = [g.name for g in context.graph.groups if not masking_is_exact(context.model, g)]
         if inexact:
             logger.warning(
                 f"LAASP: groups {inexact} are normalized across channels (LayerNorm/GroupNorm); their masked "
                 "candidate losses approximate the loss after a real prune"
             )
-        reachable = self._floor_reduction(context)
-        if reachable < args.target_reduction:
-            warnings.warn(
-                f"LAASP can reach at most {reachable:.1%} {context.cost.quantity} reduction with layer_prune_limit="
-                f"{args.layer_prune_limit} (target {args.target_reduction:.1%}): the search will stop there. "
-                "Raise layer_prune_limit or lower the target.",
-                stacklevel=2,
-            )
+        if context.macs.base_macs == context.dense_macs:  # a resumed, pruned run was checked when it started
+            self._check_reachable(context)
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:
         if self.phase == "waiting" and context.state.global_step >= self.prune_step:
@@ -264,6 +274,8 @@ class LAASPPruning(PruningMethod):
                 stacklevel=2,
             )
             return self._finish(reduction)
+        if not self.history:
+            self._announce_size(context, candidates)
         started, cpu_started = time.perf_counter(), time.process_time()
         rescored = self.to_rescore(candidates, args.laasp_rescore_top)
         losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
@@ -276,7 +288,54 @@ class LAASPPruning(PruningMethod):
         audit = self._audit(context, candidates, chosen) if args.laasp_audit else {}
         plan = self._plan(context, chosen, losses[best], dense_loss, len(rescored), seconds)
         self.history[-1].update(cpu_seconds=cpu_seconds, **audit)
+        if len(self.history) == 1:
+            self._announce_duration(context, seconds)
         return plan
+
+    def _announce_size(self, context: PruningContext, candidates: list[Candidate]) -> None:
+        """Before the first step: how many steps, candidates and candidate forwards the search will take."""
+        args = context.args
+        subset = self._loss_subset(context)
+        images = sum(len(batch["labels"]) for batch in subset)
+        forwards = SubsetLoss(context.model, subset, prefix=None).candidate_images(
+            len(candidates), args.laasp_screen_fraction, args.laasp_screen_keep
+        )
+        context.log({
+            "pruning/laasp_estimated_steps": float(self._estimated_steps(args)),
+            "pruning/laasp_candidates_per_step": float(len(candidates)),
+            "pruning/laasp_candidate_images_per_step": float(forwards),
+        })
+        groups = len({c.group for c in candidates})
+        self._say(
+            context,
+            f"[hf_prune] LAASP search from step {context.state.global_step}: about {self._estimated_steps(args)} steps "
+            f"of {args.laasp_flops_step:.1%} MACs to {args.target_flops_reduction:.1%}, each scoring {len(candidates)} "
+            f"candidates ({groups} groups x {len(args.laasp_criteria)} criteria, identical unit sets merged) on "
+            f"{images} training images: at most {forwards} candidate-image forwards per step (laasp_screen_fraction="
+            f"{args.laasp_screen_fraction:g}, laasp_screen_keep={args.laasp_screen_keep}, laasp_race="
+            f"{args.laasp_race:g}); training waits meanwhile",
+        )
+
+    def _announce_duration(self, context: PruningContext, seconds: float) -> None:
+        """After the first step: the search's duration extrapolated from it."""
+        total = seconds * self._estimated_steps(context.args)
+        context.log({"pruning/laasp_estimated_search_seconds": total})
+        self._say(
+            context,
+            f"[hf_prune] LAASP search: the first step took {seconds:.1f} s, so about {total / 60:.1f} min for "
+            f"{self._estimated_steps(context.args)} steps (plus recoveries). Fewer steps: raise laasp_flops_step; "
+            "cheaper steps: lower laasp_subset_size or laasp_screen_keep.",
+        )
+
+    @staticmethod
+    def _estimated_steps(args) -> int:
+        return math.ceil(args.target_flops_reduction / args.laasp_flops_step - 1e-9)
+
+    @staticmethod
+    def _say(context: PruningContext, line: str) -> None:
+        """A plain line, printed like the trainer's prune lines (below any progress bar), on the main process."""
+        if context.args.process_index == 0:
+            tqdm.write(line)
 
     def to_rescore(self, candidates: list[Candidate], top: int) -> list[int]:
         """Indices of the candidates this step scores: all, or (lazy) the leaders, the group pruned last and new ones."""
@@ -294,9 +353,10 @@ class LAASPPruning(PruningMethod):
         return min(scores) if scores else None
 
     def _audit(self, context: PruningContext, candidates: list[Candidate], chosen: Candidate) -> dict[str, Any]:
-        """The exhaustive search's choice on the same model, and whether the lazy one agrees."""
+        """The exhaustive search's choice (every candidate on the whole subset) on the same model, and whether
+        the chosen one agrees."""
         cpu_started = time.process_time()
-        losses, _ = self.evaluate(context, candidates)
+        losses, _ = self.evaluate(context, candidates, screen=False)
         best = candidates[min(range(len(candidates)), key=lambda i: (losses[i], i))]
         return {
             "exhaustive_group": best.group, "exhaustive_criterion": best.criteria[0],
@@ -308,7 +368,7 @@ class LAASPPruning(PruningMethod):
         """Every distinct (group, unit set) the criteria propose for this step, in model order."""
         args = context.args
         result = []
-        for group_index, group in enumerate(context.graph.groups):
+        for group in context.graph.groups:
             count = self.step_units(context, group.name)
             if count == 0:
                 continue
@@ -318,9 +378,7 @@ class LAASPPruning(PruningMethod):
                 scores = get_criterion(criterion)(weights)
                 removed = tuple(sorted(torch.argsort(scores, stable=True)[:count].tolist()))
                 proposals.setdefault(removed, []).append(criterion)
-            for removed, criteria in proposals.items():
-                index = args.laasp_criteria.index(criteria[0])
-                result.append(Candidate(group.name, group_index, tuple(criteria), index, removed))
+            result += [Candidate(group.name, tuple(criteria), removed) for removed, criteria in proposals.items()]
         return result
 
     @staticmethod
@@ -358,21 +416,32 @@ class LAASPPruning(PruningMethod):
         limit = min_units_kept(dense, context.args.layer_prune_limit)
         return aligned_floor(dense, limit, context.width_multiples.get(group, 1))
 
-    def evaluate(self, context: PruningContext, candidates: list[Candidate]) -> tuple[list[float], float]:
-        """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss."""
+    def evaluate(
+        self, context: PruningContext, candidates: list[Candidate], screen: bool = True
+    ) -> tuple[list[float], float]:
+        """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss.
+
+        ``screen=False`` scores every candidate on the whole subset (no screening, no race).
+        """
         args = context.args
+        subset = self._loss_subset(context)
+        groups = {g.name: g for g in context.graph.groups}
+        masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
+        prefix = PrefixCache(context.model, subset[0]["pixel_values"][:1])
+        evaluator = SubsetLoss(context.model, subset, prefix, disable_tqdm=self._quiet(context))
+        shortcuts = (args.laasp_screen_fraction, args.laasp_screen_keep, args.laasp_race) if screen else ()
+        losses = evaluator.mean_losses(masked, *shortcuts)
+        return losses, evaluator.dense_loss
+
+    def _loss_subset(self, context: PruningContext) -> list[dict[str, torch.Tensor]]:
         if self._subset is None:
+            args = context.args
             device = next(context.model.parameters()).device
             self._subset = build_loss_subset(
                 context.train_dataset, context.data_collator, args.laasp_subset_size, args.laasp_batch_size,
                 args.seed, device,
             )
-        groups = {g.name: g for g in context.graph.groups}
-        masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
-        prefix = PrefixCache(context.model, self._subset[0]["pixel_values"][:1])
-        evaluator = SubsetLoss(context.model, self._subset, prefix, disable_tqdm=self._quiet(context))
-        losses = evaluator.mean_losses(masked, args.laasp_screen_fraction, args.laasp_screen_keep)
-        return losses, evaluator.dense_loss
+        return self._subset
 
     def _plan(
         self, context: PruningContext, chosen: Candidate, loss: float, dense_loss: float, evaluated: int, seconds: float
@@ -391,8 +460,6 @@ class LAASPPruning(PruningMethod):
         })
         context.log({
             "pruning/laasp_step": float(len(self.history)),
-            "pruning/laasp_group_index": float(chosen.group_index),
-            "pruning/laasp_criterion_index": float(chosen.criterion_index),
             "pruning/laasp_loss": loss,
             "pruning/laasp_dense_loss": dense_loss,
             "pruning/laasp_reduction": reduction,
@@ -422,6 +489,31 @@ class LAASPPruning(PruningMethod):
         groups = context.graph.groups
         removable = {g.name: max(0, g.num_units - self._floor(context, g.name, g.num_units)) for g in groups}
         return context.cost.reduction(removable)
+    def _check_reachable(self, context: PruningContext) -> None:
+        """Fail before training, as the one-shot methods do, when the floors stop the search short of the target."""
+        args = context.args
+        reachable = self._floor_reduction(context)
+        if reachable < args.target_reduction:
+            raise UnreachableTargetError(
+                f"a {context.cost.quantity} reduction of {args.target_reduction:.1%} is unreachable for LAASP: keeping "
+                f"at least {1 - args.layer_prune_limit:.0%} of every group (layer_prune_limit={args.layer_prune_limit}, "
+                f"rounded up to round_to's multiples) allows at most {reachable:.1%}. Lower the target, raise "
+                "layer_prune_limit or lower round_to."
+            )
+
+    @staticmethod
+    def _steps_per_recovery(context: PruningContext) -> int:
+        """``laasp_recovery_epochs`` in optimizer steps; at least one when recovery is on."""
+        epochs = context.args.laasp_recovery_epochs
+        steps = round(epochs * context.steps_per_epoch)
+        if epochs > 0 and steps == 0:
+            logger.warning(
+                f"LAASP: laasp_recovery_epochs={epochs:g} is {epochs * context.steps_per_epoch:.2f} optimizer steps at "
+                f"{context.steps_per_epoch:g} steps per epoch; each recovery runs 1 step instead. Raise "
+                "laasp_recovery_epochs (or train on more images) for longer recoveries, or set it to 0 for none."
+            )
+            return 1
+        return steps
 
     def _progress(self, context: PruningContext, reduction: float) -> None:
         if self._bar is None:

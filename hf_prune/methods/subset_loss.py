@@ -134,35 +134,69 @@ class SubsetLoss:
         self._outputs: dict[str, Any] = {}  # the prefix outputs recorded on the current batch
 
     def mean_losses(
-        self, candidates: Sequence[MaskedCandidate], screen_fraction: float = 0.0, screen_keep: int = 0
+        self,
+        candidates: Sequence[MaskedCandidate],
+        screen_fraction: float = 0.0,
+        screen_keep: int = 0,
+        race: float = 0.0,
     ) -> list[float]:
-        """Mean loss of every candidate; ``inf`` for those screened out.
+        """Mean loss of every candidate still in the running at the end; ``inf`` for the others.
 
         With ``screen_fraction > 0`` all candidates are first scored on that leading fraction of
         the subset (at least one batch), and only the best ``screen_keep`` (ties: lower index
-        first) on the rest; their losses cover the whole subset. ``dense_loss`` is set too.
+        first) go on. With ``race > 0`` the rest is scored batch by batch, and from the third batch
+        on a candidate is dropped once its mean per-batch loss exceeds the leader's by more than
+        ``race`` standard errors of their paired differences; the race ends when one is left.
+        The losses that remain, and ``dense_loss``, cover the same batches.
         """
-        split = max(1, math.ceil(screen_fraction * len(self.batches)))
-        if screen_fraction <= 0.0 or screen_keep >= len(candidates) or split >= len(self.batches):
-            sums, dense, count = self._sums(candidates, self.batches)
-            self.dense_loss = dense / max(count, 1.0)
-            return [s / max(count, 1.0) for s in sums]
-        sums, dense, count = self._sums(candidates, self.batches[:split])
-        ranked = sorted(range(len(candidates)), key=lambda i: (sums[i], i))[:screen_keep]
-        rest_sums, rest_dense, rest_count = self._sums([candidates[i] for i in ranked], self.batches[split:])
-        count += rest_count
-        self.dense_loss = (dense + rest_dense) / max(count, 1.0)
+        num_batches = len(self.batches)
+        sums = torch.zeros(len(candidates), num_batches, dtype=torch.float64)
+        dense, counts = torch.zeros(num_batches, dtype=torch.float64), torch.zeros(num_batches, dtype=torch.float64)
+        alive, seen = list(range(len(candidates))), 0
+        split = self._screen_split(len(candidates), screen_fraction, screen_keep)
+        while seen < num_batches and not (race and len(alive) == 1):
+            if seen == 0 and split:
+                end = split  # the screening pass
+            else:
+                end = seen + 1 if race else num_batches
+            sums[alive, seen:end], dense[seen:end], counts[seen:end] = self.batch_sums(
+                [candidates[i] for i in alive], self.batches[seen:end]
+            )
+            seen = end
+            if seen == split:
+                alive = sorted(alive, key=lambda i: (float(sums[i].sum()), i))[:screen_keep]
+            if race and seen >= 3:
+                alive = _race(alive, sums[:, :seen] / counts[:seen].clamp(min=1), race)
+        count = float(counts.sum().clamp(min=1))
+        self.dense_loss = float(dense.sum()) / count
         losses = [math.inf] * len(candidates)
-        for i, extra in zip(ranked, rest_sums):
-            losses[i] = (sums[i] + extra) / max(count, 1.0)
+        for i in alive:
+            losses[i] = float(sums[i].sum()) / count
         return losses
 
-    def _sums(
+    def candidate_images(self, num_candidates: int, screen_fraction: float = 0.0, screen_keep: int = 0) -> int:
+        """Images :meth:`mean_losses` forwards for ``num_candidates`` candidates (this rank's, besides the dense
+        forwards; a race may stop earlier): the measure of a search step's cost."""
+        sizes = [len(batch["labels"]) for batch in self.batches]
+        split = self._screen_split(num_candidates, screen_fraction, screen_keep)
+        if split is None:
+            return num_candidates * sum(sizes)
+        return num_candidates * sum(sizes[:split]) + screen_keep * sum(sizes[split:])
+
+    def _screen_split(self, num_candidates: int, screen_fraction: float, screen_keep: int) -> int | None:
+        """Batches of the screening pass (at least one), or None when it would not screen anything out."""
+        split = max(1, math.ceil(screen_fraction * len(self.batches)))
+        if screen_fraction <= 0.0 or screen_keep >= num_candidates or split >= len(self.batches):
+            return None
+        return split
+
+    def batch_sums(
         self, candidates: Sequence[MaskedCandidate], batches: Sequence[Batch]
-    ) -> tuple[list[float], float, float]:
-        """Summed loss per candidate, of the dense model, and the number of images, over all ranks."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Summed loss per candidate and batch ``(candidates, batches)``, of the dense model and the number
+        of images per batch ``(batches,)``, over all ranks (float64, on CPU)."""
         device = next(self.model.parameters()).device
-        totals = torch.zeros(len(candidates) + 2, dtype=torch.float64, device=device)  # ..., dense, count
+        totals = torch.zeros(len(candidates) + 2, len(batches), dtype=torch.float64, device=device)  # ..., dense, count
         frontiers = [self.prefix.frontier(c.masks) if self.prefix else [] for c in candidates]
         recorded = sorted(set().union(*frontiers)) if frontiers else []
         was_training = self.model.training
@@ -170,18 +204,18 @@ class SubsetLoss:
         bar = tqdm(total=len(candidates) * len(batches), desc="laasp candidates", leave=False, disable=self.disable_tqdm)
         try:
             with torch.no_grad():
-                for batch in batches:
-                    totals[-2:] += torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])], device=device)
+                for b, batch in enumerate(batches):
+                    totals[-2:, b] = torch.tensor([self._dense_sum(batch, recorded), len(batch["labels"])])
                     for i, (candidate, frontier) in enumerate(zip(candidates, frontiers)):
-                        totals[i] += self._candidate_sum(batch, candidate, frontier)
+                        totals[i, b] = self._candidate_sum(batch, candidate, frontier)
                         bar.update()
         finally:
             bar.close()
             self.model.train(was_training)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(totals)
-        values = totals.tolist()
-        return values[:-2], values[-2], values[-1]
+        totals = totals.cpu()
+        return totals[:-2], totals[-2], totals[-1]
 
     def _dense_sum(self, batch: Batch, recorded: Sequence[str]) -> float:
         if self.prefix is None:
@@ -197,6 +231,14 @@ class SubsetLoss:
                 return _loss_sum(self.model, batch)
         with self.prefix.replaying({n: self._outputs[n] for n in frontier}), mask_units(self.model, candidate.masks):
             return _loss_sum(self.model, batch)
+
+
+def _race(alive: list[int], batch_means: torch.Tensor, margin: float) -> list[int]:
+    """The candidates whose mean per-batch loss is within ``margin`` standard errors of the leader's."""
+    leader = min(alive, key=lambda i: (float(batch_means[i].sum()), i))
+    differences = batch_means[alive] - batch_means[leader]
+    bound = margin * differences.std(dim=1) / math.sqrt(batch_means.shape[1])
+    return [i for i, mean, limit in zip(alive, differences.mean(dim=1).tolist(), bound.tolist()) if mean <= limit]
 
 
 def _loss_sum(model: nn.Module, batch: Batch) -> float:
