@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import runpy
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel
 from hf_prune.hub import ModelSource
-from hf_prune.latency import measure_latency_ms
+from hf_prune.latency import median_latencies_in_turns
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 QUICK = {"models": ["cifar_resnet20"], "image_sizes": [32], "latency_batch_size": 8, "rounds": 1,
@@ -75,23 +74,15 @@ def prune_to_target(model: str, image_size: int, method: str, options: LatencyTa
     return output_dir, report
 
 
-def time_alternately(dense: torch.nn.Module, slim: torch.nn.Module, input_size: tuple[int, ...],
-                     options: LatencyTargetArguments) -> tuple[float, float]:
-    """Median milliseconds of dense and slim, timed in turns so that a load change hits both."""
-    dense_ms, slim_ms = [], []
-    for _ in range(options.rounds):
-        for model, times in ((dense, dense_ms), (slim, slim_ms)):
-            times.append(measure_latency_ms(model, input_size, options.latency_batch_size,
-                                            num_threads=options.threads, min_run_time=options.min_run_time))
-    return statistics.median(dense_ms), statistics.median(slim_ms)
-
-
 def measure(output_dir: Path, report: dict, options: LatencyTargetArguments) -> dict[str, Any]:
     config = json.loads((output_dir / "config.json").read_text())
     input_size = tuple(config["hf_prune"]["input_size"])
     dense = ModelSource.from_config(config).build("cpu")
     slim = AutoPrunedModel.from_pretrained(output_dir)
-    dense_ms, slim_ms = time_alternately(dense, slim, input_size, options)
+    dense_ms, slim_ms = median_latencies_in_turns(
+        (dense, slim), input_size, options.latency_batch_size, options.rounds, num_threads=options.threads,
+        min_run_time=options.min_run_time,
+    )
     latency = report["latency"]
     return {
         "dense_ms": dense_ms, "slim_ms": slim_ms, "measured_reduction": 1 - slim_ms / dense_ms,

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import json
 import runpy
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, ModelSource, count_macs_params
-from hf_prune.latency import measure_latency_ms
+from hf_prune.latency import median_latencies_in_turns
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
@@ -69,18 +67,6 @@ def prune_once(model: str, size: int, method: str, target: float, round_to: str,
     return run_dir
 
 
-def time_alternately(
-    dense: nn.Module, slim: nn.Module, input_size: tuple[int, ...], options: SpeedupArguments
-) -> tuple[float, float]:
-    """Median ms of the dense and the slim model, timed in turns."""
-    dense_ms, slim_ms = [], []
-    for _ in range(options.rounds):
-        for model, times in ((dense, dense_ms), (slim, slim_ms)):
-            times.append(measure_latency_ms(model, input_size, options.batch_size, num_threads=options.threads,
-                                            min_run_time=options.min_run_time))
-    return statistics.median(dense_ms), statistics.median(slim_ms)
-
-
 def measure(run_dir: Path, options: SpeedupArguments) -> dict:
     """MACs ratio and alternated timings of one slim model against its dense architecture (random weights)."""
     config = json.loads((run_dir / "config.json").read_text())
@@ -89,7 +75,10 @@ def measure(run_dir: Path, options: SpeedupArguments) -> dict:
     dense = ModelSource.from_config(config).build("cpu").eval()
     example = torch.zeros(1, *input_size)
     macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
-    dense_ms, slim_ms = time_alternately(dense, slim, input_size, options)
+    dense_ms, slim_ms = median_latencies_in_turns(
+        (dense, slim), input_size, options.batch_size, options.rounds, num_threads=options.threads,
+        min_run_time=options.min_run_time,
+    )
     return {"macs_ratio": macs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms}
 
 

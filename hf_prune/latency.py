@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.utils.benchmark import Timer
@@ -35,3 +38,23 @@ def measure_latency_ms(
         num_threads=num_threads or torch.get_num_threads(),
     )
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def median_latencies_in_turns(
+    models: Sequence[nn.Module],
+    input_size: tuple[int, ...],
+    batch_size: int,
+    rounds: int,
+    *,
+    num_threads: int | None = None,
+    min_run_time: float = 0.5,
+) -> list[float]:
+    """Median :func:`measure_latency_ms` of each model over ``rounds`` rounds that time every model in turn,
+    so that a change of machine load hits all of them alike."""
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for model, model_times in zip(models, times):
+            model_times.append(
+                measure_latency_ms(model, input_size, batch_size, num_threads=num_threads, min_run_time=min_run_time)
+            )
+    return [statistics.median(t) for t in times]

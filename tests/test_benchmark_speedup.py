@@ -5,14 +5,14 @@ from __future__ import annotations
 import timm
 import torch
 
-import hf_prune  # noqa: F401  (registers the CIFAR models)
+import hf_prune  # registers the CIFAR models
+import hf_prune.latency
 from hf_prune import ModelSource, StructureGraph, count_macs_params, save_pretrained
 
 INPUT = torch.zeros(1, 3, 32, 32)
 
 
-def test_dense_and_slim_are_timed_in_turns_and_the_medians_reported(load_script, monkeypatch):
-    script = load_script("benchmarks/benchmark_speedup.py")
+def test_dense_and_slim_are_timed_in_turns_and_the_medians_reported(monkeypatch):
     dense, slim, calls = torch.nn.Identity(), torch.nn.ReLU(), []
     timings = {dense: iter([4.0, 9.0, 5.0]), slim: iter([1.0, 2.0, 8.0])}
 
@@ -20,9 +20,8 @@ def test_dense_and_slim_are_timed_in_turns_and_the_medians_reported(load_script,
         calls.append(model)
         return next(timings[model])
 
-    monkeypatch.setattr(script, "measure_latency_ms", fake_latency)
-    options = script.SpeedupArguments(rounds=3)
-    assert script.time_alternately(dense, slim, (3, 32, 32), options) == (5.0, 2.0)
+    monkeypatch.setattr(hf_prune.latency, "measure_latency_ms", fake_latency)
+    assert hf_prune.latency.median_latencies_in_turns((dense, slim), (3, 32, 32), 64, rounds=3) == [5.0, 2.0]
     assert calls == [dense, slim] * 3
 
 
