@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import evaluate
@@ -162,6 +163,10 @@ def _stub_hub(monkeypatch, remote: Path) -> list[str]:
             (remote / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(files[name], remote / name)
             pushed.append(name)
+        if kwargs.get("run_as_future"):  # mid-training pushes: the Trainer waits on a future
+            done = Future()
+            done.set_result("https://huggingface.co/someone/slim/commit/0")
+            return done
         return "https://huggingface.co/someone/slim/commit/0"
 
     remote.mkdir()
@@ -202,6 +207,17 @@ def test_a_hub_push_carries_exactly_what_the_entry_points_need(make_args, tmp_pa
     namespace = {}
     exec(snippet.replace("someone/slim", str(tmp_path / "remote")), namespace)  # the card's code, on the pushed files
     assert namespace["classifier"]("image.jpg")[0]["label"] in digits.labels
+
+
+def test_a_mid_training_push_loads_in_a_pipeline(make_args, tmp_path, digits, monkeypatch):
+    pushed = _stub_hub(monkeypatch, tmp_path / "remote")
+    trainer = _trainer(make_args, tmp_path / "run", "transformers_vit", digits, hub_model_id="someone/slim",
+                       push_to_hub=True, hub_strategy="every_save", save_strategy="steps", save_steps=1, max_steps=1)
+    trainer.train()
+
+    assert sorted(set(pushed)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    classifier = pipeline("image-classification", model=str(tmp_path / "remote"))
+    assert classifier(digits.validation[0][digits.image_column], top_k=1)[0]["label"] in digits.labels
 
 
 def test_evaluate_evaluator_gives_the_trainer_top1(make_args, tmp_path, digits):

@@ -279,9 +279,10 @@ class PruningTrainer(Trainer):
         )
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Mid-training pushes (``hub_strategy="every_save"``): the checkpoint's model files only.
+        """Mid-training pushes (``hub_strategy="every_save"``): the checkpoint's loadable files only.
 
-        Replaces the Trainer's version, which also writes and uploads ``training_args.bin`` (a pickle).
+        Replaces the Trainer's version, which also writes and uploads ``training_args.bin`` (a pickle);
+        the preprocessing goes too, so every pushed revision loads in ``pipeline``.
         """
         if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
             return
@@ -290,7 +291,7 @@ class PruningTrainer(Trainer):
         job = hf_api().upload_folder(
             repo_id=self.hub_model_id,
             folder_path=checkpoint_folder,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, *([PREPROCESSOR_NAME] if self._image_processor() else [])],
             commit_message=f"Training in progress, step {self.state.global_step}",
             token=self.args.hub_token,
             revision=self.args.hub_revision,
