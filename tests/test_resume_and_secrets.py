@@ -96,3 +96,14 @@ def test_no_uploaded_or_written_file_holds_the_token(make_trainer, tmp_path, mon
     assert "--hub_token '<redacted>'" in card or "--hub_token <redacted>" in card
     written = [p for p in [*remote.iterdir(), *(tmp_path / "run").rglob("*")] if p.is_file()]
     assert written and not [p.name for p in written if TOKEN.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("method", ["magnitude", "ocsp"])
+def test_a_run_resumed_after_its_prune_is_not_checked_against_the_target_again(make_trainer, tmp_path, method):
+    # On the slim model another 80 % cut is unreachable: checking it again would refuse a valid resume.
+    settings = dict(pruning_method=method, target_flops_reduction=0.8, layer_prune_limit=0.9, num_train_epochs=2,
+                    save_strategy="epoch")
+    make_trainer(tmp_path, **settings).train()
+    resumed = make_trainer(tmp_path, **{**settings, "num_train_epochs": 3}, resume_with_changed_pruning=True)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.epoch == 3 and len(resumed.pruning_events) == 1 and resumed.pruning_events[0]["macs_reduction"] >= 0.79

@@ -85,6 +85,11 @@ class PruningContext:
             raise ValueError("target_latency_reduction is set but the context has no latency model")
         return self.latency
 
+    @property
+    def is_pruned(self) -> bool:
+        """The model has been pruned already (a run resumed after its prune): target checks are moot."""
+        return self.macs.base_macs < self.dense_macs
+
     def reduction_from_dense(self) -> float:
         """The fraction of the dense model's cost (what the target counts) the model has shed so far."""
         dense = self.dense_macs if self.args.target_latency_reduction is None else self.dense_latency_ms

@@ -213,7 +213,7 @@ class LAASPPruning(PruningMethod):
                 f"LAASP: groups {inexact} are normalized across channels (LayerNorm/GroupNorm); their masked "
                 "candidate losses approximate the loss after a real prune"
             )
-        if context.macs.base_macs == context.dense_macs:  # a resumed, pruned run was checked when it started
+        if not context.is_pruned:  # a resumed, pruned run was checked when it started
             self._check_reachable(context)
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:

@@ -32,7 +32,8 @@ class MagnitudePruning(PruningMethod):
         args = context.args
         epoch = args.prune_epoch if args.prune_epoch is not None else self.default_prune_fraction * context.state.num_train_epochs
         self.prune_step = context.step_in_run(epoch, "prune_epoch")
-        self._select(context)  # an unreachable target fails now, not after hours of training
+        if not context.is_pruned:
+            self._select(context)  # an unreachable target fails now, not after hours of training
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:
         if self.done or context.state.global_step != self.prune_step:

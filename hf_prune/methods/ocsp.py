@@ -240,7 +240,8 @@ class OCSPruning(PruningMethod):
                 f"ocsp_monitor_start={monitor_start:g} must come before the prune deadline ({deadline:g} epochs)"
             )
         self._reg_scale = REFERENCE_RUN_STEPS / context.state.max_steps
-        self._select(context)  # an unreachable target fails now, not after hours of training
+        if not context.is_pruned:
+            self._select(context)  # an unreachable target fails now, not after hours of training
 
     def on_step_end(self, context: PruningContext) -> PruningPlan | None:
         if self.search.phase == "pruned":
