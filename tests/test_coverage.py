@@ -7,7 +7,7 @@ import pytest
 SWEEP = "benchmarks/coverage_sweep.py"
 
 # Grouped convolutions and GroupNorms (by whole groups), windowed attention with per-head bias
-# tables, and a refusal (XCiT's class attention) retried with the ignored_layers it names.
+# tables, and attention of unknown kinds (XCiT's cross-covariance and class attention) kept whole.
 SUBSET = ["hf_regnet", "hf_bit", "hf_swin", "xcit_nano_12_p16_224"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 
 import pytest
@@ -376,10 +375,7 @@ def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name,
     """TinyViT, LeViT: qkv rows per head are (q, k, v); removing a head equals silencing it."""
     torch.manual_seed(0)
     model, x = timm.create_model(name, num_classes=10, **kwargs).eval(), torch.randn(2, 3, 64, 64)
-    try:
-        graph = StructureGraph(model, x[:1])
-    except UnprunableLayerError as refusal:  # LeViT's downsampling attention is of another kind
-        graph = StructureGraph(model, x[:1], ignored_layers=refusal.ignored_layers)
+    graph = StructureGraph(model, x[:1])  # LeViT's downsampling attention, of another kind, is kept whole
     group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
     attention = model.get_submodule(group.name.split(".qkv")[0])
     biases, heads = attention.attention_biases.detach().clone(), attention.num_heads
@@ -395,18 +391,33 @@ def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name,
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_of_an_unknown_family_is_refused_with_the_fix():
-    """CaiT's class attention reshapes by the input width: cutting its projections would break it."""
-    model = timm.create_model("cait_xxs24_224", num_classes=10, img_size=32, patch_size=16, embed_dim=32, depth=1,
-                              depth_token_only=1, num_heads=2).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(UnprunableLayerError, match=r"ClassAttn.*TalkingHeadAttn.*ignored_layers=\[") as info:
-        StructureGraph(model, x)
-    suggested = info.value.ignored_layers
-    assert ast.literal_eval(str(info.value).split("ignored_layers=")[1].split("]")[0] + "]") == suggested
-    assert {f"blocks_token_only.0.attn.{n}" for n in ("q", "k", "v", "proj")} <= set(suggested)
-    graph = StructureGraph(model, x, ignored_layers=suggested)
-    assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)
+def _tiny_cait() -> nn.Module:
+    return timm.create_model("cait_xxs24_224", num_classes=4, img_size=32, patch_size=16, embed_dim=32, depth=1,
+                             depth_token_only=1, num_heads=2)
+
+
+def test_attention_of_an_unknown_family_is_kept_whole_and_the_rest_pruned(make_trainer, tmp_path, caplog):
+    """CaiT's class and talking-heads attention are of no known family: their heads stay, a warning says so."""
+    torch.manual_seed(0)
+    model = _tiny_cait()
+    attention_shapes = {n: p.shape for n, p in model.named_parameters() if ".attn." in n}
+    trainer = make_trainer(tmp_path, model=model, max_steps=3, prune_epoch=0.25,
+                           target_flops_reduction=0.15)
+    with caplog.at_level("WARNING", logger="hf_prune.structure.graph"):
+        trainer.train()
+
+    assert "timm.models.cait.ClassAttn, timm.models.cait.TalkingHeadAttn" in caplog.text
+    assert "kept whole" in caplog.text and "hf_prune/structure/attention.py" in caplog.text
+    assert trainer.structure.kept_attention == ["blocks.0.attn", "blocks_token_only.0.attn"]
+    assert trainer.pruning_events[-1]["kept_attention"] == ["blocks.0.attn", "blocks_token_only.0.attn"]
+    assert 0.15 <= trainer.pruning_events[-1]["macs_reduction"] < 0.17  # its attention holds most MACs
+    slim = trainer.model.eval()
+    assert {n: p.shape for n, p in slim.named_parameters() if ".attn." in n} == attention_shapes
+    trainer.save_model(str(tmp_path / "slim"))
+    reloaded = hf_prune.AutoPrunedModel.from_pretrained(str(tmp_path / "slim")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), slim(x))
 
 
 class _GainedConv(nn.Conv2d):
