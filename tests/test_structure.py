@@ -544,3 +544,35 @@ def test_token_mixing_linears_keep_their_shape_when_the_stream_loses_channels(bl
             torch.testing.assert_close(p.detach(), token_mixing[n])
     with torch.no_grad():
         assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["coatnet_nano_rw_224", "maxvit_pico_rw_256"])
+def test_maxxvit_attention_loses_whole_heads_with_their_bias_columns(name):
+    """CoAtNet (qkv conv) and MaxViT (qkv linear): heads go with their bias table columns; reload is equal."""
+    torch.manual_seed(0)
+
+    def build():
+        return timm.create_model(name, num_classes=10, img_size=64).eval()
+
+    model, x = build(), torch.randn(2, 3, 64, 64)
+    graph = StructureGraph(model, x[:1])
+    assert graph.kept_attention == []
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
+    attention = model.get_submodule(group.name.removesuffix(".qkv"))
+    heads, table = attention.num_heads, attention.rel_pos.relative_position_bias_table.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x)
+    kept = [h for h in range(heads) if h != 1]
+
+    graph.apply({group.name: kept})
+
+    assert attention.num_heads == heads - 1
+    assert attention.qkv.weight.shape[0] == 3 * (heads - 1) * attention.dim_head
+    assert attention.proj.weight.shape[1] == (heads - 1) * attention.dim_head
+    torch.testing.assert_close(attention.rel_pos.relative_position_bias_table.detach(), table[:, kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)

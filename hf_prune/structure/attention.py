@@ -33,10 +33,10 @@ class AttentionFamily:
     head_parameters: Callable[[nn.Module], tuple[tuple[str, int], ...]] = lambda attn: ()
     """Parameters holding one slice per head besides the projections (relative position bias
     tables), as ``(name inside the module, head dimension)``; sliced along with the heads."""
-    head_consumers: Callable[[nn.Module], tuple[nn.Linear, ...]] = lambda attn: ()
-    """Linears reading the heads' outputs (one block of input columns per head) that the engine
-    slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT), a split
-    torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
+    head_consumers: Callable[[nn.Module], tuple[nn.Module, ...]] = lambda attn: ()
+    """Linears or 1x1 convs reading the heads' outputs (one block of input columns per head) that
+    the engine slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT, MaxViT),
+    a split torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
 
 
 def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -102,6 +102,51 @@ def _timm_families() -> list[AttentionFamily]:
             head_attributes=lambda attn: {"num_heads": attn.num_heads},
             sync_num_heads=sync_window_heads,
             head_parameters=lambda attn: (("relative_position_bias_table", -1),),
+        ),
+    ]
+
+
+def _timm_hybrid_families() -> list[AttentionFamily]:
+    """Attention of timm's hybrid (conv + attention) models whose forward follows the head count."""
+    from timm.layers.pos_embed_rel import RelPosBias, RelPosBiasTf
+    from timm.models.maxxvit import Attention2d, AttentionCl
+
+    # Relative position bias tables of maxxvit's attention -> their head dimension.
+    rel_pos_head_dim = {RelPosBias: -1, RelPosBiasTf: 0}
+
+    def is_maxxvit(m: nn.Module) -> bool:
+        return type(m) in (Attention2d, AttentionCl) and (m.rel_pos is None or type(m.rel_pos) in rel_pos_head_dim)
+
+    def maxxvit_head_of_channel(attn: nn.Module, proj: nn.Module, i: int) -> int:
+        if attn.head_first:  # qkv channels laid out as (num_heads, q | k | v, dim_head)
+            return i // (3 * attn.dim_head)
+        return (i % (proj.weight.shape[0] // 3)) // attn.dim_head  # (q | k | v, num_heads, dim_head)
+
+    def maxxvit_head_parameters(attn: nn.Module) -> tuple[tuple[str, int], ...]:
+        if attn.rel_pos is None:
+            return ()
+        return (("rel_pos.relative_position_bias_table", rel_pos_head_dim[type(attn.rel_pos)]),)
+
+    def sync_maxxvit_heads(attn: nn.Module) -> None:
+        attn.num_heads = attn.qkv.weight.shape[0] // (3 * attn.dim_head)
+        rel_pos = attn.rel_pos
+        if rel_pos is not None:  # get_bias views the table as bias_shape, which holds the head count
+            shape = list(rel_pos.bias_shape)
+            shape[rel_pos_head_dim[type(rel_pos)]] = attn.num_heads
+            rel_pos.bias_shape = tuple(shape)
+            if hasattr(rel_pos, "num_heads"):
+                rel_pos.num_heads = attn.num_heads
+
+    return [
+        AttentionFamily(
+            # CoAtNet, MaxViT: a qkv conv (Attention2d) or linear (AttentionCl) and a per-head bias table.
+            matches=is_maxxvit,
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=maxxvit_head_of_channel,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "dim_head": attn.dim_head},
+            sync_num_heads=sync_maxxvit_heads,
+            head_parameters=maxxvit_head_parameters,
+            head_consumers=lambda attn: (attn.proj,),
         ),
     ]
 
@@ -182,7 +227,7 @@ def _transformers_families() -> list[AttentionFamily]:
 @functools.cache
 def attention_families() -> tuple[AttentionFamily, ...]:
     """The known families (built on first use: importing timm/transformers is slow)."""
-    return (*_timm_families(), *_transformers_families())
+    return (*_timm_families(), *_timm_hybrid_families(), *_transformers_families())
 
 
 def find_attention(model: nn.Module) -> Iterator[tuple[str, nn.Module, AttentionFamily]]:

@@ -272,7 +272,7 @@ class StructureGraph:
             one_per_unit = torch.arange(num_units).view(-1, 1)
             slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
             for consumer in self._head_consumers[attention]:
-                columns = torch.arange(consumer.in_features).view(num_units, -1)  # one block per head
+                columns = torch.arange(consumer.weight.shape[1]).view(num_units, -1)  # one block per head
                 slices.append(TensorSlice(f"{self._names[consumer]}.weight", 1, columns, False))
                 touched.append(self._names[consumer])
         root_indices = [[] for _ in range(num_units)]
@@ -514,11 +514,15 @@ def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
             if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
 
 
-def _keep_head_columns(consumer: nn.Linear, kept_heads: Sequence[int], num_heads: int) -> None:
+def _keep_head_columns(consumer: nn.Linear | nn.Conv2d, kept_heads: Sequence[int], num_heads: int) -> None:
     """Keep the input columns of ``consumer`` that read the kept heads (one equal block per head)."""
-    per_head = consumer.in_features // num_heads
+    per_head = consumer.weight.shape[1] // num_heads
     _slice_parameter(consumer, "weight", 1, [h * per_head + j for h in kept_heads for j in range(per_head)])
-    consumer.in_features = len(kept_heads) * per_head
+    width = len(kept_heads) * per_head
+    if isinstance(consumer, nn.Linear):
+        consumer.in_features = width
+    else:
+        consumer.in_channels = width
 
 
 def _complement(size: int, removed: Sequence[int]) -> list[int]:
