@@ -370,11 +370,20 @@ def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
         torch.testing.assert_close(_logits(reloaded.eval()(x)), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, kwargs", [("tiny_vit_5m_224", {}), ("levit_128s", {"img_size": 64})])
-def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, kwargs):
-    """TinyViT, LeViT: qkv rows per head are (q, k, v); removing a head equals silencing it."""
+@pytest.mark.parametrize("name, size, kwargs", [
+    ("tiny_vit_5m_224", 64, {}),
+    ("levit_128s", 64, {"img_size": 64}),
+    # Attention biases fixed to a 7x7 grid: full input size, tiny widths.
+    ("efficientformer_l1", 224, {"depths": (1, 1, 1, 2), "embed_dims": (16, 16, 16, 64), "num_vit": 1}),
+])
+def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, size, kwargs):
+    """TinyViT, LeViT, EfficientFormer: qkv rows per head are (q, k, v); removing a head equals silencing it."""
     torch.manual_seed(0)
-    model, x = timm.create_model(name, num_classes=10, **kwargs).eval(), torch.randn(2, 3, 64, 64)
+
+    def build():
+        return timm.create_model(name, num_classes=10, **kwargs).eval()
+
+    model, x = build(), torch.randn(2, 3, size, size)
     graph = StructureGraph(model, x[:1])  # LeViT's downsampling attention, of another kind, is kept whole
     group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
     attention = model.get_submodule(group.name.split(".qkv")[0])
@@ -386,9 +395,15 @@ def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name,
     graph.apply({group.name: kept})
 
     assert attention.num_heads == heads - 1
+    projection = model.get_submodule(group.name)  # qkv, or LeViT's qkv.linear
+    assert projection.out_features == (heads - 1) * (2 * attention.key_dim + attention.val_dim)
     torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def _tiny_cait() -> nn.Module:

@@ -46,6 +46,7 @@ def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[
 
 def _timm_families() -> list[AttentionFamily]:
     from timm.layers.attention import Attention
+    from timm.models.efficientformer import Attention as EfficientFormerAttention
     from timm.models.levit import Attention as LevitAttention
     from timm.models.swin_transformer import WindowAttention
     from timm.models.tiny_vit import Attention as TinyVitAttention
@@ -64,7 +65,7 @@ def _timm_families() -> list[AttentionFamily]:
     def sync_split_heads(attn: nn.Module) -> None:
         # Each head's projection rows are its q, k and v: key_dim, key_dim and val_dim of them.
         attn.num_heads = split_head_projection(attn).out_features // (2 * attn.key_dim + attn.val_dim)
-        if hasattr(attn, "val_attn_dim"):  # LeViT
+        if hasattr(attn, "val_attn_dim"):  # LeViT, EfficientFormer
             attn.key_attn_dim, attn.val_attn_dim = attn.key_dim * attn.num_heads, attn.val_dim * attn.num_heads
         else:  # TinyViT
             attn.out_dim = attn.val_dim * attn.num_heads
@@ -78,8 +79,9 @@ def _timm_families() -> list[AttentionFamily]:
 
     return [
         AttentionFamily(
-            # LeViT (tokens, not its conv mode) and TinyViT: qkv laid out as (num_heads, q | k | v).
-            matches=lambda m: (type(m) is TinyVitAttention or type(m) is LevitAttention and not m.use_conv),
+            # LeViT (tokens, not its conv mode), TinyViT, EfficientFormer: qkv laid out as (num_heads, q | k | v).
+            matches=lambda m: (type(m) in (TinyVitAttention, EfficientFormerAttention)
+                               or type(m) is LevitAttention and not m.use_conv),
             head_projections=lambda attn: (split_head_projection(attn),),
             head_of_channel=lambda attn, proj, i: i // (2 * attn.key_dim + attn.val_dim),
             head_attributes=lambda attn: {"num_heads": attn.num_heads},
