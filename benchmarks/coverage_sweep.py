@@ -284,8 +284,8 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
         "groups": len(graph.groups),
         "refusal": refusal,
         "ignored_layers": len(ignored),
-        "kept_attention": (f"{len(kept)} attention layers kept whole ({', '.join(attention_kinds(dense, kept))})"
-                           if kept else ""),
+        "kept_attention": (f"{len(kept)} attention layer{'s' * (len(kept) > 1)} kept whole "
+                           f"({', '.join(attention_kinds(dense, kept))})" if kept else ""),
     }
 
 

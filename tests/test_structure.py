@@ -12,6 +12,8 @@ from torch import nn
 from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
+    LevitConfig,
+    LevitForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
     SwinConfig,
@@ -591,3 +593,36 @@ def test_maxxvit_attention_loses_whole_heads_with_their_bias_columns(name):
     reloaded.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_transformers_levit_attention_loses_whole_heads_with_their_biases():
+    """transformers' LeViT: qkv rows per head are (q, k, v), the projection reads one block per head."""
+    torch.manual_seed(0)
+    config = LevitConfig(image_size=64, hidden_sizes=[32, 48, 64], num_attention_heads=[2, 2, 4], depths=[1, 1, 1],
+                         key_dim=[8, 8, 8], num_labels=10)
+
+    def build():
+        return LevitForImageClassification(config).eval()
+
+    model, x = build(), torch.randn(2, 3, 64, 64)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units == 4)
+    attention = model.get_submodule(group.name.removesuffix(".queries_keys_values.linear"))
+    biases = attention.attention_biases.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x).logits
+    kept = [0, 2, 3]
+
+    graph.apply({group.name: kept})
+
+    per_head = (2 + attention.attention_ratio) * attention.key_dim
+    assert attention.num_attention_heads == 3
+    assert attention.queries_keys_values.linear.out_features == 3 * per_head
+    assert attention.projection.linear.in_features == 3 * attention.attention_ratio * attention.key_dim
+    torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x).logits, expected, rtol=1e-4, atol=1e-5)

@@ -108,10 +108,17 @@ def _timm_families() -> list[AttentionFamily]:
     ]
 
 
-def _timm_hybrid_families() -> list[AttentionFamily]:
-    """Attention of timm's hybrid (conv + attention) models whose forward follows the head count."""
+def _hybrid_families() -> list[AttentionFamily]:
+    """Attention of hybrid (conv + attention) models in timm and transformers.
+
+    Not here, because their forward reshapes the heads' output to the input width (or derives the
+    head size from it), so no head can go while the residual width stays: timm's
+    ``metaformer.Attention`` (CAFormer), ``pvt_v2.Attention``, ``twins`` attention, ``xcit.XCA``
+    and ``edgenext.CrossCovarianceAttn``. Those are kept whole.
+    """
     from timm.layers.pos_embed_rel import RelPosBias, RelPosBiasTf
     from timm.models.maxxvit import Attention2d, AttentionCl
+    from transformers.models.levit.modeling_levit import LevitAttention
 
     # Relative position bias tables of maxxvit's attention -> their head dimension.
     rel_pos_head_dim = {RelPosBias: -1, RelPosBiasTf: 0}
@@ -139,7 +146,26 @@ def _timm_hybrid_families() -> list[AttentionFamily]:
             if hasattr(rel_pos, "num_heads"):
                 rel_pos.num_heads = attn.num_heads
 
+    def levit_head_width(attn: nn.Module) -> int:
+        return (2 + attn.attention_ratio) * attn.key_dim  # q, k, v rows of one head
+
+    def sync_levit_heads(attn: nn.Module) -> None:
+        attn.num_attention_heads = attn.queries_keys_values.linear.out_features // levit_head_width(attn)
+        attn.out_dim_keys_values = attn.num_attention_heads * levit_head_width(attn)
+        attn.out_dim_projection = attn.num_attention_heads * attn.attention_ratio * attn.key_dim
+        attn.attention_bias_cache = {}  # biases cached per device, with the old head count
+
     return [
+        AttentionFamily(
+            # transformers' LeViT: as timm's, qkv laid out as (num_heads, q | k | v); the forward splits them.
+            matches=lambda m: type(m) is LevitAttention,
+            head_projections=lambda attn: (attn.queries_keys_values.linear,),
+            head_of_channel=lambda attn, proj, i: i // levit_head_width(attn),
+            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads},
+            sync_num_heads=sync_levit_heads,
+            head_parameters=lambda attn: (("attention_biases", 0),),
+            head_consumers=lambda attn: (attn.projection.linear,),
+        ),
         AttentionFamily(
             # CoAtNet, MaxViT: a qkv conv (Attention2d) or linear (AttentionCl) and a per-head bias table.
             matches=is_maxxvit,
@@ -229,7 +255,7 @@ def _transformers_families() -> list[AttentionFamily]:
 @functools.cache
 def attention_families() -> tuple[AttentionFamily, ...]:
     """The known families (built on first use: importing timm/transformers is slow)."""
-    return (*_timm_families(), *_timm_hybrid_families(), *_transformers_families())
+    return (*_timm_families(), *_hybrid_families(), *_transformers_families())
 
 
 def find_attention(model: nn.Module) -> Iterator[tuple[str, nn.Module, AttentionFamily]]:
