@@ -169,9 +169,14 @@ class StructureGraph:
         self._head_linears = {linear for attn, (_, family) in self._attention.items()
                               for linear in head_linears(attn, family)}
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
-        self._stops_groups = self.ignored | set(self._unknown_attention) | self._head_linears
+        self._stops_groups = self.fixed_layers | self._head_linears
         self._dg = self._trace(example_inputs)
         self.groups = self._collect_groups()
+
+    @property
+    def fixed_layers(self) -> set[nn.Module]:
+        """Layers whose shapes never change: the ignored ones and those inside attention kept whole."""
+        return self.ignored | set(self._unknown_attention)
 
     def _trace(self, example_inputs: Any) -> tp.DependencyGraph:
         params = dict(self.model.named_parameters())
