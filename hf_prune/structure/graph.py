@@ -171,7 +171,9 @@ class StructureGraph:
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
         self._stops_groups = self.fixed_layers | self._head_linears
         self._dg = self._trace(example_inputs)
-        self.groups = self._collect_groups()
+        self.groups, self.kept_attention = self._collect_groups()
+        if self.kept_attention:
+            self._warn_kept_attention()
 
     @property
     def fixed_layers(self) -> set[nn.Module]:
@@ -210,7 +212,8 @@ class StructureGraph:
                 node.dependencies = []
         return graph
 
-    def _collect_groups(self) -> list[ChannelGroup]:
+    def _collect_groups(self) -> tuple[list[ChannelGroup], list[str]]:
+        """The prunable groups, and the attention modules of no known family that groups reached (kept whole)."""
         groups, kept_attention = [], set()
         for tp_group in self._dg.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv2d, nn.Conv1d, nn.Linear)):
             try:
@@ -220,10 +223,7 @@ class StructureGraph:
                 continue
             if group is not None:
                 groups.append(group)
-        self.kept_attention = [name for name, _ in self.model.named_modules() if name in kept_attention]
-        if self.kept_attention:
-            self._warn_kept_attention()
-        return groups
+        return groups, [name for name, _ in self.model.named_modules() if name in kept_attention]
 
     def _describe(self, tp_group: tp.Group) -> ChannelGroup | None:
         """Translate one torch-pruning group, or None when it must stay whole."""
