@@ -161,7 +161,8 @@ def _hybrid_families() -> list[AttentionFamily]:
             matches=lambda m: type(m) is LevitAttention,
             head_projections=lambda attn: (attn.queries_keys_values.linear,),
             head_of_channel=lambda attn, proj, i: i // levit_head_width(attn),
-            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads},
+            # head_dim, stated in a transformers model's config.json: that of q and k (v's is attention_ratio x).
+            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads, "head_dim": attn.key_dim},
             sync_num_heads=sync_levit_heads,
             head_parameters=lambda attn: (("attention_biases", 0),),
             head_consumers=lambda attn: (attn.projection.linear,),
