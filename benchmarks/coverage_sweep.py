@@ -236,6 +236,7 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
     import hf_prune
     from hf_prune.latency import measure_latency_ms
     from hf_prune.structure import MacsModel, StructureGraph, UnprunableLayerError, count_macs_params
+    from hf_prune.structure.graph import attention_kinds
 
     torch.manual_seed(0)
     model = build(arch).eval()
@@ -251,6 +252,7 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
         refusal, ignored = str(err), err.ignored_layers  # what a user does next: pass the suggested fix
         graph = StructureGraph(dense, x[:1], ignored_layers=ignored)
     analytic = MacsModel(graph, x[:1])
+    kept = graph.kept_attention
     args = hf_prune.PruningArguments(
         output_dir=str(work_dir), pruning_method="magnitude", target_flops_reduction=TARGET, max_steps=3,
         prune_epoch=0.25, ignored_layers=ignored, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[],
@@ -282,6 +284,8 @@ def run_arch(arch: Arch, work_dir: Path) -> dict[str, Any]:
         "groups": len(graph.groups),
         "refusal": refusal,
         "ignored_layers": len(ignored),
+        "kept_attention": (f"{len(kept)} attention layer{'s' * (len(kept) > 1)} kept whole "
+                           f"({', '.join(attention_kinds(dense, kept))})" if kept else ""),
     }
 
 
@@ -376,7 +380,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             cells = ["", "", "", "", _note(note)]
         else:
             cells = [f"{r['reduction']:.1%}", f"{r['analytic_error']:.2%}", f"{r['reload_max_abs_diff']:.1e}",
-                     f"{r['latency_ratio']:.2f}", _note(r.get("refusal", ""))]
+                     f"{r['latency_ratio']:.2f}",
+                     _note("; ".join(filter(None, (r.get("refusal"), r.get("kept_attention")))))]
         lines.append(f"| {r['library']} | {r['family']} | `{r['name']}` | {r['status']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -7,8 +7,9 @@ import pytest
 SWEEP = "benchmarks/coverage_sweep.py"
 
 # Grouped convolutions and GroupNorms (by whole groups), windowed attention with per-head bias
-# tables, and a refusal (XCiT's class attention) retried with the ignored_layers it names.
-SUBSET = ["hf_regnet", "hf_bit", "hf_swin", "xcit_nano_12_p16_224"]
+# tables, attention of unknown kinds (XCiT's cross-covariance and class attention) kept whole, and
+# heads whose q, k, v the forward splits apart (transformers' LeViT).
+SUBSET = ["hf_regnet", "hf_bit", "hf_swin", "xcit_nano_12_p16_224", "hf_levit"]
 
 
 @pytest.mark.parametrize("key", SUBSET)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 
 import pytest
@@ -13,6 +12,8 @@ from torch import nn
 from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
+    LevitConfig,
+    LevitForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
     SwinConfig,
@@ -371,15 +372,21 @@ def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
         torch.testing.assert_close(_logits(reloaded.eval()(x)), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, kwargs", [("tiny_vit_5m_224", {}), ("levit_128s", {"img_size": 64})])
-def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, kwargs):
-    """TinyViT, LeViT: qkv rows per head are (q, k, v); removing a head equals silencing it."""
+@pytest.mark.parametrize("name, size, kwargs", [
+    ("tiny_vit_5m_224", 64, {}),
+    ("levit_128s", 64, {"img_size": 64}),
+    # Attention biases fixed to a 7x7 grid: full input size, tiny widths.
+    ("efficientformer_l1", 224, {"depths": (1, 1, 1, 2), "embed_dims": (16, 16, 16, 64), "num_vit": 1}),
+])
+def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, size, kwargs):
+    """TinyViT, LeViT, EfficientFormer: qkv rows per head are (q, k, v); removing a head equals silencing it."""
     torch.manual_seed(0)
-    model, x = timm.create_model(name, num_classes=10, **kwargs).eval(), torch.randn(2, 3, 64, 64)
-    try:
-        graph = StructureGraph(model, x[:1])
-    except UnprunableLayerError as refusal:  # LeViT's downsampling attention is of another kind
-        graph = StructureGraph(model, x[:1], ignored_layers=refusal.ignored_layers)
+
+    def build():
+        return timm.create_model(name, num_classes=10, **kwargs).eval()
+
+    model, x = build(), torch.randn(2, 3, size, size)
+    graph = StructureGraph(model, x[:1])  # LeViT's downsampling attention, of another kind, is kept whole
     group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
     attention = model.get_submodule(group.name.split(".qkv")[0])
     biases, heads = attention.attention_biases.detach().clone(), attention.num_heads
@@ -390,23 +397,44 @@ def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name,
     graph.apply({group.name: kept})
 
     assert attention.num_heads == heads - 1
+    projection = model.get_submodule(group.name)  # qkv, or LeViT's qkv.linear
+    assert projection.out_features == (heads - 1) * (2 * attention.key_dim + attention.val_dim)
     torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_of_an_unknown_family_is_refused_with_the_fix():
-    """CaiT's class attention reshapes by the input width: cutting its projections would break it."""
-    model = timm.create_model("cait_xxs24_224", num_classes=10, img_size=32, patch_size=16, embed_dim=32, depth=1,
-                              depth_token_only=1, num_heads=2).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(UnprunableLayerError, match=r"ClassAttn.*TalkingHeadAttn.*ignored_layers=\[") as info:
-        StructureGraph(model, x)
-    suggested = info.value.ignored_layers
-    assert ast.literal_eval(str(info.value).split("ignored_layers=")[1].split("]")[0] + "]") == suggested
-    assert {f"blocks_token_only.0.attn.{n}" for n in ("q", "k", "v", "proj")} <= set(suggested)
-    graph = StructureGraph(model, x, ignored_layers=suggested)
-    assert graph.groups and all(".attn" not in m for g in graph.groups for m in g.modules)
+def _tiny_cait() -> nn.Module:
+    return timm.create_model("cait_xxs24_224", num_classes=4, img_size=32, patch_size=16, embed_dim=32, depth=1,
+                             depth_token_only=1, num_heads=2)
+
+
+def test_attention_of_an_unknown_family_is_kept_whole_and_the_rest_pruned(make_trainer, tmp_path, caplog):
+    """CaiT's class and talking-heads attention are of no known family: their heads stay, a warning says so."""
+    torch.manual_seed(0)
+    model = _tiny_cait()
+    attention_shapes = {n: p.shape for n, p in model.named_parameters() if ".attn." in n}
+    trainer = make_trainer(tmp_path, model=model, max_steps=3, prune_epoch=0.25,
+                           target_flops_reduction=0.15)
+    with caplog.at_level("WARNING", logger="hf_prune.structure.graph"):
+        trainer.train()
+
+    assert "timm.models.cait.ClassAttn, timm.models.cait.TalkingHeadAttn" in caplog.text
+    assert "kept whole" in caplog.text and "hf_prune/structure/attention.py" in caplog.text
+    assert trainer.structure.kept_attention == ["blocks.0.attn", "blocks_token_only.0.attn"]
+    assert trainer.pruning_events[-1]["kept_attention"] == ["blocks.0.attn", "blocks_token_only.0.attn"]
+    assert 0.15 <= trainer.pruning_events[-1]["macs_reduction"] < 0.17  # its attention holds most MACs
+    slim = trainer.model.eval()
+    assert {n: p.shape for n, p in slim.named_parameters() if ".attn." in n} == attention_shapes
+    trainer.save_model(str(tmp_path / "slim"))
+    reloaded = hf_prune.AutoPrunedModel.from_pretrained(str(tmp_path / "slim")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), slim(x))
 
 
 class _GainedConv(nn.Conv2d):
@@ -533,3 +561,68 @@ def test_token_mixing_linears_keep_their_shape_when_the_stream_loses_channels(bl
             torch.testing.assert_close(p.detach(), token_mixing[n])
     with torch.no_grad():
         assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["coatnet_nano_rw_224", "maxvit_pico_rw_256"])
+def test_maxxvit_attention_loses_whole_heads_with_their_bias_columns(name):
+    """CoAtNet (qkv conv) and MaxViT (qkv linear): heads go with their bias table columns; reload is equal."""
+    torch.manual_seed(0)
+
+    def build():
+        return timm.create_model(name, num_classes=10, img_size=64).eval()
+
+    model, x = build(), torch.randn(2, 3, 64, 64)
+    graph = StructureGraph(model, x[:1])
+    assert graph.kept_attention == []
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units >= 4)
+    attention = model.get_submodule(group.name.removesuffix(".qkv"))
+    heads, table = attention.num_heads, attention.rel_pos.relative_position_bias_table.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x)
+    kept = [h for h in range(heads) if h != 1]
+
+    graph.apply({group.name: kept})
+
+    assert attention.num_heads == heads - 1
+    assert attention.qkv.weight.shape[0] == 3 * (heads - 1) * attention.dim_head
+    assert attention.proj.weight.shape[1] == (heads - 1) * attention.dim_head
+    torch.testing.assert_close(attention.rel_pos.relative_position_bias_table.detach(), table[:, kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_transformers_levit_attention_loses_whole_heads_with_their_biases():
+    """transformers' LeViT: qkv rows per head are (q, k, v), the projection reads one block per head."""
+    torch.manual_seed(0)
+    config = LevitConfig(image_size=64, hidden_sizes=[32, 48, 64], num_attention_heads=[2, 2, 4], depths=[1, 1, 1],
+                         key_dim=[8, 8, 8], num_labels=10)
+
+    def build():
+        return LevitForImageClassification(config).eval()
+
+    model, x = build(), torch.randn(2, 3, 64, 64)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.kind == "head" and g.num_units == 4)
+    attention = model.get_submodule(group.name.removesuffix(".queries_keys_values.linear"))
+    biases = attention.attention_biases.detach().clone()
+    with torch.no_grad(), mask_units(model, unit_output_masks(model, group, [1])):
+        expected = model(x).logits
+    kept = [0, 2, 3]
+
+    graph.apply({group.name: kept})
+
+    per_head = (2 + attention.attention_ratio) * attention.key_dim
+    assert attention.num_attention_heads == 3
+    assert attention.queries_keys_values.linear.out_features == 3 * per_head
+    assert attention.projection.linear.in_features == 3 * attention.attention_ratio * attention.key_dim
+    torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, expected, rtol=1e-4, atol=1e-5)
+    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x).logits, expected, rtol=1e-4, atol=1e-5)

@@ -33,10 +33,10 @@ class AttentionFamily:
     head_parameters: Callable[[nn.Module], tuple[tuple[str, int], ...]] = lambda attn: ()
     """Parameters holding one slice per head besides the projections (relative position bias
     tables), as ``(name inside the module, head dimension)``; sliced along with the heads."""
-    head_consumers: Callable[[nn.Module], tuple[nn.Linear, ...]] = lambda attn: ()
-    """Linears reading the heads' outputs (one block of input columns per head) that the engine
-    slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT), a split
-    torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
+    head_consumers: Callable[[nn.Module], tuple[nn.Module, ...]] = lambda attn: ()
+    """Linears or 1x1 convs reading the heads' outputs (one block of input columns per head) that
+    the engine slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT, MaxViT),
+    a split torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
 
 
 def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -46,6 +46,7 @@ def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[
 
 def _timm_families() -> list[AttentionFamily]:
     from timm.layers.attention import Attention
+    from timm.models.efficientformer import Attention as EfficientFormerAttention
     from timm.models.levit import Attention as LevitAttention
     from timm.models.swin_transformer import WindowAttention
     from timm.models.tiny_vit import Attention as TinyVitAttention
@@ -64,7 +65,7 @@ def _timm_families() -> list[AttentionFamily]:
     def sync_split_heads(attn: nn.Module) -> None:
         # Each head's projection rows are its q, k and v: key_dim, key_dim and val_dim of them.
         attn.num_heads = split_head_projection(attn).out_features // (2 * attn.key_dim + attn.val_dim)
-        if hasattr(attn, "val_attn_dim"):  # LeViT
+        if hasattr(attn, "val_attn_dim"):  # LeViT, EfficientFormer
             attn.key_attn_dim, attn.val_attn_dim = attn.key_dim * attn.num_heads, attn.val_dim * attn.num_heads
         else:  # TinyViT
             attn.out_dim = attn.val_dim * attn.num_heads
@@ -78,8 +79,9 @@ def _timm_families() -> list[AttentionFamily]:
 
     return [
         AttentionFamily(
-            # LeViT (tokens, not its conv mode) and TinyViT: qkv laid out as (num_heads, q | k | v).
-            matches=lambda m: (type(m) is TinyVitAttention or type(m) is LevitAttention and not m.use_conv),
+            # LeViT (tokens, not its conv mode), TinyViT, EfficientFormer: qkv laid out as (num_heads, q | k | v).
+            matches=lambda m: (type(m) in (TinyVitAttention, EfficientFormerAttention)
+                               or type(m) is LevitAttention and not m.use_conv),
             head_projections=lambda attn: (split_head_projection(attn),),
             head_of_channel=lambda attn, proj, i: i // (2 * attn.key_dim + attn.val_dim),
             head_attributes=lambda attn: {"num_heads": attn.num_heads},
@@ -102,6 +104,78 @@ def _timm_families() -> list[AttentionFamily]:
             head_attributes=lambda attn: {"num_heads": attn.num_heads},
             sync_num_heads=sync_window_heads,
             head_parameters=lambda attn: (("relative_position_bias_table", -1),),
+        ),
+    ]
+
+
+def _hybrid_families() -> list[AttentionFamily]:
+    """Attention of hybrid (conv + attention) models in timm and transformers.
+
+    Not here, because their forward reshapes the heads' output to the input width (or derives the
+    head size from it), so no head can go while the residual width stays: timm's
+    ``metaformer.Attention`` (CAFormer), ``pvt_v2.Attention``, ``twins`` attention, ``xcit.XCA``
+    and ``edgenext.CrossCovarianceAttn``. Those are kept whole.
+    """
+    from timm.layers.pos_embed_rel import RelPosBias, RelPosBiasTf
+    from timm.models.maxxvit import Attention2d, AttentionCl
+    from transformers.models.levit.modeling_levit import LevitAttention
+
+    # Relative position bias tables of maxxvit's attention -> their head dimension.
+    rel_pos_head_dim = {RelPosBias: -1, RelPosBiasTf: 0}
+
+    def is_maxxvit(m: nn.Module) -> bool:
+        return type(m) in (Attention2d, AttentionCl) and (m.rel_pos is None or type(m.rel_pos) in rel_pos_head_dim)
+
+    def maxxvit_head_of_channel(attn: nn.Module, proj: nn.Module, i: int) -> int:
+        if attn.head_first:  # qkv channels laid out as (num_heads, q | k | v, dim_head)
+            return i // (3 * attn.dim_head)
+        return (i % (proj.weight.shape[0] // 3)) // attn.dim_head  # (q | k | v, num_heads, dim_head)
+
+    def maxxvit_head_parameters(attn: nn.Module) -> tuple[tuple[str, int], ...]:
+        if attn.rel_pos is None:
+            return ()
+        return (("rel_pos.relative_position_bias_table", rel_pos_head_dim[type(attn.rel_pos)]),)
+
+    def sync_maxxvit_heads(attn: nn.Module) -> None:
+        attn.num_heads = attn.qkv.weight.shape[0] // (3 * attn.dim_head)
+        rel_pos = attn.rel_pos
+        if rel_pos is not None:  # get_bias views the table as bias_shape, which holds the head count
+            shape = list(rel_pos.bias_shape)
+            shape[rel_pos_head_dim[type(rel_pos)]] = attn.num_heads
+            rel_pos.bias_shape = tuple(shape)
+            if hasattr(rel_pos, "num_heads"):
+                rel_pos.num_heads = attn.num_heads
+
+    def levit_head_width(attn: nn.Module) -> int:
+        return (2 + attn.attention_ratio) * attn.key_dim  # q, k, v rows of one head
+
+    def sync_levit_heads(attn: nn.Module) -> None:
+        attn.num_attention_heads = attn.queries_keys_values.linear.out_features // levit_head_width(attn)
+        attn.out_dim_keys_values = attn.num_attention_heads * levit_head_width(attn)
+        attn.out_dim_projection = attn.num_attention_heads * attn.attention_ratio * attn.key_dim
+        attn.attention_bias_cache = {}  # biases cached per device, with the old head count
+
+    return [
+        AttentionFamily(
+            # transformers' LeViT: as timm's, qkv laid out as (num_heads, q | k | v); the forward splits them.
+            matches=lambda m: type(m) is LevitAttention,
+            head_projections=lambda attn: (attn.queries_keys_values.linear,),
+            head_of_channel=lambda attn, proj, i: i // levit_head_width(attn),
+            # head_dim, stated in a transformers model's config.json: that of q and k (v's is attention_ratio x).
+            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads, "head_dim": attn.key_dim},
+            sync_num_heads=sync_levit_heads,
+            head_parameters=lambda attn: (("attention_biases", 0),),
+            head_consumers=lambda attn: (attn.projection.linear,),
+        ),
+        AttentionFamily(
+            # CoAtNet, MaxViT: a qkv conv (Attention2d) or linear (AttentionCl) and a per-head bias table.
+            matches=is_maxxvit,
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=maxxvit_head_of_channel,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "dim_head": attn.dim_head},
+            sync_num_heads=sync_maxxvit_heads,
+            head_parameters=maxxvit_head_parameters,
+            head_consumers=lambda attn: (attn.proj,),
         ),
     ]
 
@@ -182,7 +256,7 @@ def _transformers_families() -> list[AttentionFamily]:
 @functools.cache
 def attention_families() -> tuple[AttentionFamily, ...]:
     """The known families (built on first use: importing timm/transformers is slow)."""
-    return (*_timm_families(), *_transformers_families())
+    return (*_timm_families(), *_hybrid_families(), *_transformers_families())
 
 
 def find_attention(model: nn.Module) -> Iterator[tuple[str, nn.Module, AttentionFamily]]:

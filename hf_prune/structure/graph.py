@@ -18,10 +18,13 @@ import torch
 import torch_pruning as tp
 from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQueryMapping
 from torch import nn
+from transformers.utils import logging
 
 from hf_prune.structure.attention import AttentionFamily, find_attention, head_linears
 from hf_prune.models.forward import logits_of, run_model
 from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
+
+logger = logging.get_logger(__name__)
 
 
 class UnprunableLayerError(ValueError):
@@ -37,7 +40,7 @@ class UnprunableLayerError(ValueError):
 
 
 class _UnknownAttentionError(Exception):
-    """A group reaches into an attention module of no known family."""
+    """A group reaches into an attention module of no known family: the group is kept whole."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -131,6 +134,12 @@ class StructureGraph:
         ignored_layers: module names whose shapes must not change; every group touching them is
             left out. The classifiers (see :func:`classifier_names`) always keep their number of
             classes, but the group feeding them is prunable: they lose input columns.
+
+    Attributes:
+        groups: the prunable groups.
+        kept_attention: names of the attention modules of no known family (no entry in
+            :func:`~hf_prune.structure.attention.attention_families`); every group reaching their
+            layers is left whole, so their heads and widths stay (a warning says so).
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] = ()) -> None:
@@ -160,9 +169,16 @@ class StructureGraph:
         self._head_linears = {linear for attn, (_, family) in self._attention.items()
                               for linear in head_linears(attn, family)}
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
-        self._stops_groups = self.ignored | set(self._unknown_attention) | self._head_linears
+        self._stops_groups = self.fixed_layers | self._head_linears
         self._dg = self._trace(example_inputs)
-        self.groups = self._collect_groups()
+        self.groups, self.kept_attention = self._collect_groups()
+        if self.kept_attention:
+            self._warn_kept_attention()
+
+    @property
+    def fixed_layers(self) -> set[nn.Module]:
+        """Layers whose shapes never change: the ignored ones and those inside attention kept whole."""
+        return self.ignored | set(self._unknown_attention)
 
     def _trace(self, example_inputs: Any) -> tp.DependencyGraph:
         params = dict(self.model.named_parameters())
@@ -196,19 +212,18 @@ class StructureGraph:
                 node.dependencies = []
         return graph
 
-    def _collect_groups(self) -> list[ChannelGroup]:
-        groups, unknown_attention = [], {}
+    def _collect_groups(self) -> tuple[list[ChannelGroup], list[str]]:
+        """The prunable groups, and the attention modules of no known family that groups reached (kept whole)."""
+        groups, kept_attention = [], set()
         for tp_group in self._dg.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv2d, nn.Conv1d, nn.Linear)):
             try:
                 group = self._describe(tp_group)
             except _UnknownAttentionError as err:
-                unknown_attention[err.name] = None
+                kept_attention.add(err.name)
                 continue
             if group is not None:
                 groups.append(group)
-        if unknown_attention:
-            raise self._unknown_attention_error(list(unknown_attention))
-        return groups
+        return groups, [name for name, _ in self.model.named_modules() if name in kept_attention]
 
     def _describe(self, tp_group: tp.Group) -> ChannelGroup | None:
         """Translate one torch-pruning group, or None when it must stay whole."""
@@ -262,7 +277,7 @@ class StructureGraph:
             one_per_unit = torch.arange(num_units).view(-1, 1)
             slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
             for consumer in self._head_consumers[attention]:
-                columns = torch.arange(consumer.in_features).view(num_units, -1)  # one block per head
+                columns = torch.arange(consumer.weight.shape[1]).view(num_units, -1)  # one block per head
                 slices.append(TensorSlice(f"{self._names[consumer]}.weight", 1, columns, False))
                 touched.append(self._names[consumer])
         root_indices = [[] for _ in range(num_units)]
@@ -313,17 +328,13 @@ class StructureGraph:
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
-    def _unknown_attention_error(self, names: list[str]) -> UnprunableLayerError:
-        kinds = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in map(self.model.get_submodule, names)})
-        fix = [
-            f"{name}.{child}" for name in names for child, m in self.model.get_submodule(name).named_modules()
-            if child and (kind := layer_kind(m)) is not None and kind.macs_scale_with_widths
-        ]
-        return UnprunableLayerError(
-            f"{len(names)} attention layer(s) of a kind the structure engine does not know ({', '.join(kinds)}; "
-            f"first: '{names[0]}'): removing channels of their projections would cut across heads and break "
-            f"their reshapes. Pass ignored_layers={fix} to keep their heads (the rest of the model is still pruned).",
-            ignored_layers=fix,
+    def _warn_kept_attention(self) -> None:
+        """Say once (per message) which attention layers keep their heads because no family knows them."""
+        logger.warning_once(
+            f"{len(self.kept_attention)} attention layer(s) of a kind the structure engine does not know "
+            f"({', '.join(attention_kinds(self.model, self.kept_attention))}; first: '{self.kept_attention[0]}') "
+            "are kept whole: their heads and the channels of their projections stay, the rest of the model is "
+            "pruned. Pruning their heads needs an AttentionFamily in hf_prune/structure/attention.py."
         )
 
     def _unprunable(self, module: nn.Module) -> UnprunableLayerError:
@@ -508,11 +519,15 @@ def _outputs_torch_pruning_leaves(module: nn.Module) -> list[str]:
             if attr not in ("weight", "bias") and isinstance(getattr(module, attr, None), nn.Parameter)]
 
 
-def _keep_head_columns(consumer: nn.Linear, kept_heads: Sequence[int], num_heads: int) -> None:
+def _keep_head_columns(consumer: nn.Linear | nn.Conv2d, kept_heads: Sequence[int], num_heads: int) -> None:
     """Keep the input columns of ``consumer`` that read the kept heads (one equal block per head)."""
-    per_head = consumer.in_features // num_heads
+    per_head = consumer.weight.shape[1] // num_heads
     _slice_parameter(consumer, "weight", 1, [h * per_head + j for h in kept_heads for j in range(per_head)])
-    consumer.in_features = len(kept_heads) * per_head
+    width = len(kept_heads) * per_head
+    if isinstance(consumer, nn.Linear):
+        consumer.in_features = width
+    else:
+        consumer.in_channels = width
 
 
 def _complement(size: int, removed: Sequence[int]) -> list[int]:
@@ -565,6 +580,11 @@ def _unknown_attention_layers(model: nn.Module, known: Mapping[nn.Module, Any]) 
             if kind is not None and kind.macs_scale_with_widths:
                 found[child] = name
     return found
+
+
+def attention_kinds(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The sorted, distinct classes (``module.Class``) of the named modules."""
+    return sorted({f"{type(m).__module__}.{type(m).__name__}" for m in map(model.get_submodule, names)})
 
 
 def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tensor:

@@ -24,9 +24,9 @@ class GroupNormSparsity:
     """Torch-Pruning's ``GroupNormPruner`` on the model of ``graph``.
 
     Args:
-        graph: the model's structure now; its ignored layers (grouped convs of unequal widths, user
-            ``ignored_layers``) and the classifiers (their output only, as in torch-pruning) are ignored by
-            the pruner too.
+        graph: the model's structure now; its fixed layers (grouped convs of unequal widths, user
+            ``ignored_layers``, attention of unknown kinds) and the classifiers (their output only, as in
+            torch-pruning) are ignored by the pruner too.
         example_inputs: a batch to trace the model with.
         reg: the regularization coefficient (``GroupNormPruner(reg=...)``).
     """
@@ -42,7 +42,8 @@ class GroupNormSparsity:
                 # Fresh dicts: torch-pruning's constructors share mutable defaults between instances.
                 self._pruner = tp.pruner.GroupNormPruner(
                     graph.model, example_inputs, importance=self.importance, reg=reg, global_pruning=True,
-                    ignored_layers=[*graph.ignored, *graph.classifiers], forward_fn=lambda m, x: logits_of(run_model(m, x)),
+                    ignored_layers=[*graph.fixed_layers, *graph.classifiers],
+                    forward_fn=lambda m, x: logits_of(run_model(m, x)),
                     in_channel_groups={}, out_channel_groups={}, num_heads={}, channel_groups={},
                 )
         finally:

@@ -561,7 +561,7 @@ class PruningTrainer(Trainer):
         """Prune the model physically and rebuild optimizer, scheduler and wrappers.
 
         Returns the logged event: MACs/params before and after, reduction vs. the dense model,
-        and the width of every changed group.
+        the width of every changed group, and the attention layers kept whole (of no known family).
         """
         eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
         metrics_before = self._evaluate_for_event("before")
@@ -569,6 +569,7 @@ class PruningTrainer(Trainer):
         macs_before = self.macs_model.base_macs
         params_before = _num_params(self.model)
         widths = {g.name: (g.num_units, len(plan.keep[g.name])) for g in self.structure.groups if g.name in plan.keep}
+        kept_attention = self.structure.kept_attention
         old_params = dict(self.model.named_parameters())
         index_maps = self.structure.apply(plan.keep)
         self._graph = self._macs = self._latency = None
@@ -595,6 +596,7 @@ class PruningTrainer(Trainer):
             "params_after": _num_params(self.model),
             "macs_reduction": 1.0 - macs_after / self.dense_macs,
             "widths": widths,
+            "kept_attention": kept_attention,
         }
         if self.latency_profile is not None:
             event.update(self._latency_after_prune())
