@@ -49,6 +49,14 @@ def test_the_checkpoint_that_was_pruned_is_not_shown_as_a_dense_reference(make_a
     assert [cells[0] for cells in rows.values()] == ["20.00", "90.00"]
 
 
+def test_attention_kept_whole_is_named_on_the_card(make_args, tmp_path):
+    facts = _facts(make_args, tmp_path)
+    assert "kept whole" not in _card(facts).text
+    facts.record.events[0] = {**PRUNE_EVENT, "kept_attention": ["blocks.1.attn", "blocks.0.attn"]}
+    assert "Attention layers kept whole (hf_prune cannot remove heads from their kind yet): `blocks.0.attn`, " \
+           "`blocks.1.attn`." in _card(facts).text
+
+
 def test_a_trained_dense_reference_gets_its_own_row(make_args, tmp_path):
     metrics = tmp_path / "dense" / "eval_results.json"
     metrics.parent.mkdir()

@@ -93,6 +93,7 @@ def render_model_card(inputs: ModelCardInputs, template_path: str | None = None)
         widths_plot=inputs.widths_plot,
         figures=list(inputs.figures),
         events=[_event_row(event) for event in inputs.events],
+        kept_attention=sorted({name for event in inputs.events for name in event.get("kept_attention", ())}),
         command=inputs.command,
         arguments=json.dumps(inputs.arguments, indent=2, sort_keys=True, default=str),
     )
