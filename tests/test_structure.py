@@ -13,6 +13,8 @@ from torch import nn
 from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
+    HieraConfig,
+    HieraForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
     SwinConfig,
@@ -86,6 +88,12 @@ ZOO = {
     "hf_resnet": (
         lambda: ResNetForImageClassification(
             ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
+        ),
+        64,
+    ),
+    "hf_hiera": (
+        lambda: HieraForImageClassification(
+            HieraConfig(image_size=[64, 64], embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], num_labels=10)
         ),
         64,
     ),
@@ -195,6 +203,20 @@ def test_hf_vit_head_counts_follow_the_prune():
     graph.apply({head_groups[0].name: [1, 3]})
     attention = model.vit.layers[0].attention
     assert attention.num_attention_heads == 2 and attention.q_proj.out_features == 2 * attention.head_dim
+
+
+def test_hf_hiera_heads_are_pruned_and_stage_skip_projections_keep_their_width():
+    """Hiera's layer skips its stage-opening projection once that width equals its input's: it stays."""
+    model, _, x = _build("hf_hiera")
+    graph = StructureGraph(model, x[:1])
+    head_groups = [g for g in graph.groups if g.kind == "head"]
+    assert [g.num_units for g in head_groups] == [4, 2, 2, 1]
+    assert not any(m.endswith("layers.0.proj") for g in graph.groups for m in g.modules)
+    graph.apply({head_groups[0].name: [2]})
+    attention = model.hiera.encoder.stages[3].layers[0].attn
+    assert (attention.num_heads, attention.qkv.out_features) == (1, 3 * attention.head_dim)
+    assert attention.hidden_size_output == attention.head_dim == attention.proj.in_features
+    assert model(x).logits.shape == (2, 10)
 
 
 def test_index_maps_trace_every_kept_element():

@@ -153,12 +153,25 @@ def _transformers_families() -> list[AttentionFamily]:
         # The forward views q/k/v as (-1, head_dim): only the bookkeeping attribute changes.
         setattr(attn, _head_count_attribute(attn), attn.q_proj.out_features // attn.head_dim)
 
+    def sync_hiera_heads(attn: nn.Module) -> None:
+        # The forward views qkv as (3, num_heads, head_dim) and the heads' output as hidden_size_output.
+        attn.num_heads = attn.qkv.out_features // (3 * attn.head_dim)
+        attn.hidden_size_output = attn.num_heads * attn.head_dim
+
     def sync_query_heads(attn: nn.Module) -> None:
         attn.num_attention_heads = attn.query.out_features // attn.attention_head_size
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
         _sync_head_linears(attn)
 
     return [
+        AttentionFamily(
+            # Hiera's mask-unit attention: fused qkv laid out as (3, num_heads, head_dim).
+            matches=lambda m: type(m).__name__ == "HieraMaskUnitAttention",
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=lambda attn, proj, i: (i % (proj.out_features // 3)) // attn.head_dim,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": attn.head_dim},
+            sync_num_heads=sync_hiera_heads,
+        ),
         AttentionFamily(
             matches=_is_qkv_attention,
             head_projections=lambda attn: (attn.q_proj, attn.k_proj, attn.v_proj),
