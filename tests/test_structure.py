@@ -13,6 +13,8 @@ from torch import nn
 from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
+    CvtConfig,
+    CvtForImageClassification,
     HieraConfig,
     HieraForImageClassification,
     ResNetConfig,
@@ -90,6 +92,13 @@ ZOO = {
             ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
         ),
         64,
+    ),
+    "hf_cvt": (
+        lambda: CvtForImageClassification(
+            # depth[i] > i: transformers indexes the drop-path rates by stage
+            CvtConfig(embed_dim=[16, 32, 48], num_heads=[1, 2, 3], depth=[1, 2, 3], num_labels=10)
+        ),
+        32,
     ),
     "hf_hiera": (
         lambda: HieraForImageClassification(
@@ -216,6 +225,20 @@ def test_hf_hiera_heads_are_pruned_and_stage_skip_projections_keep_their_width()
     attention = model.hiera.encoder.stages[3].layers[0].attn
     assert (attention.num_heads, attention.qkv.out_features) == (1, 3 * attention.head_dim)
     assert attention.hidden_size_output == attention.head_dim == attention.proj.in_features
+    assert model(x).logits.shape == (2, 10)
+
+
+def test_hf_cvt_traces_past_its_class_token_split_and_prunes_heads():
+    """CvT splits its class token off and concatenates it to q, k, v: torch-pruning's size inference overran."""
+    model, _, x = _build("hf_cvt")
+    graph = StructureGraph(model, x[:1])
+    assert [g.num_units for g in graph.groups if g.kind == "head"] == [1, 2, 2, 3, 3, 3]
+    last = graph.groups[-2]
+    assert last.kind == "head" and last.name.startswith("cvt.encoder.stages.2.layers.2.")
+    graph.apply({last.name: [0, 2]})
+    attention = model.cvt.encoder.stages[2].layers[2].attention
+    assert (attention.attention.num_heads, attention.attention.embed_dim) == (2, 32)
+    assert attention.output.dense.in_features == 32
     assert model(x).logits.shape == (2, 10)
 
 

@@ -158,6 +158,15 @@ def _transformers_families() -> list[AttentionFamily]:
         attn.num_heads = attn.qkv.out_features // (3 * attn.head_dim)
         attn.hidden_size_output = attn.num_heads * attn.head_dim
 
+    def cvt_head_dim(attn: nn.Module) -> int:
+        return attn.embed_dim // attn.num_heads
+
+    def sync_cvt_heads(attn: nn.Module) -> None:
+        # The forward views q/k/v by (num_heads, embed_dim // num_heads): both follow the heads.
+        head_dim = cvt_head_dim(attn)
+        attn.num_heads = attn.projection_query.out_features // head_dim
+        attn.embed_dim = attn.num_heads * head_dim
+
     def sync_query_heads(attn: nn.Module) -> None:
         attn.num_attention_heads = attn.query.out_features // attn.attention_head_size
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
@@ -171,6 +180,14 @@ def _transformers_families() -> list[AttentionFamily]:
             head_of_channel=lambda attn, proj, i: (i % (proj.out_features // 3)) // attn.head_dim,
             head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": attn.head_dim},
             sync_num_heads=sync_hiera_heads,
+        ),
+        AttentionFamily(
+            # CvT: separate projection_query/key/value after the convolutional projections.
+            matches=lambda m: type(m).__name__ == "CvtSelfAttention",
+            head_projections=lambda attn: (attn.projection_query, attn.projection_key, attn.projection_value),
+            head_of_channel=lambda attn, proj, i: i // cvt_head_dim(attn),
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": cvt_head_dim(attn)},
+            sync_num_heads=sync_cvt_heads,
         ),
         AttentionFamily(
             matches=_is_qkv_attention,

@@ -468,12 +468,29 @@ def _stored_width_layers(model: nn.Module) -> set[nn.Module]:
     }
 
 
+class _TokenConcatGraph(tp.DependencyGraph):
+    """Torch-pruning's graph, with concats along the tokens passing channels through unchanged.
+
+    Torch-pruning marks a concat fed by a 3-d token parameter (a class token) as not along the
+    channels, but still infers its channel sizes, and that inference indexes a split's pieces by
+    the split's consumers: CvT's class token, split off and concatenated to q, k and v, overran
+    it (IndexError). Such a concat is elementwise for the channels, and is traced as one.
+    """
+
+    def _trace(self, *args: Any, **kwargs: Any) -> dict:
+        module2node = super()._trace(*args, **kwargs)
+        for node in module2node.values():
+            if node.type == tp.ops.OPTYPE.CONCAT and not node.enable_index_mapping:
+                node.type = tp.ops.OPTYPE.ELEMENTWISE  # its pruner (a concat's) keeps no sizes: a no-op
+        return module2node
+
+
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
     """Torch-pruning's graph; its failures (not the model's own) become an :class:`UnprunableLayerError`."""
     with torch.no_grad():
         run_model(model, example_inputs)  # a model that does not run is not torch-pruning's failure
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
+        return _TokenConcatGraph().build_dependency(model, example_inputs, **kwargs)
     except (AssertionError, TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
         raise UnprunableLayerError(
             f"torch-pruning cannot trace the channel dependencies of this {type(model).__name__} "
