@@ -17,6 +17,8 @@ from transformers import (
     CvtForImageClassification,
     HieraConfig,
     HieraForImageClassification,
+    PvtV2Config,
+    PvtV2ForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
     SwinConfig,
@@ -84,6 +86,13 @@ ZOO = {
         lambda: Swinv2ForImageClassification(
             Swinv2Config(image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
                          window_size=4, num_labels=10)
+        ),
+        64,
+    ),
+    "hf_pvt_v2": (
+        lambda: PvtV2ForImageClassification(
+            PvtV2Config(image_size=64, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                        num_attention_heads=[1, 2, 2, 4], num_labels=10)
         ),
         64,
     ),
@@ -240,6 +249,31 @@ def test_hf_cvt_traces_past_its_class_token_split_and_prunes_heads():
     assert (attention.attention.num_heads, attention.attention.embed_dim) == (2, 32)
     assert attention.output.dense.in_features == 32
     assert model(x).logits.shape == (2, 10)
+
+
+def test_hf_pvt_v2_head_removal_equals_silencing_it():
+    """PVTv2's forward reshapes the heads' output to the input width; a head-pruned one gets a forward that does not."""
+    model, build, x = _build("hf_pvt_v2")
+    attention = model.pvt_v2.encoder.layers[3].blocks[0].attention
+    head_dim = attention.attention_head_size
+    with torch.no_grad():
+        silenced = build().eval()
+        silenced.load_state_dict(model.state_dict())
+        value = silenced.pvt_v2.encoder.layers[3].blocks[0].attention.value
+        value.weight[head_dim:2 * head_dim] = 0
+        value.bias[head_dim:2 * head_dim] = 0
+        expected = silenced(x).logits
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name.startswith("pvt_v2.encoder.layers.3.blocks.0.attention."))
+    assert group.kind == "head" and group.num_units == 4
+
+    graph.apply({group.name: [0, 2, 3]})
+
+    assert type(attention).__name__ == "HeadPrunedPvtV2SelfAttention"
+    assert (attention.num_attention_heads, attention.all_head_size, attention.proj.in_features) == (3, 3 * head_dim,
+                                                                                                    3 * head_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_index_maps_trace_every_kept_element():

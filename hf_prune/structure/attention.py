@@ -122,9 +122,7 @@ def _is_query_key_value_attention(m: nn.Module) -> bool:
     projections = (getattr(m, name, None) for name in ("query", "key", "value"))
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
-            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size")
-            # PVTv2 reshapes the attention output to the input width.
-            and type(m).__name__ != "PvtV2SelfAttention")
+            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size"))
 
 
 _TRANSFORMERS_HEAD_PARAMETERS = (
@@ -172,6 +170,12 @@ def _transformers_families() -> list[AttentionFamily]:
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
         _sync_head_linears(attn)
 
+    def sync_pvt_v2_heads(attn: nn.Module) -> None:
+        from hf_prune.structure.pvt_v2 import sync_pvt_v2_class
+
+        sync_query_heads(attn)
+        sync_pvt_v2_class(attn)  # its forward reshaped the heads' output to the input width
+
     return [
         AttentionFamily(
             # Hiera's mask-unit attention: fused qkv laid out as (3, num_heads, head_dim).
@@ -197,6 +201,13 @@ def _transformers_families() -> list[AttentionFamily]:
                                           "head_dim": attn.head_dim},
             sync_num_heads=sync_heads,
             head_parameters=lambda attn: _present(attn, _TRANSFORMERS_HEAD_PARAMETERS),
+        ),
+        AttentionFamily(
+            matches=lambda m: type(m).__name__ in ("PvtV2SelfAttention", "HeadPrunedPvtV2SelfAttention"),
+            head_projections=lambda attn: (attn.query, attn.key, attn.value),
+            head_of_channel=lambda attn, proj, i: i // attn.attention_head_size,
+            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads, "head_dim": attn.attention_head_size},
+            sync_num_heads=sync_pvt_v2_heads,
         ),
         AttentionFamily(
             matches=_is_query_key_value_attention,
