@@ -15,6 +15,8 @@ from transformers import (
     ConvNextForImageClassification,
     CvtConfig,
     CvtForImageClassification,
+    FocalNetConfig,
+    FocalNetForImageClassification,
     HieraConfig,
     HieraForImageClassification,
     PvtV2Config,
@@ -106,6 +108,12 @@ ZOO = {
         lambda: CvtForImageClassification(
             # depth[i] > i: transformers indexes the drop-path rates by stage
             CvtConfig(embed_dim=[16, 32, 48], num_heads=[1, 2, 3], depth=[1, 2, 3], num_labels=10)
+        ),
+        32,
+    ),
+    "hf_focalnet": (
+        lambda: FocalNetForImageClassification(
+            FocalNetConfig(image_size=32, embed_dim=16, depths=[1, 1], hidden_sizes=[16, 32], num_labels=10)
         ),
         32,
     ),
@@ -573,20 +581,20 @@ def test_expand_is_not_read_as_grouped_query_attention():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_split_by_the_input_width_is_refused_before_tracing_with_the_fix():
-    """HF FocalNet splits projection_in's output by its input width: that width must stay."""
-    from transformers import FocalNetConfig, FocalNetForImageClassification
+def test_hf_focalnet_residual_stream_is_pruned_past_its_modulation_split():
+    """FocalNet's modulation split its input projection's output by its input width: a pruned one splits by its own."""
+    model, _, x = _build("hf_focalnet")
+    graph = StructureGraph(model, x[:1])
+    stream = next(g for g in graph.groups if "focalnet.encoder.stages.0.layers.0.modulation.projection_out" in g.modules)
+    assert "focalnet.encoder.stages.0.downsample.projection" in stream.modules and stream.num_units == 16
 
-    model = FocalNetForImageClassification(FocalNetConfig(embed_dim=16, depths=[1, 1], hidden_sizes=[16, 32],
-                                                          image_size=32, num_labels=10)).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(UnprunableLayerError, match="split their output by the width of their input") as info:
-        StructureGraph(model, x)
-    assert info.value.ignored_layers == [name for name, _ in model.named_modules() if name.endswith("projection_in")]
-    graph = StructureGraph(model, x, ignored_layers=info.value.ignored_layers)
-    assert graph.groups
-    graph.apply(_half_plan(graph))
-    assert model(x).logits.shape == (1, 10)
+    graph.apply({stream.name: list(range(0, 16, 2))})
+
+    modulation = model.focalnet.encoder.stages[0].layers[0].modulation
+    assert type(modulation).__name__ == "StreamPrunedFocalNetModulation"
+    assert (modulation.projection_in.in_features, modulation.projection_context.out_channels) == (8, 16)
+    assert model.focalnet.encoder.stages[0].downsample.num_channels == 8
+    assert model(x).logits.shape == (2, 10)
 
 
 @pytest.mark.parametrize("blocks", [{}, dict(block_layer=mlp_mixer.ResBlock, norm_layer=mlp_mixer.Affine, mlp_ratio=4)],

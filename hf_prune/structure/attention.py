@@ -118,7 +118,7 @@ def _is_qkv_attention(m: nn.Module) -> bool:
 
 
 def _is_query_key_value_attention(m: nn.Module) -> bool:
-    """transformers' older layout (PVT, MobileViT, ...): query/key/value and attention_head_size."""
+    """transformers' older layout (PVT, PVTv2, MobileViT, ...): query/key/value and attention_head_size."""
     projections = (getattr(m, name, None) for name in ("query", "key", "value"))
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
@@ -170,12 +170,6 @@ def _transformers_families() -> list[AttentionFamily]:
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
         _sync_head_linears(attn)
 
-    def sync_pvt_v2_heads(attn: nn.Module) -> None:
-        from hf_prune.structure.pvt_v2 import sync_pvt_v2_class
-
-        sync_query_heads(attn)
-        sync_pvt_v2_class(attn)  # its forward reshaped the heads' output to the input width
-
     return [
         AttentionFamily(
             # Hiera's mask-unit attention: fused qkv laid out as (3, num_heads, head_dim).
@@ -201,13 +195,6 @@ def _transformers_families() -> list[AttentionFamily]:
                                           "head_dim": attn.head_dim},
             sync_num_heads=sync_heads,
             head_parameters=lambda attn: _present(attn, _TRANSFORMERS_HEAD_PARAMETERS),
-        ),
-        AttentionFamily(
-            matches=lambda m: type(m).__name__ in ("PvtV2SelfAttention", "HeadPrunedPvtV2SelfAttention"),
-            head_projections=lambda attn: (attn.query, attn.key, attn.value),
-            head_of_channel=lambda attn, proj, i: i // attn.attention_head_size,
-            head_attributes=lambda attn: {"num_heads": attn.num_attention_heads, "head_dim": attn.attention_head_size},
-            sync_num_heads=sync_pvt_v2_heads,
         ),
         AttentionFamily(
             matches=_is_query_key_value_attention,

@@ -20,6 +20,7 @@ from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQ
 from torch import nn
 
 from hf_prune.structure.attention import AttentionFamily, find_attention, head_linears
+from hf_prune.structure.forward_fixes import fix_forwards
 from hf_prune.models.forward import logits_of, run_model
 from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
 
@@ -143,7 +144,6 @@ class StructureGraph:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
         self.classifiers = {modules[n] for n in classifier_names(model)}
         self.ignored = {modules[n] for n in ignored_layers}
-        _refuse_input_width_splits(model, self.ignored)
         self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)} | _stored_width_layers(model)
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
@@ -378,6 +378,7 @@ class StructureGraph:
         for module in self.model.modules():
             if (kind := layer_kind(module)) is not None and kind.sync_shape is not None:
                 kind.sync_shape(module)
+        fix_forwards(self.model)
         return index_maps
 
     def _prune(self, tp_group: tp.Group) -> None:
@@ -426,29 +427,6 @@ class StructureGraph:
             if removed:
                 removals[name] = removed
         return removals
-
-
-# Modules that split a projection's output by their input's width, read at run time: that width
-# (the residual stream) can only change together with the projection's outputs, which
-# torch-pruning does not couple. Class -> the projection to keep whole.
-_INPUT_WIDTH_SPLITS = {
-    "transformers.models.focalnet.modeling_focalnet.FocalNetModulation": "projection_in",
-}
-
-
-def _refuse_input_width_splits(model: nn.Module, ignored: set[nn.Module]) -> None:
-    """Refuse, before any tracing, a model with an :data:`_INPUT_WIDTH_SPLITS` projection not ignored."""
-    fix = [
-        f"{name}.{projection}" for name, m in model.named_modules()
-        if (projection := _INPUT_WIDTH_SPLITS.get(f"{type(m).__module__}.{type(m).__name__}")) is not None
-    ]
-    if any(model.get_submodule(name) not in ignored for name in fix):
-        raise UnprunableLayerError(
-            f"{len(fix)} layer(s) split their output by the width of their input, read at run time (first: "
-            f"'{fix[0]}'): pruning that input's channels would break the split. Pass ignored_layers={fix} to keep "
-            "those widths (the rest of the model is still pruned).",
-            ignored_layers=fix,
-        )
 
 
 # Blocks whose forward reads a projection's output width from a stored attribute and branches on
