@@ -46,6 +46,7 @@ from hf_prune.structure import (
     unit_output_masks,
     unit_saliency,
 )
+from hf_prune.structure.forward_fixes import StreamPrunedFocalNetModulation
 
 
 def _timm(name: str, size: int):
@@ -583,7 +584,14 @@ def test_expand_is_not_read_as_grouped_query_attention():
 
 def test_hf_focalnet_residual_stream_is_pruned_past_its_modulation_split():
     """FocalNet's modulation split its input projection's output by its input width: a pruned one splits by its own."""
-    model, _, x = _build("hf_focalnet")
+    model, build, x = _build("hf_focalnet")
+    # The fixed forward computes what transformers' does while the widths still agree.
+    fixed = build().eval()
+    fixed.load_state_dict(model.state_dict())
+    for layer in fixed.focalnet.encoder.stages:
+        layer.layers[0].modulation.__class__ = StreamPrunedFocalNetModulation
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x).logits, model(x).logits, rtol=0, atol=0)
     graph = StructureGraph(model, x[:1])
     stream = next(g for g in graph.groups if "focalnet.encoder.stages.0.layers.0.modulation.projection_out" in g.modules)
     assert "focalnet.encoder.stages.0.downsample.projection" in stream.modules and stream.num_units == 16
