@@ -46,7 +46,7 @@ from hf_prune.structure import (
     unit_output_masks,
     unit_saliency,
 )
-from hf_prune.structure.forward_fixes import StreamPrunedFocalNetModulation
+from hf_prune.structure.forward_fixes import StreamPrunedFocalNetModulation, StreamPrunedHieraLayer
 
 
 def _timm(name: str, size: int):
@@ -232,17 +232,29 @@ def test_hf_vit_head_counts_follow_the_prune():
     assert attention.num_attention_heads == 2 and attention.q_proj.out_features == 2 * attention.head_dim
 
 
-def test_hf_hiera_heads_are_pruned_and_stage_skip_projections_keep_their_width():
-    """Hiera's layer skips its stage-opening projection once that width equals its input's: it stays."""
-    model, _, x = _build("hf_hiera")
+def test_hf_hiera_prunes_heads_and_the_last_stream_past_its_skip_projection():
+    """Hiera's stage-opening layer skipped its projection once the stored widths agreed: a pruned one does not."""
+    model, build, x = _build("hf_hiera")
+    fixed = build().eval()  # the fixed forward computes what transformers' does while the widths still agree
+    fixed.load_state_dict(model.state_dict())
+    for stage in fixed.hiera.encoder.stages[1:]:
+        stage.layers[0].__class__ = StreamPrunedHieraLayer
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x).logits, model(x).logits, rtol=0, atol=0)
     graph = StructureGraph(model, x[:1])
     head_groups = [g for g in graph.groups if g.kind == "head"]
     assert [g.num_units for g in head_groups] == [4, 2, 2, 1]
-    assert not any(m.endswith("layers.0.proj") for g in graph.groups for m in g.modules)
-    graph.apply({head_groups[0].name: [2]})
+    # The last stage's stream feeds no attention: it is pruned, down to its input width (64) and below.
+    stream = next(g for g in graph.groups if "hiera.encoder.stages.3.layers.0.proj" in g.modules)
+    assert stream.kind == "channel" and stream.num_units == 128
+
+    graph.apply({head_groups[0].name: [2], stream.name: list(range(0, 128, 2))})
+
     attention = model.hiera.encoder.stages[3].layers[0].attn
     assert (attention.num_heads, attention.qkv.out_features) == (1, 3 * attention.head_dim)
     assert attention.hidden_size_output == attention.head_dim == attention.proj.in_features
+    layer = model.hiera.encoder.stages[3].layers[0]
+    assert type(layer).__name__ == "StreamPrunedHieraLayer" and layer.proj.out_features == layer.proj.in_features == 64
     assert model(x).logits.shape == (2, 10)
 
 

@@ -7,7 +7,9 @@ where the pruned model needs their own layers' widths:
   is there);
 - FocalNet's modulation splits its input projection's output by its input width (fine while the
   residual stream keeps every channel);
-- FocalNet's patch embeddings check their input width against the stored ``num_channels``.
+- FocalNet's patch embeddings check their input width against the stored ``num_channels``;
+- Hiera's stage-opening layer views its skip projection's output by the stored
+  ``hidden_size_output``, and skips that projection once its stored widths agree.
 
 :func:`fix_forwards` gives such modules a subclass whose forward reads their own layers' widths
 (the same computation, unchanged for an unpruned module), or syncs the stored attribute. It runs
@@ -22,6 +24,7 @@ import math
 import torch
 from torch import nn
 from transformers.models.focalnet.modeling_focalnet import FocalNetModulation, FocalNetPatchEmbeddings
+from transformers.models.hiera.modeling_hiera import HieraLayer
 from transformers.models.pvt_v2.modeling_pvt_v2 import PvtV2SelfAttention
 
 
@@ -74,6 +77,22 @@ class StreamPrunedFocalNetModulation(FocalNetModulation):
         return self.projection_dropout(self.projection_out(x_out))
 
 
+class StreamPrunedHieraLayer(HieraLayer):
+    """``HieraLayer`` that runs its skip projection whenever it has one, viewed by that projection's width."""
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, ...]:
+        batch_size = hidden_states.shape[0]
+        hidden_states_norm = self.layernorm_before(hidden_states)
+        hidden_states = self.proj(hidden_states_norm)
+        # Refer to transformers' unroll: a max-pool over the query stride.
+        hidden_states = hidden_states.view(batch_size, self.query_stride, -1, self.proj.out_features).max(dim=1).values
+
+        hidden_states_norm, attn_weights = self.attn(hidden_states_norm, output_attentions=output_attentions)
+        hidden_states = hidden_states + self.drop_path(hidden_states_norm)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+        return hidden_states, attn_weights
+
+
 def fix_forwards(model: nn.Module) -> None:
     """Fix the modules of ``model`` whose forward would read a width pruning changed (idempotent)."""
     for module in model.modules():
@@ -83,3 +102,5 @@ def fix_forwards(model: nn.Module) -> None:
             module.__class__ = StreamPrunedFocalNetModulation
         elif isinstance(module, FocalNetPatchEmbeddings):
             module.num_channels = module.projection.in_channels
+        elif isinstance(module, HieraLayer) and hasattr(module, "proj") and module.proj.out_features != module.hidden_size_output:
+            module.__class__ = StreamPrunedHieraLayer

@@ -144,7 +144,7 @@ class StructureGraph:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
         self.classifiers = {modules[n] for n in classifier_names(model)}
         self.ignored = {modules[n] for n in ignored_layers}
-        self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)} | _stored_width_layers(model)
+        self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
             proj: attn for attn, (_, family) in self._attention.items() for proj in family.head_projections(attn)
@@ -427,23 +427,6 @@ class StructureGraph:
             if removed:
                 removals[name] = removed
         return removals
-
-
-# Blocks whose forward reads a projection's output width from a stored attribute and branches on
-# it: Hiera's stage-opening layer views its skip projection by hidden_size_output, and skips that
-# projection once the width equals its input's. Class -> the projection whose width stays.
-_STORED_WIDTHS = {
-    "transformers.models.hiera.modeling_hiera.HieraLayer": "proj",
-}
-
-
-def _stored_width_layers(model: nn.Module) -> set[nn.Module]:
-    """The :data:`_STORED_WIDTHS` projections of ``model``: left out of every group, like ignored layers."""
-    return {
-        getattr(m, projection) for m in model.modules()
-        if (projection := _STORED_WIDTHS.get(f"{type(m).__module__}.{type(m).__name__}")) is not None
-        and isinstance(getattr(m, projection, None), nn.Module)
-    }
 
 
 class _TokenConcatGraph(tp.DependencyGraph):
