@@ -595,7 +595,7 @@ def test_expand_is_not_read_as_grouped_query_attention():
 
 
 def test_hf_focalnet_residual_stream_is_pruned_past_its_modulation_split():
-    """FocalNet's modulation split its input projection's output by its input width: a pruned one splits by its own."""
+    """FocalNet's modulation split its input projection's output by its input width; a pruned one, by its own."""
     model, build, x = _build("hf_focalnet")
     # The fixed forward computes what transformers' does while the widths still agree.
     fixed = build().eval()
@@ -605,7 +605,8 @@ def test_hf_focalnet_residual_stream_is_pruned_past_its_modulation_split():
     with torch.no_grad():
         torch.testing.assert_close(fixed(x).logits, model(x).logits, rtol=0, atol=0)
     graph = StructureGraph(model, x[:1])
-    stream = next(g for g in graph.groups if "focalnet.encoder.stages.0.layers.0.modulation.projection_out" in g.modules)
+    modulation_name = "focalnet.encoder.stages.0.layers.0.modulation"
+    stream = next(g for g in graph.groups if f"{modulation_name}.projection_out" in g.modules)
     assert "focalnet.encoder.stages.0.downsample.projection" in stream.modules and stream.num_units == 16
 
     graph.apply({stream.name: list(range(0, 16, 2))})

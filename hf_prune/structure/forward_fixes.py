@@ -95,12 +95,12 @@ class StreamPrunedHieraLayer(HieraLayer):
 
 def fix_forwards(model: nn.Module) -> None:
     """Fix the modules of ``model`` whose forward would read a width pruning changed (idempotent)."""
-    for module in model.modules():
-        if isinstance(module, PvtV2SelfAttention) and module.all_head_size != module.hidden_size:
-            module.__class__ = HeadPrunedPvtV2SelfAttention
-        elif isinstance(module, FocalNetModulation) and module.projection_in.in_features != module.projection_context.out_channels:
-            module.__class__ = StreamPrunedFocalNetModulation
-        elif isinstance(module, FocalNetPatchEmbeddings):
-            module.num_channels = module.projection.in_channels
-        elif isinstance(module, HieraLayer) and hasattr(module, "proj") and module.proj.out_features != module.hidden_size_output:
-            module.__class__ = StreamPrunedHieraLayer
+    for m in model.modules():
+        if isinstance(m, PvtV2SelfAttention) and m.all_head_size != m.hidden_size:
+            m.__class__ = HeadPrunedPvtV2SelfAttention
+        elif isinstance(m, FocalNetModulation) and m.projection_in.in_features != m.projection_context.out_channels:
+            m.__class__ = StreamPrunedFocalNetModulation
+        elif isinstance(m, FocalNetPatchEmbeddings):
+            m.num_channels = m.projection.in_channels
+        elif isinstance(m, HieraLayer) and hasattr(m, "proj") and m.proj.out_features != m.hidden_size_output:
+            m.__class__ = StreamPrunedHieraLayer
