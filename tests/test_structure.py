@@ -12,8 +12,16 @@ from torch import nn
 from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
+    CvtConfig,
+    CvtForImageClassification,
+    FocalNetConfig,
+    FocalNetForImageClassification,
+    HieraConfig,
+    HieraForImageClassification,
     LevitConfig,
     LevitForImageClassification,
+    PvtV2Config,
+    PvtV2ForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
     SwinConfig,
@@ -39,6 +47,7 @@ from hf_prune.structure import (
     unit_output_masks,
     unit_saliency,
 )
+from hf_prune.structure.forward_fixes import StreamPrunedFocalNetModulation, StreamPrunedHieraLayer
 
 
 def _timm(name: str, size: int):
@@ -84,9 +93,35 @@ ZOO = {
         ),
         64,
     ),
+    "hf_pvt_v2": (
+        lambda: PvtV2ForImageClassification(
+            PvtV2Config(image_size=64, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                        num_attention_heads=[1, 2, 2, 4], num_labels=10)
+        ),
+        64,
+    ),
     "hf_resnet": (
         lambda: ResNetForImageClassification(
             ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
+        ),
+        64,
+    ),
+    "hf_cvt": (
+        lambda: CvtForImageClassification(
+            # depth[i] > i: transformers indexes the drop-path rates by stage
+            CvtConfig(embed_dim=[16, 32, 48], num_heads=[1, 2, 3], depth=[1, 2, 3], num_labels=10)
+        ),
+        32,
+    ),
+    "hf_focalnet": (
+        lambda: FocalNetForImageClassification(
+            FocalNetConfig(image_size=32, embed_dim=16, depths=[1, 1], hidden_sizes=[16, 32], num_labels=10)
+        ),
+        32,
+    ),
+    "hf_hiera": (
+        lambda: HieraForImageClassification(
+            HieraConfig(image_size=[64, 64], embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], num_labels=10)
         ),
         64,
     ),
@@ -196,6 +231,71 @@ def test_hf_vit_head_counts_follow_the_prune():
     graph.apply({head_groups[0].name: [1, 3]})
     attention = model.vit.layers[0].attention
     assert attention.num_attention_heads == 2 and attention.q_proj.out_features == 2 * attention.head_dim
+
+
+def test_hf_hiera_prunes_heads_and_the_last_stream_past_its_skip_projection():
+    """Hiera's stage-opening layer skipped its projection once the stored widths agreed: a pruned one does not."""
+    model, build, x = _build("hf_hiera")
+    fixed = build().eval()  # the fixed forward computes what transformers' does while the widths still agree
+    fixed.load_state_dict(model.state_dict())
+    for stage in fixed.hiera.encoder.stages[1:]:
+        stage.layers[0].__class__ = StreamPrunedHieraLayer
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x).logits, model(x).logits, rtol=0, atol=0)
+    graph = StructureGraph(model, x[:1])
+    head_groups = [g for g in graph.groups if g.kind == "head"]
+    assert [g.num_units for g in head_groups] == [4, 2, 2, 1]
+    # The last stage's stream feeds no attention: it is pruned, down to its input width (64) and below.
+    stream = next(g for g in graph.groups if "hiera.encoder.stages.3.layers.0.proj" in g.modules)
+    assert stream.kind == "channel" and stream.num_units == 128
+
+    graph.apply({head_groups[0].name: [2], stream.name: list(range(0, 128, 2))})
+
+    attention = model.hiera.encoder.stages[3].layers[0].attn
+    assert (attention.num_heads, attention.qkv.out_features) == (1, 3 * attention.head_dim)
+    assert attention.hidden_size_output == attention.head_dim == attention.proj.in_features
+    layer = model.hiera.encoder.stages[3].layers[0]
+    assert type(layer).__name__ == "StreamPrunedHieraLayer" and layer.proj.out_features == layer.proj.in_features == 64
+    assert model(x).logits.shape == (2, 10)
+
+
+def test_hf_cvt_traces_past_its_class_token_split_and_prunes_heads():
+    """CvT splits its class token off and concatenates it to q, k, v: torch-pruning's size inference overran."""
+    model, _, x = _build("hf_cvt")
+    graph = StructureGraph(model, x[:1])
+    assert [g.num_units for g in graph.groups if g.kind == "head"] == [1, 2, 2, 3, 3, 3]
+    last = graph.groups[-2]
+    assert last.kind == "head" and last.name.startswith("cvt.encoder.stages.2.layers.2.")
+    graph.apply({last.name: [0, 2]})
+    attention = model.cvt.encoder.stages[2].layers[2].attention
+    assert (attention.attention.num_heads, attention.attention.embed_dim) == (2, 32)
+    assert attention.output.dense.in_features == 32
+    assert model(x).logits.shape == (2, 10)
+
+
+def test_hf_pvt_v2_head_removal_equals_silencing_it():
+    """PVTv2's forward reshapes the heads' output to the input width; a head-pruned one gets a forward that does not."""
+    model, build, x = _build("hf_pvt_v2")
+    attention = model.pvt_v2.encoder.layers[3].blocks[0].attention
+    head_dim = attention.attention_head_size
+    with torch.no_grad():
+        silenced = build().eval()
+        silenced.load_state_dict(model.state_dict())
+        value = silenced.pvt_v2.encoder.layers[3].blocks[0].attention.value
+        value.weight[head_dim:2 * head_dim] = 0
+        value.bias[head_dim:2 * head_dim] = 0
+        expected = silenced(x).logits
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name.startswith("pvt_v2.encoder.layers.3.blocks.0.attention."))
+    assert group.kind == "head" and group.num_units == 4
+
+    graph.apply({group.name: [0, 2, 3]})
+
+    assert type(attention).__name__ == "HeadPrunedPvtV2SelfAttention"
+    assert (attention.num_attention_heads, attention.all_head_size, attention.proj.in_features) == (3, 3 * head_dim,
+                                                                                                    3 * head_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_index_maps_trace_every_kept_element():
@@ -522,20 +622,28 @@ def test_expand_is_not_read_as_grouped_query_attention():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_split_by_the_input_width_is_refused_before_tracing_with_the_fix():
-    """HF FocalNet splits projection_in's output by its input width: that width must stay."""
-    from transformers import FocalNetConfig, FocalNetForImageClassification
+def test_hf_focalnet_residual_stream_is_pruned_past_its_modulation_split():
+    """FocalNet's modulation split its input projection's output by its input width; a pruned one, by its own."""
+    model, build, x = _build("hf_focalnet")
+    # The fixed forward computes what transformers' does while the widths still agree.
+    fixed = build().eval()
+    fixed.load_state_dict(model.state_dict())
+    for layer in fixed.focalnet.encoder.stages:
+        layer.layers[0].modulation.__class__ = StreamPrunedFocalNetModulation
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x).logits, model(x).logits, rtol=0, atol=0)
+    graph = StructureGraph(model, x[:1])
+    modulation_name = "focalnet.encoder.stages.0.layers.0.modulation"
+    stream = next(g for g in graph.groups if f"{modulation_name}.projection_out" in g.modules)
+    assert "focalnet.encoder.stages.0.downsample.projection" in stream.modules and stream.num_units == 16
 
-    model = FocalNetForImageClassification(FocalNetConfig(embed_dim=16, depths=[1, 1], hidden_sizes=[16, 32],
-                                                          image_size=32, num_labels=10)).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(UnprunableLayerError, match="split their output by the width of their input") as info:
-        StructureGraph(model, x)
-    assert info.value.ignored_layers == [name for name, _ in model.named_modules() if name.endswith("projection_in")]
-    graph = StructureGraph(model, x, ignored_layers=info.value.ignored_layers)
-    assert graph.groups
-    graph.apply(_half_plan(graph))
-    assert model(x).logits.shape == (1, 10)
+    graph.apply({stream.name: list(range(0, 16, 2))})
+
+    modulation = model.focalnet.encoder.stages[0].layers[0].modulation
+    assert type(modulation).__name__ == "StreamPrunedFocalNetModulation"
+    assert (modulation.projection_in.in_features, modulation.projection_context.out_channels) == (8, 16)
+    assert model.focalnet.encoder.stages[0].downsample.num_channels == 8
+    assert model(x).logits.shape == (2, 10)
 
 
 @pytest.mark.parametrize("blocks", [{}, dict(block_layer=mlp_mixer.ResBlock, norm_layer=mlp_mixer.Affine, mlp_ratio=4)],

@@ -192,13 +192,11 @@ def _is_qkv_attention(m: nn.Module) -> bool:
 
 
 def _is_query_key_value_attention(m: nn.Module) -> bool:
-    """transformers' older layout (PVT, MobileViT, ...): query/key/value and attention_head_size."""
+    """transformers' older layout (PVT, PVTv2, MobileViT, ...): query/key/value and attention_head_size."""
     projections = (getattr(m, name, None) for name in ("query", "key", "value"))
     return (all(isinstance(p, nn.Linear) for p in projections)
             and isinstance(getattr(m, "attention_head_size", None), int)
-            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size")
-            # PVTv2 reshapes the attention output to the input width.
-            and type(m).__name__ != "PvtV2SelfAttention")
+            and isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "all_head_size"))
 
 
 _TRANSFORMERS_HEAD_PARAMETERS = (
@@ -227,12 +225,42 @@ def _transformers_families() -> list[AttentionFamily]:
         # The forward views q/k/v as (-1, head_dim): only the bookkeeping attribute changes.
         setattr(attn, _head_count_attribute(attn), attn.q_proj.out_features // attn.head_dim)
 
+    def sync_hiera_heads(attn: nn.Module) -> None:
+        # The forward views qkv as (3, num_heads, head_dim) and the heads' output as hidden_size_output.
+        attn.num_heads = attn.qkv.out_features // (3 * attn.head_dim)
+        attn.hidden_size_output = attn.num_heads * attn.head_dim
+
+    def cvt_head_dim(attn: nn.Module) -> int:
+        return attn.embed_dim // attn.num_heads
+
+    def sync_cvt_heads(attn: nn.Module) -> None:
+        # The forward views q/k/v by (num_heads, embed_dim // num_heads): both follow the heads.
+        head_dim = cvt_head_dim(attn)
+        attn.num_heads = attn.projection_query.out_features // head_dim
+        attn.embed_dim = attn.num_heads * head_dim
+
     def sync_query_heads(attn: nn.Module) -> None:
         attn.num_attention_heads = attn.query.out_features // attn.attention_head_size
         attn.all_head_size = attn.num_attention_heads * attn.attention_head_size
         _sync_head_linears(attn)
 
     return [
+        AttentionFamily(
+            # Hiera's mask-unit attention: fused qkv laid out as (3, num_heads, head_dim).
+            matches=lambda m: type(m).__name__ == "HieraMaskUnitAttention",
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=lambda attn, proj, i: (i % (proj.out_features // 3)) // attn.head_dim,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": attn.head_dim},
+            sync_num_heads=sync_hiera_heads,
+        ),
+        AttentionFamily(
+            # CvT: separate projection_query/key/value after the convolutional projections.
+            matches=lambda m: type(m).__name__ == "CvtSelfAttention",
+            head_projections=lambda attn: (attn.projection_query, attn.projection_key, attn.projection_value),
+            head_of_channel=lambda attn, proj, i: i // cvt_head_dim(attn),
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": cvt_head_dim(attn)},
+            sync_num_heads=sync_cvt_heads,
+        ),
         AttentionFamily(
             matches=_is_qkv_attention,
             head_projections=lambda attn: (attn.q_proj, attn.k_proj, attn.v_proj),

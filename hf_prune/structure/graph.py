@@ -21,6 +21,7 @@ from torch import nn
 from transformers.utils import logging
 
 from hf_prune.structure.attention import AttentionFamily, find_attention, head_linears
+from hf_prune.structure.forward_fixes import fix_forwards
 from hf_prune.models.forward import logits_of, run_model
 from hf_prune.structure.layer_kinds import is_channel_coupled_conv, layer_kind
 
@@ -152,7 +153,6 @@ class StructureGraph:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
         self.classifiers = {modules[n] for n in classifier_names(model)}
         self.ignored = {modules[n] for n in ignored_layers}
-        _refuse_input_width_splits(model, self.ignored)
         self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
@@ -389,6 +389,7 @@ class StructureGraph:
         for module in self.model.modules():
             if (kind := layer_kind(module)) is not None and kind.sync_shape is not None:
                 kind.sync_shape(module)
+        fix_forwards(self.model)
         return index_maps
 
     def _prune(self, tp_group: tp.Group) -> None:
@@ -439,27 +440,21 @@ class StructureGraph:
         return removals
 
 
-# Modules that split a projection's output by their input's width, read at run time: that width
-# (the residual stream) can only change together with the projection's outputs, which
-# torch-pruning does not couple. Class -> the projection to keep whole.
-_INPUT_WIDTH_SPLITS = {
-    "transformers.models.focalnet.modeling_focalnet.FocalNetModulation": "projection_in",
-}
+class _TokenConcatGraph(tp.DependencyGraph):
+    """Torch-pruning's graph, with concats along the tokens passing channels through unchanged.
 
+    Torch-pruning marks a concat fed by a 3-d token parameter (a class token) as not along the
+    channels, but still infers its channel sizes, and that inference indexes a split's pieces by
+    the split's consumers: CvT's class token, split off and concatenated to q, k and v, overran
+    it (IndexError). Such a concat is elementwise for the channels, and is traced as one.
+    """
 
-def _refuse_input_width_splits(model: nn.Module, ignored: set[nn.Module]) -> None:
-    """Refuse, before any tracing, a model with an :data:`_INPUT_WIDTH_SPLITS` projection not ignored."""
-    fix = [
-        f"{name}.{projection}" for name, m in model.named_modules()
-        if (projection := _INPUT_WIDTH_SPLITS.get(f"{type(m).__module__}.{type(m).__name__}")) is not None
-    ]
-    if any(model.get_submodule(name) not in ignored for name in fix):
-        raise UnprunableLayerError(
-            f"{len(fix)} layer(s) split their output by the width of their input, read at run time (first: "
-            f"'{fix[0]}'): pruning that input's channels would break the split. Pass ignored_layers={fix} to keep "
-            "those widths (the rest of the model is still pruned).",
-            ignored_layers=fix,
-        )
+    def _trace(self, *args: Any, **kwargs: Any) -> dict:
+        module2node = super()._trace(*args, **kwargs)
+        for node in module2node.values():
+            if node.type == tp.ops.OPTYPE.CONCAT and not node.enable_index_mapping:
+                node.type = tp.ops.OPTYPE.ELEMENTWISE  # its pruner (a concat's) keeps no sizes: a no-op
+        return module2node
 
 
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
@@ -467,7 +462,7 @@ def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any
     with torch.no_grad():
         run_model(model, example_inputs)  # a model that does not run is not torch-pruning's failure
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)
+        return _TokenConcatGraph().build_dependency(model, example_inputs, **kwargs)
     except (AssertionError, TypeError, ValueError, IndexError, KeyError, RuntimeError) as err:
         raise UnprunableLayerError(
             f"torch-pruning cannot trace the channel dependencies of this {type(model).__name__} "

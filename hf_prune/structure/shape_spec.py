@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hf_prune.structure.attention import find_attention
+from hf_prune.structure.forward_fixes import fix_forwards
 from hf_prune.structure.layer_kinds import layer_kind
 
 SPEC_FORMAT = "hf_prune.shape_spec/1"
@@ -97,6 +98,7 @@ def apply_shape_spec(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
         if name not in families:
             raise ShapeSpecError(f"shape spec names attention module '{name}', which the model does not have")
         families[name].sync_num_heads(modules[name])
+    fix_forwards(model)
     return model
 
 
