@@ -249,15 +249,17 @@ class StructureGraph:
             for attr, dim in dims:
                 if isinstance(getattr(target, attr, None), nn.Parameter):
                     members.append((f"{self._names[target]}.{attr}" if self._names[target] else attr, dim, item, produces))
-        unit_of_root = self._units(tp_group, root, attention)
-        num_units = len(set(unit_of_root.values()))
         try:
-            slices = [
-                TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
-                for name, dim, item, produces in members
-            ]
+            unit_of_root, slices = self._tabulate(tp_group, root, attention, members, list(tp_group))
         except _UnequalUnitsError:
-            return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
+            # torch-pruning lists a channel reached from two roots once, under one of them: follow each
+            # root alone to find such shared channels (GhostNet's cheap copies) and tie their roots.
+            reach = self._reach_of_each_root(tp_group, root)
+            try:
+                unit_of_root, slices = self._tabulate(tp_group, root, attention, members, reach)
+            except _UnequalUnitsError:
+                return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
+        num_units = len(set(unit_of_root.values()))
         if attention is not None:
             one_per_unit = torch.arange(num_units).view(-1, 1)
             slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
@@ -281,11 +283,30 @@ class StructureGraph:
         """True for the transformer residual stream: it feeds a head projection's input."""
         return module in self._head_projection and not produces
 
-    def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None) -> dict[int, int]:
+    def _tabulate(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None,
+                  members: list[tuple[str, int, Any, bool]], reach: list[Any]) -> tuple[dict[int, int], list[TensorSlice]]:
+        """The unit of every root index, and each member's slice arranged by unit."""
+        unit_of_root = self._units(tp_group, root, attention, reach)
+        num_units = len(set(unit_of_root.values()))
+        slices = [
+            TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
+            for name, dim, item, produces in members
+        ]
+        return unit_of_root, slices
+
+    def _reach_of_each_root(self, tp_group: tp.Group, root: nn.Module) -> list[Any]:
+        """The items of the group of every root index alone (root indices as ``root_idxs``)."""
+        prune_fn = tp_group[0].dep.handler
+        return [item for r in tp_group[0].root_idxs for item in self._dg.get_pruning_group(root, prune_fn, [int(r)])]
+
+    def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None,
+               reach: list[Any]) -> dict[int, int]:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
-        Root indices that share a head, or a group of a grouped convolution or GroupNorm anywhere
-        in the torch-pruning group, are tied together (union-find); units are numbered in root order.
+        Root indices that share a head, a group of a grouped convolution or GroupNorm, or one
+        channel of a layer or parameter anywhere in the torch-pruning group (GhostNet: a channel
+        and its cheap depthwise copy, concatenated, feed one primary channel) are tied together
+        (union-find); units are numbered in root order.
         """
         roots = [int(r) for r in tp_group[0].root_idxs]
         parent = {r: r for r in roots}
@@ -310,6 +331,12 @@ class StructureGraph:
             per_group = _channels_per_group(layer)
             for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
                 tie((layer, int(i) // per_group), int(r))
+        for item in reach:
+            layer = item.dep.target.module
+            if layer in self._names or layer in self._param_names:  # a real tensor, not a virtual op
+                side = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+                for i, r in zip(item.idxs, item.root_idxs):
+                    tie((layer, side, int(i)), int(r))
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
@@ -571,7 +598,8 @@ def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tenso
     """Arrange a member's indices as a (num_units, per_unit) tensor."""
     rows: list[list[int]] = [[] for _ in range(num_units)]
     for i, r in zip(idxs, root_idxs):
-        rows[unit_of_root[int(r)]].append(int(i))
+        if int(i) not in rows[unit_of_root[int(r)]]:  # roots tied by a shared channel may list it twice
+            rows[unit_of_root[int(r)]].append(int(i))
     width = len(rows[0])
     if any(len(r) != width for r in rows):
         # Unequal fan-out (e.g. a channel feeding a flatten of varying size) cannot be tabulated.
