@@ -250,13 +250,12 @@ class StructureGraph:
                 if isinstance(getattr(target, attr, None), nn.Parameter):
                     members.append((f"{self._names[target]}.{attr}" if self._names[target] else attr, dim, item, produces))
         try:
-            unit_of_root, slices = self._tabulate(tp_group, root, attention, members, list(tp_group))
+            unit_of_root, slices = self._tabulate(tp_group, root, attention, members, self._channel_owners(tp_group))
         except _UnequalUnitsError:
-            # torch-pruning lists a channel reached from two roots once, under one of them: follow each
-            # root alone to find such shared channels (GhostNet's cheap copies) and tie their roots.
-            reach = self._reach_of_each_root(tp_group, root)
+            # torch-pruning lists a channel reached from two roots once, under one of them: follow the
+            # members' channels back to the root to find such shared channels (GhostNet's cheap copies).
             try:
-                unit_of_root, slices = self._tabulate(tp_group, root, attention, members, reach)
+                unit_of_root, slices = self._tabulate(tp_group, root, attention, members, self._shared_channels(tp_group))
             except _UnequalUnitsError:
                 return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
         num_units = len(set(unit_of_root.values()))
@@ -284,9 +283,10 @@ class StructureGraph:
         return module in self._head_projection and not produces
 
     def _tabulate(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None,
-                  members: list[tuple[str, int, Any, bool]], reach: list[Any]) -> tuple[dict[int, int], list[TensorSlice]]:
+                  members: list[tuple[str, int, Any, bool]],
+                  shared: list[tuple[Any, int]]) -> tuple[dict[int, int], list[TensorSlice]]:
         """The unit of every root index, and each member's slice arranged by unit."""
-        unit_of_root = self._units(tp_group, root, attention, reach)
+        unit_of_root = self._units(tp_group, root, attention, shared)
         num_units = len(set(unit_of_root.values()))
         slices = [
             TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
@@ -294,13 +294,38 @@ class StructureGraph:
         ]
         return unit_of_root, slices
 
-    def _reach_of_each_root(self, tp_group: tp.Group, root: nn.Module) -> list[Any]:
-        """The items of the group of every root index alone (root indices as ``root_idxs``)."""
-        prune_fn = tp_group[0].dep.handler
-        return [item for r in tp_group[0].root_idxs for item in self._dg.get_pruning_group(root, prune_fn, [int(r)])]
+    def _channel_owners(self, tp_group: tp.Group) -> list[tuple[Any, int]]:
+        """``(channel, root index)`` for every channel of a layer or parameter the group lists."""
+        return [((item.dep.target.module, self._dg.is_out_channel_pruning_fn(item.dep.handler), int(i)), int(r))
+                for item in tp_group if self._is_tensor_owner(item.dep.target.module)
+                for i, r in zip(item.idxs, item.root_idxs)]
+
+    def _shared_channels(self, tp_group: tp.Group) -> list[tuple[Any, int]]:
+        """``(channel, root index)`` for every root index each member channel reaches.
+
+        The group of a member's channels lists every root index once, under the channel reaching
+        it, also where the root's group listed that channel under only one of its roots.
+        """
+        root, root_fn = tp_group[0].dep.target.module, tp_group[0].dep.handler
+        num_roots = len(tp_group[0].root_idxs)
+        pairs = self._channel_owners(tp_group)
+        for item in list(tp_group)[1:]:
+            member = item.dep.target.module
+            if not self._is_tensor_owner(member) or len({int(r) for r in item.root_idxs}) == num_roots:
+                continue  # a member listing every root index hides no root behind a shared channel
+            produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            back = self._dg.get_pruning_group(member, item.dep.handler, sorted({int(i) for i in item.idxs}))
+            pairs += [((member, produces, int(m)), int(r)) for b in back
+                      if b.dep.target.module is root and b.dep.handler == root_fn
+                      for r, m in zip(b.idxs, b.root_idxs)]
+        return pairs
+
+    def _is_tensor_owner(self, target: Any) -> bool:
+        """A layer or parameter of the model, not one of torch-pruning's virtual ops."""
+        return target in self._names or target in self._param_names
 
     def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None,
-               reach: list[Any]) -> dict[int, int]:
+               shared: list[tuple[Any, int]]) -> dict[int, int]:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
         Root indices that share a head, a group of a grouped convolution or GroupNorm, or one
@@ -331,12 +356,8 @@ class StructureGraph:
             per_group = _channels_per_group(layer)
             for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
                 tie((layer, int(i) // per_group), int(r))
-        for item in reach:
-            layer = item.dep.target.module
-            if layer in self._names or layer in self._param_names:  # a real tensor, not a virtual op
-                side = self._dg.is_out_channel_pruning_fn(item.dep.handler)
-                for i, r in zip(item.idxs, item.root_idxs):
-                    tie((layer, side, int(i)), int(r))
+        for channel, r in shared:
+            tie(channel, r)
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
