@@ -250,7 +250,7 @@ class StructureGraph:
                 if isinstance(getattr(target, attr, None), nn.Parameter):
                     members.append((f"{self._names[target]}.{attr}" if self._names[target] else attr, dim, item, produces))
         try:
-            unit_of_root, slices = self._tabulate(tp_group, root, attention, members, self._channel_owners(tp_group))
+            unit_of_root, slices = self._tabulate(tp_group, root, attention, members, shared=[])
         except _UnequalUnitsError:
             # torch-pruning lists a channel reached from two roots once, under one of them: follow the
             # members' channels back to the root to find such shared channels (GhostNet's cheap copies).
@@ -328,10 +328,10 @@ class StructureGraph:
                shared: list[tuple[Any, int]]) -> dict[int, int]:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
-        Root indices that share a head, a group of a grouped convolution or GroupNorm, or one
-        channel of a layer or parameter anywhere in the torch-pruning group (GhostNet: a channel
-        and its cheap depthwise copy, concatenated, feed one primary channel) are tied together
-        (union-find); units are numbered in root order.
+        Root indices that share a head, a group of a grouped convolution or GroupNorm anywhere in
+        the torch-pruning group, or one channel listed in ``shared`` (``(channel, root index)``
+        pairs; GhostNet: a channel and its cheap depthwise copy, concatenated, come from one primary
+        channel) are tied together (union-find); units are numbered in root order.
         """
         roots = [int(r) for r in tp_group[0].root_idxs]
         parent = {r: r for r in roots}
