@@ -264,15 +264,16 @@ class StructureGraph:
             for attr, dim in dims:
                 if isinstance(getattr(target, attr, None), nn.Parameter):
                     members.append((f"{self._names[target]}.{attr}" if self._names[target] else attr, dim, item, produces))
-        unit_of_root = self._units(tp_group, root, attention)
-        num_units = len(set(unit_of_root.values()))
         try:
-            slices = [
-                TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
-                for name, dim, item, produces in members
-            ]
+            unit_of_root, slices = self._tabulate(tp_group, root, attention, members, shared=[])
         except _UnequalUnitsError:
-            return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
+            # torch-pruning lists a channel reached from two roots once, under one of them: follow the
+            # members' channels back to the root to find such shared channels (GhostNet's cheap copies).
+            try:
+                unit_of_root, slices = self._tabulate(tp_group, root, attention, members, self._shared_channels(tp_group))
+            except _UnequalUnitsError:
+                return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
+        num_units = len(set(unit_of_root.values()))
         if attention is not None:
             one_per_unit = torch.arange(num_units).view(-1, 1)
             slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
@@ -296,11 +297,56 @@ class StructureGraph:
         """True for the transformer residual stream: it feeds a head projection's input."""
         return module in self._head_projection and not produces
 
-    def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None) -> dict[int, int]:
+    def _tabulate(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None,
+                  members: list[tuple[str, int, Any, bool]],
+                  shared: list[tuple[Any, int]]) -> tuple[dict[int, int], list[TensorSlice]]:
+        """The unit of every root index, and each member's slice arranged by unit."""
+        unit_of_root = self._units(tp_group, root, attention, shared)
+        num_units = len(set(unit_of_root.values()))
+        slices = [
+            TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
+            for name, dim, item, produces in members
+        ]
+        return unit_of_root, slices
+
+    def _channel_owners(self, tp_group: tp.Group) -> list[tuple[Any, int]]:
+        """``(channel, root index)`` for every channel of a layer or parameter the group lists."""
+        return [((item.dep.target.module, self._dg.is_out_channel_pruning_fn(item.dep.handler), int(i)), int(r))
+                for item in tp_group if self._is_tensor_owner(item.dep.target.module)
+                for i, r in zip(item.idxs, item.root_idxs)]
+
+    def _shared_channels(self, tp_group: tp.Group) -> list[tuple[Any, int]]:
+        """``(channel, root index)`` for every root index each member channel reaches.
+
+        The group of a member's channels lists every root index once, under the channel reaching
+        it, also where the root's group listed that channel under only one of its roots.
+        """
+        root, root_fn = tp_group[0].dep.target.module, tp_group[0].dep.handler
+        num_roots = len(tp_group[0].root_idxs)
+        pairs = self._channel_owners(tp_group)
+        for item in list(tp_group)[1:]:
+            member = item.dep.target.module
+            if not self._is_tensor_owner(member) or len({int(r) for r in item.root_idxs}) == num_roots:
+                continue  # a member listing every root index hides no root behind a shared channel
+            produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            back = self._dg.get_pruning_group(member, item.dep.handler, sorted({int(i) for i in item.idxs}))
+            pairs += [((member, produces, int(m)), int(r)) for b in back
+                      if b.dep.target.module is root and b.dep.handler == root_fn
+                      for r, m in zip(b.idxs, b.root_idxs)]
+        return pairs
+
+    def _is_tensor_owner(self, target: Any) -> bool:
+        """A layer or parameter of the model, not one of torch-pruning's virtual ops."""
+        return target in self._names or target in self._param_names
+
+    def _units(self, tp_group: tp.Group, root: nn.Module, attention: nn.Module | None,
+               shared: list[tuple[Any, int]]) -> dict[int, int]:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
-        Root indices that share a head, or a group of a grouped convolution or GroupNorm anywhere
-        in the torch-pruning group, are tied together (union-find); units are numbered in root order.
+        Root indices that share a head, a group of a grouped convolution or GroupNorm anywhere in
+        the torch-pruning group, or one channel listed in ``shared`` (``(channel, root index)``
+        pairs; GhostNet: a channel and its cheap depthwise copy, concatenated, come from one primary
+        channel) are tied together (union-find); units are numbered in root order.
         """
         roots = [int(r) for r in tp_group[0].root_idxs]
         parent = {r: r for r in roots}
@@ -325,6 +371,8 @@ class StructureGraph:
             per_group = _channels_per_group(layer)
             for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
                 tie((layer, int(i) // per_group), int(r))
+        for channel, r in shared:
+            tie(channel, r)
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
@@ -586,7 +634,8 @@ def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tenso
     """Arrange a member's indices as a (num_units, per_unit) tensor."""
     rows: list[list[int]] = [[] for _ in range(num_units)]
     for i, r in zip(idxs, root_idxs):
-        rows[unit_of_root[int(r)]].append(int(i))
+        if int(i) not in rows[unit_of_root[int(r)]]:  # roots tied by a shared channel may list it twice
+            rows[unit_of_root[int(r)]].append(int(i))
     width = len(rows[0])
     if any(len(r) != width for r in rows):
         # Unequal fan-out (e.g. a channel feeding a flatten of varying size) cannot be tabulated.
