@@ -9,10 +9,13 @@ after torch-pruning has sliced the weights.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -31,12 +34,16 @@ class AttentionFamily:
     sync_num_heads: Callable[[nn.Module], None]
     """Update the head-count attributes from the (pruned) projection widths."""
     head_parameters: Callable[[nn.Module], tuple[tuple[str, int], ...]] = lambda attn: ()
-    """Parameters holding one slice per head besides the projections (relative position bias
-    tables), as ``(name inside the module, head dimension)``; sliced along with the heads."""
+    """Parameters holding one slice (or one equal block) per head besides the projections
+    (relative position bias tables, BEiT's q and v biases), as ``(name inside the module, head
+    dimension)``; sliced along with the heads."""
     head_consumers: Callable[[nn.Module], tuple[nn.Module, ...]] = lambda attn: ()
     """Linears or 1x1 convs reading the heads' outputs (one block of input columns per head) that
     the engine slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT, MaxViT),
     a split torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
+    tracing: Callable[[nn.Module], AbstractContextManager] = lambda attn: contextlib.nullcontext()
+    """A context, entered only while torch-pruning traces the model, in which the forward calls the
+    head projections as modules (it otherwise reads their weights directly: BEiT's fused bias)."""
 
 
 def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -281,10 +288,80 @@ def _transformers_families() -> list[AttentionFamily]:
     ]
 
 
+@contextlib.contextmanager
+def _without_fused_bias(attn: nn.Module) -> Iterator[None]:
+    """Run ``attn`` as if it had no q/v bias: its forward then calls ``qkv`` instead of ``F.linear``."""
+    q_bias = attn.q_bias
+    attn.q_bias = None
+    try:
+        yield
+    finally:
+        attn.q_bias = q_bias
+
+
+def _fused_bias_tracing(attn: nn.Module) -> AbstractContextManager:
+    return _without_fused_bias(attn) if attn.q_bias is not None else contextlib.nullcontext()
+
+
+def _fused_bias_families() -> list[AttentionFamily]:
+    """timm's BEiT and SwinV2 attention: ``qkv`` applied as ``F.linear(x, qkv.weight, cat(q_bias, k_bias, v_bias))``.
+
+    torch-pruning never sees ``qkv`` called, so they are traced without their bias
+    (:func:`_without_fused_bias`: the same channel dependencies) and the q and v biases are sliced
+    as head parameters (one block of head_dim entries per head). Their forward reshapes the heads'
+    output to the input width: :func:`~hf_prune.structure.forward_fixes.fix_forwards` swaps it.
+    """
+    from timm.models.beit import Attention as BeitAttention
+    from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
+
+    def fused_head_of_channel(attn: nn.Module, proj: nn.Linear, i: int) -> int:
+        # qkv output is laid out as (3, num_heads, head_dim).
+        return (i % (proj.out_features // 3)) // (proj.out_features // (3 * attn.num_heads))
+
+    def sync_k_bias(attn: nn.Module) -> None:
+        if attn.k_bias is not None:  # a zero buffer (k has no bias), as wide as q_bias
+            attn.k_bias = torch.zeros_like(attn.q_bias)
+
+    def sync_beit_heads(attn: nn.Module) -> None:
+        head_dim = round(attn.scale ** -2)  # BEiT keeps no head_dim; its scale is head_dim ** -0.5
+        attn.num_heads = attn.qkv.out_features // (3 * head_dim)
+        sync_k_bias(attn)
+
+    def sync_window_heads(attn: nn.Module) -> None:
+        attn.num_heads = attn.logit_scale.shape[0]  # one temperature per head
+        attn.cpb_mlp[-1].out_features = attn.cpb_mlp[-1].weight.shape[0]
+        sync_k_bias(attn)
+
+    return [
+        AttentionFamily(
+            matches=lambda m: isinstance(m, BeitAttention),  # also once its forward is fixed
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=fused_head_of_channel,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads},
+            sync_num_heads=sync_beit_heads,
+            head_parameters=lambda attn: _present(
+                attn, (("q_bias", 0), ("v_bias", 0), ("relative_position_bias_table", -1))
+            ),
+            tracing=_fused_bias_tracing,
+        ),
+        AttentionFamily(
+            matches=lambda m: isinstance(m, WindowAttentionV2),
+            head_projections=lambda attn: (attn.qkv,),
+            head_of_channel=fused_head_of_channel,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads},
+            sync_num_heads=sync_window_heads,
+            head_parameters=lambda attn: _present(
+                attn, (("q_bias", 0), ("v_bias", 0), ("logit_scale", 0), (f"cpb_mlp.{len(attn.cpb_mlp) - 1}.weight", 0))
+            ),
+            tracing=_fused_bias_tracing,
+        ),
+    ]
+
+
 @functools.cache
 def attention_families() -> tuple[AttentionFamily, ...]:
     """The known families (built on first use: importing timm/transformers is slow)."""
-    return (*_timm_families(), *_hybrid_families(), *_transformers_families())
+    return (*_timm_families(), *_fused_bias_families(), *_hybrid_families(), *_transformers_families())
 
 
 def find_attention(model: nn.Module) -> Iterator[tuple[str, nn.Module, AttentionFamily]]:

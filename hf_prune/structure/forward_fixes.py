@@ -1,10 +1,10 @@
-"""transformers modules whose forward reads a width from its input that pruning makes differ.
+"""timm and transformers modules whose forward reads a width from its input that pruning makes differ.
 
 Some forwards take a width that pruning changes from the input tensor or from a stored attribute,
 where the pruned model needs their own layers' widths:
 
-- PVTv2's self-attention reshapes its heads' output to its input width (fine while every head
-  is there);
+- timm's BEiT and SwinV2 attention and transformers' PVTv2 self-attention reshape their heads'
+  output to their input width (fine while every head is there);
 - FocalNet's modulation splits its input projection's output by its input width (fine while the
   residual stream keeps every channel);
 - FocalNet's patch embeddings check their input width against the stored ``num_channels``;
@@ -22,6 +22,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from timm.models.beit import Attention as BeitAttention
+from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 from transformers.models.focalnet.modeling_focalnet import FocalNetModulation, FocalNetPatchEmbeddings
 from transformers.models.hiera.modeling_hiera import HieraLayer
@@ -52,6 +55,65 @@ class HeadPrunedPvtV2SelfAttention(PvtV2SelfAttention):
         context_layer = (attention_probs @ value_layer).transpose(1, 2).reshape(batch_size, seq_len, self.all_head_size)
         context_layer = self.proj_drop(self.proj(context_layer))
         return (context_layer, attention_probs) if output_attentions else (context_layer,)
+
+
+def _fused_bias_qkv(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``qkv(x)`` with timm's separate q, k, v biases, as BEiT and SwinV2 apply them."""
+    if attn.q_bias is None:
+        return attn.qkv(x)
+    qkv_bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+    if attn.qkv_bias_separate:
+        return attn.qkv(x) + qkv_bias
+    return F.linear(x, weight=attn.qkv.weight, bias=qkv_bias)
+
+
+class HeadPrunedBeitAttention(BeitAttention):
+    """timm's BEiT ``Attention`` whose heads' output keeps the heads' width before ``proj``."""
+
+    def forward(self, x: torch.Tensor, shared_rel_pos_bias: torch.Tensor | None = None) -> torch.Tensor:
+        batch_size, num_tokens, _ = x.shape
+        qkv = _fused_bias_qkv(self, x).reshape(batch_size, num_tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # batch, heads, tokens, head_dim
+
+        own_bias = self._get_rel_pos_bias() if self.relative_position_bias_table is not None else None
+        if self.fused_attn:
+            biases = [b for b in (own_bias, shared_rel_pos_bias) if b is not None]
+            dropout = self.attn_drop.p if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=sum(biases) if biases else None, dropout_p=dropout)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            for bias in (own_bias, shared_rel_pos_bias):  # added one after the other, as timm does
+                if bias is not None:
+                    attn = attn + bias
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+
+        x = x.transpose(1, 2).reshape(batch_size, num_tokens, self.proj.in_features)
+        return self.proj_drop(self.proj(x))
+
+
+class HeadPrunedWindowAttentionV2(WindowAttentionV2):
+    """timm's SwinV2 ``WindowAttention`` whose heads' output keeps the heads' width before ``proj``."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch_windows, num_tokens, _ = x.shape
+        qkv = _fused_bias_qkv(self, x).reshape(batch_windows, num_tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+
+        # Cosine attention, plus the bias the continuous position MLP gives every head.
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
+        window_area = self.window_size[0] * self.window_size[1]
+        bias_table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = bias_table[self.relative_position_index.view(-1)].view(window_area, window_area, -1).permute(2, 0, 1)
+        attn = attn + 16 * torch.sigmoid(bias.contiguous()).unsqueeze(0)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.view(-1, num_windows, self.num_heads, num_tokens, num_tokens) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, num_tokens, num_tokens)
+        attn = self.attn_drop(self.softmax(attn))
+
+        x = (attn @ v).transpose(1, 2).reshape(batch_windows, num_tokens, self.proj.in_features)
+        return self.proj_drop(self.proj(x))
 
 
 class StreamPrunedFocalNetModulation(FocalNetModulation):
@@ -96,7 +158,9 @@ class StreamPrunedHieraLayer(HieraLayer):
 def fix_forwards(model: nn.Module) -> None:
     """Fix the modules of ``model`` whose forward would read a width pruning changed (idempotent)."""
     for m in model.modules():
-        if isinstance(m, PvtV2SelfAttention) and m.all_head_size != m.hidden_size:
+        if isinstance(m, (BeitAttention, WindowAttentionV2)) and m.proj.in_features != m.qkv.in_features:
+            m.__class__ = HeadPrunedBeitAttention if isinstance(m, BeitAttention) else HeadPrunedWindowAttentionV2
+        elif isinstance(m, PvtV2SelfAttention) and m.all_head_size != m.hidden_size:
             m.__class__ = HeadPrunedPvtV2SelfAttention
         elif isinstance(m, FocalNetModulation) and m.projection_in.in_features != m.projection_context.out_channels:
             m.__class__ = StreamPrunedFocalNetModulation

@@ -9,6 +9,7 @@ Methods score and choose units; :meth:`StructureGraph.apply` removes them physic
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,9 +186,11 @@ class StructureGraph:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.enable_grad(), warnings.catch_warnings():
+            with torch.enable_grad(), warnings.catch_warnings(), contextlib.ExitStack() as tracing:
                 # torch-pruning warns about every unwrapped parameter (pos/cls embeddings).
                 warnings.simplefilter("ignore", UserWarning)
+                for attention, (_, family) in self._attention.items():
+                    tracing.enter_context(family.tracing(attention))
                 graph = _build_dependency_graph(
                     self.model,
                     example_inputs,
@@ -275,8 +278,9 @@ class StructureGraph:
                 return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
         num_units = len(set(unit_of_root.values()))
         if attention is not None:
-            one_per_unit = torch.arange(num_units).view(-1, 1)
-            slices += [TensorSlice(name, dim, one_per_unit, False) for name, dim in self._head_parameters[attention]]
+            params = dict(self.model.named_parameters())
+            slices += [TensorSlice(name, dim, torch.arange(params[name].shape[dim]).view(num_units, -1), False)
+                       for name, dim in self._head_parameters[attention]]  # one slice or equal block per head
             for consumer in self._head_consumers[attention]:
                 columns = torch.arange(consumer.weight.shape[1]).view(num_units, -1)  # one block per head
                 slices.append(TensorSlice(f"{self._names[consumer]}.weight", 1, columns, False))
@@ -424,7 +428,7 @@ class StructureGraph:
                 self._prune(self._dg.get_pruning_group(modules[name], pruner.prune_out_channels, removed))
                 attention = self._head_projection.get(modules[name])
                 for param_name, dim in self._head_parameters.get(attention, []):
-                    _slice_parameter(self.model, param_name, dim, sorted(keep[name]))
+                    _keep_head_entries(self.model, param_name, dim, sorted(keep[name]), by_name[name].num_units)
                 for consumer in self._head_consumers.get(attention, ()):
                     _keep_head_columns(consumer, sorted(keep[name]), by_name[name].num_units)
         finally:
@@ -571,6 +575,13 @@ def _keep_head_columns(consumer: nn.Linear | nn.Conv2d, kept_heads: Sequence[int
         consumer.in_features = width
     else:
         consumer.in_channels = width
+
+
+def _keep_head_entries(model: nn.Module, param_name: str, dim: int, kept_heads: Sequence[int],
+                       num_heads: int) -> None:
+    """Keep the entries of a head parameter along ``dim`` that belong to the kept heads (one equal block per head)."""
+    per_head = model.get_parameter(param_name).shape[dim] // num_heads
+    _slice_parameter(model, param_name, dim, [h * per_head + j for h in kept_heads for j in range(per_head)])
 
 
 def _complement(size: int, removed: Sequence[int]) -> list[int]:
