@@ -7,7 +7,9 @@ import json
 import pytest
 import timm
 import torch
+from timm.models.beit import Attention as BeitAttention
 from timm.models.ghostnet import GhostModuleV2
+from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
 from hf_prune.structure import (
@@ -19,6 +21,7 @@ from hf_prune.structure import (
     select_lowest,
     unit_saliency,
 )
+from hf_prune.structure.forward_fixes import HeadPrunedBeitAttention, HeadPrunedWindowAttentionV2
 
 
 def _prune_to_half_and_reload(build) -> StructureGraph:
@@ -95,3 +98,77 @@ def test_gated_ghost_module_loses_a_channel_with_its_copy_and_gate():
     fresh.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
+
+
+def _tiny_beit() -> nn.Module:
+    return timm.create_model("beit_base_patch16_224", img_size=64, embed_dim=64, depth=2, num_heads=4, num_classes=10)
+
+
+def _tiny_swinv2() -> nn.Module:
+    return timm.create_model("swinv2_tiny_window8_256", img_size=64, window_size=4, depths=(1, 1, 1, 1),
+                             embed_dim=48, num_classes=10)
+
+
+def _randomized(model: nn.Module) -> nn.Module:
+    """Random q/v biases and temperatures (timm starts them at constants), so slicing them by head shows."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_bias", "v_bias", "logit_scale")):
+                p.normal_(0, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("build", "attention_name"), [(_tiny_beit, "blocks.1.attn"),
+                                                        (_tiny_swinv2, "layers.2.blocks.0.attn")])
+def test_fused_bias_head_removal_equals_silencing_it(build, attention_name):
+    """timm's BEiT and SwinV2 add q/v biases by hand and reshape heads to the input width: a head still goes whole."""
+    model, x = _randomized(build()), torch.randn(2, 3, 64, 64)
+    attention = model.get_submodule(attention_name)
+    num_heads, width = attention.num_heads, attention.qkv.in_features
+    head_dim = width // num_heads
+    with torch.no_grad():
+        silenced = build().eval()
+        silenced.load_state_dict(model.state_dict())
+        silenced_attention = silenced.get_submodule(attention_name)
+        v_rows = slice(2 * width + head_dim, 2 * width + 2 * head_dim)  # head 1's value rows
+        silenced_attention.qkv.weight[v_rows] = 0
+        silenced_attention.v_bias[head_dim:2 * head_dim] = 0
+        expected = silenced(x)
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name == f"{attention_name}.qkv")
+    assert group.kind == "head" and group.num_units == num_heads
+    kept = [h for h in range(num_heads) if h != 1]
+
+    graph.apply({group.name: kept})
+
+    assert type(attention).__name__.startswith("HeadPruned")
+    assert attention.num_heads == num_heads - 1 and attention.proj.in_features == width - head_dim
+    assert attention.q_bias.shape == attention.k_bias.shape == attention.v_bias.shape == (width - head_dim,)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    # The fixed class is still known: a second prune finds the remaining heads.
+    again = StructureGraph(model, x[:1])
+    assert next(g for g in again.groups if g.name == group.name).num_units == num_heads - 1
+
+
+@pytest.mark.parametrize(("build", "fused_attn"), [(_tiny_beit, True), (_tiny_beit, False), (_tiny_swinv2, None)])
+def test_fixed_fused_bias_forwards_equal_timm_on_unpruned_modules(build, fused_attn):
+    """The head-pruned classes compute exactly what timm's do while every head is there (BEiT: SDPA or not)."""
+    model, x = _randomized(build()), torch.randn(2, 3, 64, 64)
+    fixed = {BeitAttention: HeadPrunedBeitAttention, WindowAttentionV2: HeadPrunedWindowAttentionV2}
+    attentions = [m for m in model.modules() if type(m) in fixed]
+    if fused_attn is not None:
+        for m in attentions:
+            m.fused_attn = fused_attn
+    with torch.no_grad():
+        expected = model(x)
+        for m in attentions:
+            m.__class__ = fixed[type(m)]
+        assert torch.equal(model(x), expected)
+
+
+@pytest.mark.parametrize("build", [_tiny_beit, _tiny_swinv2])
+def test_fused_bias_attention_prunes_to_half_and_reloads(build):
+    graph = _prune_to_half_and_reload(lambda: _randomized(build()))
+    assert any(g.kind == "head" for g in graph.groups)

@@ -299,8 +299,24 @@ def _without_fused_bias(attn: nn.Module) -> Iterator[None]:
         attn.q_bias = q_bias
 
 
-def _fused_bias_tracing(attn: nn.Module) -> AbstractContextManager:
-    return _without_fused_bias(attn) if attn.q_bias is not None else contextlib.nullcontext()
+@contextlib.contextmanager
+def _as_class(module: nn.Module, cls: type[nn.Module]) -> Iterator[None]:
+    """Run ``module`` as an instance of ``cls`` (a subclass with the same computation)."""
+    original = module.__class__
+    module.__class__ = cls
+    try:
+        yield
+    finally:
+        module.__class__ = original
+
+
+def _fused_bias_tracing(attn: nn.Module, traced_class: type[nn.Module]) -> AbstractContextManager:
+    """Trace ``attn`` without its fused bias, with the forward of ``traced_class``."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(_as_class(attn, traced_class))
+    if attn.q_bias is not None:
+        stack.enter_context(_without_fused_bias(attn))
+    return stack
 
 
 def _fused_bias_families() -> list[AttentionFamily]:
@@ -313,6 +329,8 @@ def _fused_bias_families() -> list[AttentionFamily]:
     """
     from timm.models.beit import Attention as BeitAttention
     from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
+
+    from hf_prune.structure.forward_fixes import HeadPrunedBeitAttention, HeadPrunedWindowAttentionV2
 
     def fused_head_of_channel(attn: nn.Module, proj: nn.Linear, i: int) -> int:
         # qkv output is laid out as (3, num_heads, head_dim).
@@ -342,7 +360,7 @@ def _fused_bias_families() -> list[AttentionFamily]:
             head_parameters=lambda attn: _present(
                 attn, (("q_bias", 0), ("v_bias", 0), ("relative_position_bias_table", -1))
             ),
-            tracing=_fused_bias_tracing,
+            tracing=lambda attn: _fused_bias_tracing(attn, HeadPrunedBeitAttention),
         ),
         AttentionFamily(
             matches=lambda m: isinstance(m, WindowAttentionV2),
@@ -353,7 +371,7 @@ def _fused_bias_families() -> list[AttentionFamily]:
             head_parameters=lambda attn: _present(
                 attn, (("q_bias", 0), ("v_bias", 0), ("logit_scale", 0), (f"cpb_mlp.{len(attn.cpb_mlp) - 1}.weight", 0))
             ),
-            tracing=_fused_bias_tracing,
+            tracing=lambda attn: _fused_bias_tracing(attn, HeadPrunedWindowAttentionV2),
         ),
     ]
 

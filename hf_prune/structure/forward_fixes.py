@@ -97,7 +97,9 @@ class HeadPrunedWindowAttentionV2(WindowAttentionV2):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         batch_windows, num_tokens, _ = x.shape
         qkv = _fused_bias_qkv(self, x).reshape(batch_windows, num_tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        # torch-pruning counts an unbind's pieces by their consumers (q and k have two each in
+        # normalize): a free view gives each piece one, so the heads trace to proj.
+        q, k, v = (piece.view_as(piece) for piece in qkv.unbind(0))
 
         # Cosine attention, plus the bias the continuous position MLP gives every head.
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
