@@ -369,7 +369,8 @@ def _rebuild_non_persistent_buffers(
 
     They are computed by the libraries' own hooks (timm's ``init_non_persistent_buffers``,
     transformers' ``initialize_weights``) while the parameters are still on meta. A buffer no
-    hook rebuilt is taken from the slim architecture built once more on CPU.
+    hook rebuilt (or whose hook needs the parameters' values: timm's SwinV2 builds its tables on
+    the parameters' device) is taken from the slim architecture built once more on CPU.
     """
     placeholders = {}
     for module_name, module in model.named_modules():
@@ -387,7 +388,10 @@ def _rebuild_non_persistent_buffers(
         model.initialize_weights()
     for module in model.modules():
         if hasattr(module, "init_non_persistent_buffers"):
-            module.init_non_persistent_buffers()
+            try:
+                module.init_non_persistent_buffers()
+            except NotImplementedError:  # copied out of a meta tensor: its buffers stay stale
+                pass
     modules = dict(model.named_modules())
     stale = [(module_name, name) for (module_name, name), placeholder in placeholders.items()
              if _is_sentinel(modules[module_name]._buffers[name], placeholder)]
