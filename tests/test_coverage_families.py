@@ -12,6 +12,7 @@ from timm.models.ghostnet import GhostModuleV2
 from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
+from hf_prune import AutoPrunedModel, ModelSource, save_pretrained
 from hf_prune.structure import (
     MacsModel,
     StructureGraph,
@@ -172,3 +173,20 @@ def test_fixed_fused_bias_forwards_equal_timm_on_unpruned_modules(build, fused_a
 def test_fused_bias_attention_prunes_to_half_and_reloads(build):
     graph = _prune_to_half_and_reload(lambda: _randomized(build()))
     assert any(g.kind == "head" for g in graph.groups)
+
+
+def test_head_pruned_swinv2_reloads_from_disk(tmp_path):
+    """timm's SwinV2 computes its position tables on its parameters' device: on meta they come from a CPU rebuild."""
+    model, x = _randomized(_tiny_swinv2()), torch.randn(2, 3, 64, 64)
+    source = ModelSource.from_model(model)
+    graph = StructureGraph(model, x[:1])
+    graph.apply({g.name: list(range(0, g.num_units, 2)) for g in graph.groups if g.kind == "head"})
+    save_pretrained(model, tmp_path, source=source)
+
+    reloaded = AutoPrunedModel.from_pretrained(tmp_path).eval()
+
+    attention = reloaded.layers[3].blocks[0].attn
+    assert type(attention) is HeadPrunedWindowAttentionV2 and attention.num_heads == 12
+    assert not attention.relative_coords_table.is_meta and not attention.relative_coords_table.isnan().any()
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model(x))
