@@ -9,6 +9,10 @@ import timm
 import torch
 from timm.models.beit import Attention as BeitAttention
 from timm.models.ghostnet import GhostModuleV2
+from timm.models.metaformer import Attention as MetaFormerAttention
+from timm.models.metaformer import LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, SepConv
+from timm.models.pvt_v2 import Attention as PvtV2Attention
+from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
@@ -22,7 +26,12 @@ from hf_prune.structure import (
     select_lowest,
     unit_saliency,
 )
-from hf_prune.structure.forward_fixes import HeadPrunedBeitAttention, HeadPrunedWindowAttentionV2
+from hf_prune.structure.forward_fixes import (
+    HeadPrunedBeitAttention,
+    HeadPrunedMetaFormerAttention,
+    HeadPrunedPvtV2Attention,
+    HeadPrunedWindowAttentionV2,
+)
 
 
 def _prune_to_half_and_reload(build) -> StructureGraph:
@@ -110,6 +119,30 @@ def _tiny_swinv2() -> nn.Module:
                              embed_dim=48, num_classes=10)
 
 
+def _tiny_caformer() -> nn.Module:
+    return MetaFormer(depths=(1, 1, 1, 1), dims=(16, 32, 128, 128), num_classes=10,
+                      token_mixers=(SepConv, SepConv, MetaFormerAttention, MetaFormerAttention),
+                      norm_layers=(LayerNorm2dNoBias, LayerNorm2dNoBias, LayerNormNoBias, LayerNormNoBias))
+
+
+def _tiny_pvt_v2() -> nn.Module:
+    return PyramidVisionTransformerV2(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 4),
+                                      num_classes=10)
+
+
+def _value_rows(attention: nn.Module, head: int) -> list[tuple[torch.Tensor, slice]]:
+    """The value weight rows and biases of one head: zeroed, the head adds nothing to the output."""
+    if isinstance(attention, PvtV2Attention):  # kv laid out as (k | v, num_heads, head_dim)
+        rows = slice(attention.q.out_features + head * attention.head_dim,
+                     attention.q.out_features + (head + 1) * attention.head_dim)
+        return [(attention.kv.weight, rows), (attention.kv.bias, rows)]
+    width = attention.qkv.out_features // 3  # qkv laid out as (q | k | v, num_heads, head_dim)
+    head_dim = width // attention.num_heads
+    rows = slice(2 * width + head * head_dim, 2 * width + (head + 1) * head_dim)
+    biases = [(attention.v_bias, slice(head * head_dim, (head + 1) * head_dim))] if hasattr(attention, "v_bias") else []
+    return [(attention.qkv.weight, rows), *biases]
+
+
 def _randomized(model: nn.Module) -> nn.Module:
     """Random q/v biases and temperatures (timm starts them at constants), so slicing them by head shows."""
     torch.manual_seed(0)
@@ -120,32 +153,36 @@ def _randomized(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize(("build", "attention_name"), [(_tiny_beit, "blocks.1.attn"),
-                                                        (_tiny_swinv2, "layers.2.blocks.0.attn")])
-def test_fused_bias_head_removal_equals_silencing_it(build, attention_name):
-    """timm's BEiT and SwinV2 add q/v biases by hand and reshape heads to the input width: a head still goes whole."""
+@pytest.mark.parametrize(("build", "attention_name", "projection"), [
+    (_tiny_beit, "blocks.1.attn", "qkv"),
+    (_tiny_swinv2, "layers.2.blocks.0.attn", "qkv"),
+    (_tiny_caformer, "stages.2.blocks.0.token_mixer", "qkv"),
+    (_tiny_pvt_v2, "stages.2.blocks.0.attn", "kv"),
+])
+def test_reshaping_attention_head_removal_equals_silencing_it(build, attention_name, projection):
+    """timm's BEiT, SwinV2 (q/v biases added by hand), CAFormer and PVTv2 reshape heads to the input width:
+    a head still goes whole."""
     model, x = _randomized(build()), torch.randn(2, 3, 64, 64)
     attention = model.get_submodule(attention_name)
-    num_heads, width = attention.num_heads, attention.qkv.in_features
-    head_dim = width // num_heads
+    num_heads, heads_width = attention.num_heads, attention.proj.in_features
+    head_dim = heads_width // num_heads
     with torch.no_grad():
         silenced = build().eval()
         silenced.load_state_dict(model.state_dict())
-        silenced_attention = silenced.get_submodule(attention_name)
-        v_rows = slice(2 * width + head_dim, 2 * width + 2 * head_dim)  # head 1's value rows
-        silenced_attention.qkv.weight[v_rows] = 0
-        silenced_attention.v_bias[head_dim:2 * head_dim] = 0
+        for tensor, rows in _value_rows(silenced.get_submodule(attention_name), head=1):
+            tensor[rows] = 0
         expected = silenced(x)
     graph = StructureGraph(model, x[:1])
-    group = next(g for g in graph.groups if g.name == f"{attention_name}.qkv")
+    group = next(g for g in graph.groups if g.name == f"{attention_name}.{projection}")
     assert group.kind == "head" and group.num_units == num_heads
     kept = [h for h in range(num_heads) if h != 1]
 
     graph.apply({group.name: kept})
 
     assert type(attention).__name__.startswith("HeadPruned")
-    assert attention.num_heads == num_heads - 1 and attention.proj.in_features == width - head_dim
-    assert attention.q_bias.shape == attention.k_bias.shape == attention.v_bias.shape == (width - head_dim,)
+    assert attention.num_heads == num_heads - 1 and attention.proj.in_features == heads_width - head_dim
+    if getattr(attention, "q_bias", None) is not None:
+        assert attention.q_bias.shape == attention.k_bias.shape == attention.v_bias.shape == (heads_width - head_dim,)
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
     # The fixed class is still known: a second prune finds the remaining heads.
@@ -153,11 +190,15 @@ def test_fused_bias_head_removal_equals_silencing_it(build, attention_name):
     assert next(g for g in again.groups if g.name == group.name).num_units == num_heads - 1
 
 
-@pytest.mark.parametrize(("build", "fused_attn"), [(_tiny_beit, True), (_tiny_beit, False), (_tiny_swinv2, None)])
-def test_fixed_fused_bias_forwards_equal_timm_on_unpruned_modules(build, fused_attn):
-    """The head-pruned classes compute exactly what timm's do while every head is there (BEiT: SDPA or not)."""
+@pytest.mark.parametrize(("build", "fused_attn"), [
+    (_tiny_beit, True), (_tiny_beit, False), (_tiny_swinv2, None), (_tiny_caformer, True), (_tiny_caformer, False),
+    (_tiny_pvt_v2, True), (_tiny_pvt_v2, False),
+])
+def test_fixed_reshaping_forwards_equal_timm_on_unpruned_modules(build, fused_attn):
+    """The head-pruned classes compute exactly what timm's do while every head is there (SDPA or not)."""
     model, x = _randomized(build()), torch.randn(2, 3, 64, 64)
-    fixed = {BeitAttention: HeadPrunedBeitAttention, WindowAttentionV2: HeadPrunedWindowAttentionV2}
+    fixed = {BeitAttention: HeadPrunedBeitAttention, WindowAttentionV2: HeadPrunedWindowAttentionV2,
+             MetaFormerAttention: HeadPrunedMetaFormerAttention, PvtV2Attention: HeadPrunedPvtV2Attention}
     attentions = [m for m in model.modules() if type(m) in fixed]
     if fused_attn is not None:
         for m in attentions:
@@ -169,8 +210,8 @@ def test_fixed_fused_bias_forwards_equal_timm_on_unpruned_modules(build, fused_a
         assert torch.equal(model(x), expected)
 
 
-@pytest.mark.parametrize("build", [_tiny_beit, _tiny_swinv2])
-def test_fused_bias_attention_prunes_to_half_and_reloads(build):
+@pytest.mark.parametrize("build", [_tiny_beit, _tiny_swinv2, _tiny_caformer, _tiny_pvt_v2])
+def test_reshaping_attention_prunes_to_half_and_reloads(build):
     graph = _prune_to_half_and_reload(lambda: _randomized(build()))
     assert any(g.kind == "head" for g in graph.groups)
 

@@ -119,9 +119,9 @@ def _hybrid_families() -> list[AttentionFamily]:
     """Attention of hybrid (conv + attention) models in timm and transformers.
 
     Not here, because their forward reshapes the heads' output to the input width (or derives the
-    head size from it), so no head can go while the residual width stays: timm's
-    ``metaformer.Attention`` (CAFormer), ``pvt_v2.Attention``, ``twins`` attention, ``xcit.XCA``
-    and ``edgenext.CrossCovarianceAttn``. Those are kept whole.
+    head size from it), so no head can go while the residual width stays: timm's ``twins``
+    attention, ``xcit.XCA`` and ``edgenext.CrossCovarianceAttn``. Those are kept whole (timm's
+    CAFormer and PVTv2 attention get a fixed forward: :func:`_reshaping_families`).
     """
     from timm.layers.pos_embed_rel import RelPosBias, RelPosBiasTf
     from timm.models.maxxvit import Attention2d, AttentionCl
@@ -376,10 +376,47 @@ def _fused_bias_families() -> list[AttentionFamily]:
     ]
 
 
+def _reshaping_families() -> list[AttentionFamily]:
+    """timm's MetaFormer (CAFormer) and PVTv2 attention, whose forward reshapes the heads' output to
+    the input width: :func:`~hf_prune.structure.forward_fixes.fix_forwards` swaps it once heads go."""
+    from timm.models.metaformer import Attention as MetaFormerAttention
+    from timm.models.pvt_v2 import Attention as PvtV2Attention
+
+    def sync_metaformer_heads(attn: nn.Module) -> None:
+        attn.num_heads = attn.qkv.out_features // (3 * attn.head_dim)
+        attn.attention_dim = attn.num_heads * attn.head_dim
+
+    def pvt_v2_head_of_channel(attn: nn.Module, proj: nn.Linear, i: int) -> int:
+        # q laid out as (num_heads, head_dim), kv as (2, num_heads, head_dim).
+        return (i if proj is attn.q else i % (proj.out_features // 2)) // attn.head_dim
+
+    def sync_pvt_v2_heads(attn: nn.Module) -> None:
+        attn.num_heads = attn.q.out_features // attn.head_dim
+
+    return [
+        AttentionFamily(
+            matches=lambda m: isinstance(m, MetaFormerAttention),  # also once its forward is fixed
+            head_projections=lambda attn: (attn.qkv,),
+            # qkv output is laid out as (3, num_heads, head_dim).
+            head_of_channel=lambda attn, proj, i: (i % attn.attention_dim) // attn.head_dim,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": attn.head_dim},
+            sync_num_heads=sync_metaformer_heads,
+        ),
+        AttentionFamily(
+            matches=lambda m: isinstance(m, PvtV2Attention),
+            head_projections=lambda attn: (attn.q, attn.kv),
+            head_of_channel=pvt_v2_head_of_channel,
+            head_attributes=lambda attn: {"num_heads": attn.num_heads, "head_dim": attn.head_dim},
+            sync_num_heads=sync_pvt_v2_heads,
+        ),
+    ]
+
+
 @functools.cache
 def attention_families() -> tuple[AttentionFamily, ...]:
     """The known families (built on first use: importing timm/transformers is slow)."""
-    return (*_timm_families(), *_fused_bias_families(), *_hybrid_families(), *_transformers_families())
+    return (*_timm_families(), *_fused_bias_families(), *_reshaping_families(), *_hybrid_families(),
+            *_transformers_families())
 
 
 def find_attention(model: nn.Module) -> Iterator[tuple[str, nn.Module, AttentionFamily]]:

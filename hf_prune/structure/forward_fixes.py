@@ -3,8 +3,9 @@
 Some forwards take a width that pruning changes from the input tensor or from a stored attribute,
 where the pruned model needs their own layers' widths:
 
-- timm's BEiT and SwinV2 attention and transformers' PVTv2 self-attention reshape their heads'
-  output to their input width (fine while every head is there);
+- timm's BEiT, SwinV2, MetaFormer (CAFormer) and PVTv2 attention and transformers' PVTv2
+  self-attention reshape their heads' output to their input width (fine while every head is
+  there);
 - FocalNet's modulation splits its input projection's output by its input width (fine while the
   residual stream keeps every channel);
 - FocalNet's patch embeddings check their input width against the stored ``num_channels``;
@@ -24,6 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 from timm.models.beit import Attention as BeitAttention
+from timm.models.metaformer import Attention as MetaFormerAttention
+from timm.models.pvt_v2 import Attention as PvtV2Attention
 from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 from transformers.models.focalnet.modeling_focalnet import FocalNetModulation, FocalNetPatchEmbeddings
@@ -118,6 +121,59 @@ class HeadPrunedWindowAttentionV2(WindowAttentionV2):
         return self.proj_drop(self.proj(x))
 
 
+class HeadPrunedMetaFormerAttention(MetaFormerAttention):
+    """timm's MetaFormer (CAFormer) ``Attention`` whose heads' output keeps the heads' width before ``proj``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_size, num_tokens, _ = x.shape
+        qkv = self.qkv(x).reshape(batch_size, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+            x = self.attn_drop(attn) @ v
+        x = x.transpose(1, 2).reshape(batch_size, num_tokens, self.proj.in_features)
+        return self.proj_drop(self.proj(x))
+
+
+class HeadPrunedPvtV2Attention(PvtV2Attention):
+    """timm's PVTv2 ``Attention`` whose heads' output keeps the heads' width before ``proj``."""
+
+    def forward(self, x: torch.Tensor, feat_size: list[int]) -> torch.Tensor:
+        batch_size, num_tokens, width = x.shape
+        q = self.q(x).reshape(batch_size, num_tokens, self.num_heads, -1).permute(0, 2, 1, 3)
+        if self.pool is not None or self.sr is not None:  # keys and values from a reduced map
+            x = x.permute(0, 2, 1).reshape(batch_size, width, *feat_size)
+            x = self.sr(self.pool(x) if self.pool is not None else x).reshape(batch_size, width, -1).permute(0, 2, 1)
+            x = self.norm(x)
+            if self.act is not None:
+                x = self.act(x)
+        kv = self.kv(x).reshape(batch_size, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        x = x.transpose(1, 2).reshape(batch_size, num_tokens, self.proj.in_features)
+        return self.proj_drop(self.proj(x))
+
+
+_HEAD_PRUNED_TIMM_ATTENTION = {
+    BeitAttention: HeadPrunedBeitAttention,
+    WindowAttentionV2: HeadPrunedWindowAttentionV2,
+    MetaFormerAttention: HeadPrunedMetaFormerAttention,
+    PvtV2Attention: HeadPrunedPvtV2Attention,
+}
+"""timm attention classes whose forward reshapes the heads' output to the input width -> the fixed class."""
+
+
+def _input_width(attn: nn.Module) -> int:
+    """The width of the residual stream ``attn`` reads (its first head projection's input)."""
+    return (attn.q if isinstance(attn, PvtV2Attention) else attn.qkv).in_features
+
+
 class StreamPrunedFocalNetModulation(FocalNetModulation):
     """``FocalNetModulation`` splitting ``projection_in``'s output by its query and context widths."""
 
@@ -160,8 +216,8 @@ class StreamPrunedHieraLayer(HieraLayer):
 def fix_forwards(model: nn.Module) -> None:
     """Fix the modules of ``model`` whose forward would read a width pruning changed (idempotent)."""
     for m in model.modules():
-        if isinstance(m, (BeitAttention, WindowAttentionV2)) and m.proj.in_features != m.qkv.in_features:
-            m.__class__ = HeadPrunedBeitAttention if isinstance(m, BeitAttention) else HeadPrunedWindowAttentionV2
+        if type(m) in _HEAD_PRUNED_TIMM_ATTENTION and m.proj.in_features != _input_width(m):
+            m.__class__ = _HEAD_PRUNED_TIMM_ATTENTION[type(m)]
         elif isinstance(m, PvtV2SelfAttention) and m.all_head_size != m.hidden_size:
             m.__class__ = HeadPrunedPvtV2SelfAttention
         elif isinstance(m, FocalNetModulation) and m.projection_in.in_features != m.projection_context.out_channels:
