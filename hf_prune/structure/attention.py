@@ -42,8 +42,10 @@ class AttentionFamily:
     the engine slices itself: the forward splits each head's q, k, v apart (LeViT, TinyViT, MaxViT),
     a split torch-pruning cannot follow. Empty when torch-pruning reaches the consumers."""
     tracing: Callable[[nn.Module], AbstractContextManager] = lambda attn: contextlib.nullcontext()
-    """A context, entered only while torch-pruning traces the model, in which the forward calls the
-    head projections as modules (it otherwise reads their weights directly: BEiT's fused bias)."""
+    """A context, entered only while torch-pruning traces the model, in which it can follow the heads
+    to their consumer: BEiT and SwinV2 then call ``qkv`` as a module (they otherwise read its weight
+    directly, for their fused bias) and run their head-pruned forward (SwinV2's gives each unbound
+    q, k, v one consumer)."""
 
 
 def _present(attn: nn.Module, candidates: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -325,7 +327,8 @@ def _fused_bias_families() -> list[AttentionFamily]:
     torch-pruning never sees ``qkv`` called, so they are traced without their bias
     (:func:`_without_fused_bias`: the same channel dependencies) and the q and v biases are sliced
     as head parameters (one block of head_dim entries per head). Their forward reshapes the heads'
-    output to the input width: :func:`~hf_prune.structure.forward_fixes.fix_forwards` swaps it.
+    output to the input width: :func:`~hf_prune.structure.forward_fixes.fix_forwards` swaps it, and
+    they are traced with the swapped forward (the same computation).
     """
     from timm.models.beit import Attention as BeitAttention
     from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2

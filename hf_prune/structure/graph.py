@@ -278,9 +278,9 @@ class StructureGraph:
                 return None  # e.g. channels split into unequal chunks (Res2Net, MixNet): kept whole
         num_units = len(set(unit_of_root.values()))
         if attention is not None:
-            params = dict(self.model.named_parameters())
-            slices += [TensorSlice(name, dim, torch.arange(params[name].shape[dim]).view(num_units, -1), False)
-                       for name, dim in self._head_parameters[attention]]  # one slice or equal block per head
+            for name, dim in self._head_parameters[attention]:  # one slice or one equal block per head
+                per_head = torch.arange(self.model.get_parameter(name).shape[dim]).view(num_units, -1)
+                slices.append(TensorSlice(name, dim, per_head, False))
             for consumer in self._head_consumers[attention]:
                 columns = torch.arange(consumer.weight.shape[1]).view(num_units, -1)  # one block per head
                 slices.append(TensorSlice(f"{self._names[consumer]}.weight", 1, columns, False))
