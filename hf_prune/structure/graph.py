@@ -9,6 +9,7 @@ Methods score and choose units; :meth:`StructureGraph.apply` removes them physic
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQueryMapping
+from torch_pruning.dependency.index_mapping import update_split_index_mapping
 from torch import nn
 from transformers.utils import logging
 
@@ -170,7 +172,10 @@ class StructureGraph:
                               for linear in head_linears(attn, family)}
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
         self._stops_groups = self.fixed_layers | self._head_linears
+        self._owner_of_part = _split_parts(model)
         self._dg = self._trace(example_inputs)
+        self._part_splits = {op: self._owner_of_part[node.outputs[0].module]
+                             for op, node in self._dg.module2node.items() if self._splits_into_parts(node)}
         self.groups, self.kept_attention = self._collect_groups()
         if self.kept_attention:
             self._warn_kept_attention()
@@ -204,13 +209,32 @@ class StructureGraph:
                 _couple_input_and_output(graph, node)
             if node.type == tp.ops.OPTYPE.EXPAND:
                 _drop_grouped_query_mapping(node)
-            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE) or module in self._stops_groups:
-                # A group reaching a split, slice, ignored layer or unknown attention is kept whole
-                # or refused (_describe): stop the search there. Past a split or slice, every partial
+            if self._splits_into_parts(node):
+                self._map_pieces_to_parts(graph, node)
+            cut = node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE) and not self._splits_into_parts(node)
+            if cut or module in self._stops_groups:
+                # A group reaching a split (other than into parts), slice, ignored layer or unknown attention is
+                # kept whole or refused (_describe): stop the search there. Past a split or slice, every partial
                 # channel subset is a new search state: chains of them (ReXNet's partial residuals,
                 # FocalNet's gates) took torch-pruning minutes.
                 node.dependencies = []
         return graph
+
+    def _splits_into_parts(self, node: Any) -> bool:
+        """A split whose every piece feeds one part conv of the same splitting module (MixNet's MixedConv2d)."""
+        owners = {self._owner_of_part.get(out.module) for out in node.outputs}
+        return node.type == tp.ops.OPTYPE.SPLIT and len(owners) == 1 and None not in owners
+
+    def _map_pieces_to_parts(self, graph: tp.DependencyGraph, node: Any) -> None:
+        """Map piece ``i`` of a split into parts to part conv ``i``.
+
+        torch-pruning numbers a split's pieces in the order it found their consumers, which need
+        not be the split's (MixNet's residual stream landed on the wrong part).
+        """
+        owner = self._owner_of_part[node.outputs[0].module]
+        order = {part: i for i, part in enumerate(owner.children())}
+        node.outputs.sort(key=lambda out: order[out.module])
+        update_split_index_mapping(graph, node)
 
     def _collect_groups(self) -> tuple[list[ChannelGroup], list[str]]:
         """The prunable groups, and the attention modules of no known family that groups reached (kept whole)."""
@@ -242,6 +266,8 @@ class StructureGraph:
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
+            if target in self._part_splits:
+                continue  # its sizes follow the part convs' widths (sync_shape); the parts are tied in _units
             if isinstance(target, (tp.ops._SplitOp, tp.ops._SliceOp)):
                 if attention is not None and self._head_consumers[attention]:
                     continue  # q, k, v split apart inside each head; the consumers are added below
@@ -300,7 +326,9 @@ class StructureGraph:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
         Root indices that share a head, or a group of a grouped convolution or GroupNorm anywhere
-        in the torch-pruning group, are tied together (union-find); units are numbered in root order.
+        in the torch-pruning group, are tied together (union-find); so are the same positions of the
+        part convs of one splitting module, so that its parts keep equal widths. Units are numbered
+        in root order.
         """
         roots = [int(r) for r in tp_group[0].root_idxs]
         parent = {r: r for r in roots}
@@ -325,6 +353,9 @@ class StructureGraph:
             per_group = _channels_per_group(layer)
             for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
                 tie((layer, int(i) // per_group), int(r))
+            owner = self._owner_of_part.get(layer)
+            for i, r in zip(item.idxs, item.root_idxs) if owner is not None else ():
+                tie((owner, int(i)), int(r))
         unit_ids: dict[int, int] = {}
         return {r: unit_ids.setdefault(find(r), len(unit_ids)) for r in roots}
 
@@ -415,6 +446,10 @@ class StructureGraph:
         kept_outputs = [(module, attr, _complement(getattr(module, attr).shape[0], removed))
                         for module, attr, removed in extra_outputs]
         regular.prune(record_history=False)
+        for split, owner in self._part_splits.items():
+            # The next group's index mapping reads these; torch-pruning leaves the offsets stale.
+            split.split_sizes = [part.in_channels for part in owner.children()]
+            split.offsets = list(itertools.accumulate(split.split_sizes, initial=0))
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
         for module, attr, kept in kept_outputs:
@@ -460,6 +495,19 @@ def _refuse_input_width_splits(model: nn.Module, ignored: set[nn.Module]) -> Non
             "those widths (the rest of the model is still pruned).",
             ignored_layers=fix,
         )
+
+
+# Modules whose forward splits their input by stored sizes, one piece per child conv, and
+# concatenates the outputs; their layer kind's sync_shape derives the sizes from the children.
+_CHANNEL_SPLITTERS = ("timm.layers.mixed_conv2d.MixedConv2d",)
+
+
+def _split_parts(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """Part conv -> its :data:`_CHANNEL_SPLITTERS` module."""
+    return {
+        part: m for m in model.modules() if f"{type(m).__module__}.{type(m).__name__}" in _CHANNEL_SPLITTERS
+        for part in m.children()
+    }
 
 
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
