@@ -155,7 +155,10 @@ class StructureGraph:
         self.classifiers = {modules[n] for n in classifier_names(model)}
         self.ignored = {modules[n] for n in ignored_layers}
         _refuse_input_width_splits(model, self.ignored)
-        self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
+        unsliceable = {m for m in model.modules() if _is_unsliceable_conv(m)}
+        self.ignored |= unsliceable
+        # Their outputs stay; their inputs lose the same position in every group (ResNeSt's split attention).
+        self._grouped_inputs = {m for m in unsliceable if not m.transposed}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
             proj: attn for attn, (_, family) in self._attention.items() for proj in family.head_projections(attn)
@@ -276,6 +279,10 @@ class StructureGraph:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if _mixes_another_dim(target, item.idxs, produces):
                 continue
+            if target in self._grouped_inputs and not produces:
+                touched.append(self._names[target])
+                members.append((f"{self._names[target]}.weight", 1, item, produces))
+                continue
             if target in self.ignored or self._feeds_attention(target, produces):
                 return None
             if target in self.classifiers and produces:
@@ -294,7 +301,7 @@ class StructureGraph:
         num_units = len(set(unit_of_root.values()))
         try:
             slices = [
-                TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
+                TensorSlice(name, dim, self._member_index(item, unit_of_root, num_units), produces)
                 for name, dim, item, produces in members
             ]
         except _UnequalUnitsError:
@@ -317,6 +324,15 @@ class StructureGraph:
             modules=tuple(dict.fromkeys(touched)),
             _root_indices=root_indices,
         )
+
+    def _member_index(self, item: Any, unit_of_root: dict[int, int], num_units: int) -> torch.Tensor:
+        """A member's indices by unit; a grouped conv's input columns are positions within one group."""
+        target = item.dep.target.module
+        if target in self._grouped_inputs:
+            per_group = target.in_channels // target.groups
+            local = [int(i) % per_group for i in item.idxs]
+            return _index_by_unit(local, item.root_idxs, unit_of_root, num_units, unique=True)
+        return _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units)
 
     def _feeds_attention(self, module: nn.Module, produces: bool) -> bool:
         """True for the transformer residual stream: it feeds a head projection's input."""
@@ -353,6 +369,10 @@ class StructureGraph:
             per_group = _channels_per_group(layer)
             for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
                 tie((layer, int(i) // per_group), int(r))
+            if layer in self._grouped_inputs:  # reached only on its input side
+                per_group = layer.in_channels // layer.groups
+                for i, r in zip(item.idxs, item.root_idxs):
+                    tie((layer, int(i) % per_group), int(r))
             owner = self._owner_of_part.get(layer)
             for i, r in zip(item.idxs, item.root_idxs) if owner is not None else ():
                 tie((owner, int(i)), int(r))
@@ -426,12 +446,15 @@ class StructureGraph:
         """Torch-pruning's ``Group.prune``, except that grouped convolutions and GroupNorms lose whole groups."""
         regular = type(tp_group)()
         regular._DG = self._dg
-        whole_groups, extra_outputs = [], []
+        whole_groups, grouped_inputs, extra_outputs = [], [], []
         for item in tp_group:
             target = item.dep.target.module
             produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
             if target in self._head_linears:
                 continue  # sliced with its heads in apply
+            if target in self._grouped_inputs:
+                grouped_inputs.append((target, item.idxs))
+                continue
             if isinstance(target, nn.Module) and _is_whole_group_conv(target):
                 if produces:
                     whole_groups.append((target, item.idxs))
@@ -452,6 +475,8 @@ class StructureGraph:
             split.offsets = list(itertools.accumulate(split.split_sizes, initial=0))
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
+        for conv, removed in grouped_inputs:
+            _remove_grouped_conv_inputs(conv, removed)
         for module, attr, kept in kept_outputs:
             _slice_parameter(module, attr, 0, kept)
         for norm, per_group in norm_group_width.items():
@@ -594,6 +619,14 @@ def _remove_conv_channels(conv: nn.modules.conv._ConvNd, removed: Sequence[int])
         _slice_parameter(conv, "bias", 0, kept)
 
 
+def _remove_grouped_conv_inputs(conv: nn.modules.conv._ConvNd, removed: Sequence[int]) -> None:
+    """Remove input channels of a grouped convolution: the same positions from every group."""
+    per_group = conv.in_channels // conv.groups
+    kept = _complement(per_group, [int(i) % per_group for i in removed])
+    _slice_parameter(conv, "weight", 1, kept)  # (out, in / groups, ...)
+    conv.in_channels = len(kept) * conv.groups
+
+
 def _slice_parameter(owner: nn.Module, name: str, dim: int, kept: Sequence[int]) -> None:
     """Replace parameter ``name`` (dotted, below ``owner``) by its ``kept`` positions along ``dim``."""
     module_name, _, attr = name.rpartition(".")
@@ -635,11 +668,13 @@ def attention_kinds(model: nn.Module, names: Sequence[str]) -> list[str]:
     return sorted({f"{type(m).__module__}.{type(m).__name__}" for m in map(model.get_submodule, names)})
 
 
-def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tensor:
-    """Arrange a member's indices as a (num_units, per_unit) tensor."""
+def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int, unique: bool = False) -> torch.Tensor:
+    """Arrange a member's indices as a (num_units, per_unit) tensor (each index once per unit if ``unique``)."""
     rows: list[list[int]] = [[] for _ in range(num_units)]
     for i, r in zip(idxs, root_idxs):
         rows[unit_of_root[int(r)]].append(int(i))
+    if unique:
+        rows = [list(dict.fromkeys(row)) for row in rows]
     width = len(rows[0])
     if any(len(r) != width for r in rows):
         # Unequal fan-out (e.g. a channel feeding a flatten of varying size) cannot be tabulated.
