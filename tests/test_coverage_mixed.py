@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import timm
 import torch
 
-import hf_prune
-from hf_prune.structure import MacsModel, StructureGraph, apply_shape_spec, count_macs_params, export_shape_spec
+from hf_prune import PruningArguments
+from hf_prune.structure import (
+    MacsModel,
+    StructureGraph,
+    apply_shape_spec,
+    count_macs_params,
+    export_shape_spec,
+    select_lowest,
+    unit_saliency,
+)
 
 _MIXNET = "mixnet_s"
 
@@ -16,6 +25,12 @@ _MIXNET = "mixnet_s"
 def _mixnet() -> torch.nn.Module:
     torch.manual_seed(0)
     return timm.create_model(_MIXNET, num_classes=4).eval()
+
+
+def _resnest() -> torch.nn.Module:
+    """ResNeSt-14d at a quarter of its widths: its 3x3 convs are grouped (radix 2), 16 -> 32 channels in layer1."""
+    torch.manual_seed(0)
+    return timm.create_model("resnest14d", num_classes=4, channels=(16, 32, 64, 128), stem_width=8).eval()
 
 
 def _mixed_convs(model: torch.nn.Module) -> dict[str, timm.layers.MixedConv2d]:
@@ -51,17 +66,44 @@ def test_every_part_of_a_mixed_conv_is_pruned_with_equal_part_widths():
         assert torch.equal(fresh(x), model(x))
 
 
-def test_mixnet_prunes_to_half_the_macs_with_default_settings_and_reloads_equal(make_trainer, tmp_path):
-    model = _mixnet()
+def test_grouped_conv_input_loses_the_same_position_in_every_group_as_zeroing_it():
+    """ResNeSt's split attention: a grouped conv with more outputs than inputs keeps its outputs."""
+    model = _resnest()
     x = torch.randn(2, 3, 32, 32)
-    macs_before = count_macs_params(model, x[:1])[0]
-    trainer = make_trainer(tmp_path, model=model, max_steps=2, prune_epoch=0.0)  # target_flops_reduction=0.5
-    trainer.train()
-
-    slim = trainer.model.eval()
-    reduction = 1 - count_macs_params(slim, x[:1])[0] / macs_before
-    assert 0.5 <= reduction < 0.52
-    trainer.save_model(str(tmp_path / "slim"))
-    reloaded = hf_prune.AutoPrunedModel.from_pretrained(str(tmp_path / "slim")).eval()
+    graph = StructureGraph(model, x[:1])
+    group = next(g for g in graph.groups if g.name == "layer1.0.conv1")
+    assert group.num_units == 8 and "layer1.0.conv2.conv" in group.modules  # 16 channels, 2 per unit
+    kept = list(range(1, 8, 2))
+    zeroed = [c for c in range(16) if c % 8 not in kept]
+    reference = _resnest()
+    reference.load_state_dict(model.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(x), slim(x))
+        reference.layer1[0].bn1.weight[zeroed] = 0  # conv1's removed channels then read zero
+        reference.layer1[0].bn1.bias[zeroed] = 0
+        expected = reference(x)
+
+    graph.apply({group.name: kept})
+
+    conv = model.layer1[0].conv2.conv
+    assert (conv.in_channels, conv.out_channels, conv.groups, conv.weight.shape[1]) == (8, 32, 2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize("build", [_mixnet, _resnest], ids=["mixnet", "resnest"])
+def test_prunes_to_half_the_macs_under_the_default_floor_and_reloads_equal(build):
+    model, x = build(), torch.randn(2, 3, 32, 32)
+    graph = StructureGraph(model, x[:1])
+    macs_model = MacsModel(graph, x[:1])
+    scores = {g.name: unit_saliency(model, g) for g in graph.groups}
+    floor = PruningArguments(output_dir="unused").layer_prune_limit
+    selection = select_lowest(graph.groups, scores, macs_model, 0.5, max_prune_ratio=floor)
+
+    graph.apply(selection.keep)
+
+    assert 0.5 <= 1 - count_macs_params(model, x[:1])[0] / macs_model.base_macs < 0.51
+    fresh = build()
+    apply_shape_spec(fresh, json.loads(json.dumps(export_shape_spec(model, reference=fresh))))
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
