@@ -7,14 +7,18 @@ import json
 import pytest
 import timm
 import torch
+from torch import nn
 
+import hf_prune.structure.latency_model as latency_model
 from hf_prune import PruningArguments
 from hf_prune.structure import (
+    LatencyModel,
     MacsModel,
     StructureGraph,
     apply_shape_spec,
     count_macs_params,
     export_shape_spec,
+    measure_profile,
     select_lowest,
     unit_saliency,
 )
@@ -107,3 +111,40 @@ def test_prunes_to_half_the_macs_under_the_default_floor_and_reloads_equal(build
     fresh.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
+
+
+class _GroupedInputs(nn.Module):
+    """conv(3->8) -> grouped conv(8->16, 2 groups) -> linear: conv1 loses channel pairs, one per group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, groups=2)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv2(torch.relu(self.conv1(x))).mean((2, 3)))
+
+
+def test_latency_model_reads_a_grouped_conv_input_as_all_its_groups(monkeypatch):
+    timed = []
+
+    def layer_ms(signature, out_width, in_width, batch_size, device):
+        timed.append((json.loads(signature).get("groups"), in_width))
+        return out_width * in_width / 100
+
+    monkeypatch.setattr(latency_model, "time_layer_ms", layer_ms)
+    monkeypatch.setattr(latency_model, "measure_latency_ms", lambda *args, **kwargs: 0.0)
+    model, x = _GroupedInputs().eval(), torch.randn(1, 3, 8, 8)
+    graph = StructureGraph(model, x)
+    (group,) = graph.groups
+    assert group.name == "conv1" and group.num_units == 4  # channel j goes with j + 4
+
+    latency = LatencyModel(graph, measure_profile(graph, x, batch_size=1, device="cpu", disable_tqdm=True), x)
+
+    assert {width for groups, width in timed if groups == 2} == {2, 4, 6, 8}  # whole pairs of channels
+    fc_ms = 4 * 16 / 100
+    for removed in range(4):
+        kept = 8 - 2 * removed
+        expected = (kept * 3 + 16 * kept) / 100 + fc_ms
+        assert latency.cost({group.name: removed}) == pytest.approx(expected)
