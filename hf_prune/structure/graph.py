@@ -158,7 +158,8 @@ class StructureGraph:
         unsliceable = {m for m in model.modules() if _is_unsliceable_conv(m)}
         self.ignored |= unsliceable
         # Their outputs stay; their inputs lose the same position in every group (ResNeSt's split attention).
-        self._grouped_inputs = {m for m in unsliceable if not m.transposed}
+        # With one input per group (GhostNet's cheap operation) that would empty the conv: kept whole.
+        self._grouped_inputs = {m for m in unsliceable if not m.transposed and m.in_channels > m.groups}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
             proj: attn for attn, (_, family) in self._attention.items() for proj in family.head_projections(attn)

@@ -407,8 +407,10 @@ class LatencyModel(CostModel):
             out_width = kept_size(term.out_shrinks, removed_units) if term.out_shrinks else term.out_now
             if term.follows_out:
                 in_width = out_width
+            elif term.in_shrinks:
+                in_width = kept_size(term.in_shrinks, removed_units) * term.in_groups
             else:
-                in_width = kept_size(term.in_shrinks, removed_units) * term.in_groups if term.in_shrinks else term.in_now
+                in_width = term.in_now
             total += term.calls * term.table.at(out_width, in_width)
             kept_activations += term.activation_share * out_width
         return total + self._rest_ms * kept_activations
