@@ -10,6 +10,7 @@ Methods score and choose units; :meth:`StructureGraph.apply` removes them physic
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch_pruning.dependency.index_mapping import _GQAIndexMapping as _GroupedQueryMapping
+from torch_pruning.dependency.index_mapping import update_split_index_mapping
 from torch import nn
 from transformers.utils import logging
 
@@ -154,7 +156,11 @@ class StructureGraph:
             raise ValueError(f"ignored_layers names modules that the model does not have: {unknown}")
         self.classifiers = {modules[n] for n in classifier_names(model)}
         self.ignored = {modules[n] for n in ignored_layers}
-        self.ignored |= {m for m in model.modules() if _is_unsliceable_conv(m)}
+        unsliceable = {m for m in model.modules() if _is_unsliceable_conv(m)}
+        self.ignored |= unsliceable
+        # Their outputs stay; their inputs lose the same position in every group (ResNeSt's split attention).
+        # With one input per group (GhostNet's cheap operation) that would empty the conv: kept whole.
+        self._grouped_inputs = {m for m in unsliceable if not m.transposed and m.in_channels > m.groups}
         self._attention = {m: (name, family) for name, m, family in find_attention(model)}
         self._head_projection = {
             proj: attn for attn, (_, family) in self._attention.items() for proj in family.head_projections(attn)
@@ -171,7 +177,10 @@ class StructureGraph:
                               for linear in head_linears(attn, family)}
         self._unknown_attention = _unknown_attention_layers(model, self._attention)
         self._stops_groups = self.fixed_layers | self._head_linears
+        self._owner_of_part = _split_parts(model)
         self._dg = self._trace(example_inputs)
+        self._part_splits = {op: self._owner_of_part[node.outputs[0].module]
+                             for op, node in self._dg.module2node.items() if self._splits_into_parts(node)}
         self.groups, self.kept_attention = self._collect_groups()
         if self.kept_attention:
             self._warn_kept_attention()
@@ -207,13 +216,32 @@ class StructureGraph:
                 _couple_input_and_output(graph, node)
             if node.type == tp.ops.OPTYPE.EXPAND:
                 _drop_grouped_query_mapping(node)
-            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE) or module in self._stops_groups:
-                # A group reaching a split, slice, ignored layer or unknown attention is kept whole
-                # or refused (_describe): stop the search there. Past a split or slice, every partial
+            if self._splits_into_parts(node):
+                self._map_pieces_to_parts(graph, node)
+            cut = node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE) and not self._splits_into_parts(node)
+            if cut or module in self._stops_groups:
+                # A group reaching a split (other than into parts), slice, ignored layer or unknown attention is
+                # kept whole or refused (_describe): stop the search there. Past a split or slice, every partial
                 # channel subset is a new search state: chains of them (ReXNet's partial residuals,
                 # FocalNet's gates) took torch-pruning minutes.
                 node.dependencies = []
         return graph
+
+    def _splits_into_parts(self, node: Any) -> bool:
+        """A split whose every piece feeds one part conv of the same splitting module (MixNet's MixedConv2d)."""
+        owners = {self._owner_of_part.get(out.module) for out in node.outputs}
+        return node.type == tp.ops.OPTYPE.SPLIT and len(owners) == 1 and None not in owners
+
+    def _map_pieces_to_parts(self, graph: tp.DependencyGraph, node: Any) -> None:
+        """Map piece ``i`` of a split into parts to part conv ``i``.
+
+        torch-pruning numbers a split's pieces in the order it found their consumers, which need
+        not be the split's (MixNet's residual stream landed on the wrong part).
+        """
+        owner = self._owner_of_part[node.outputs[0].module]
+        order = {part: i for i, part in enumerate(owner.children())}
+        node.outputs.sort(key=lambda out: order[out.module])
+        update_split_index_mapping(graph, node)
 
     def _collect_groups(self) -> tuple[list[ChannelGroup], list[str]]:
         """The prunable groups, and the attention modules of no known family that groups reached (kept whole)."""
@@ -245,6 +273,8 @@ class StructureGraph:
             if isinstance(target, nn.Parameter):
                 members.append((self._param_names[target], self._dg.module2node[target].pruning_dim, item, produces))
                 continue
+            if target in self._part_splits:
+                continue  # its sizes follow the part convs' widths (sync_shape); the parts are tied in _units
             if isinstance(target, (tp.ops._SplitOp, tp.ops._SliceOp)):
                 if attention is not None and self._head_consumers[attention]:
                     continue  # q, k, v split apart inside each head; the consumers are added below
@@ -252,6 +282,10 @@ class StructureGraph:
             if not isinstance(target, nn.Module) or target not in self._names:
                 continue  # torch-pruning's virtual ops: add, cat, reshape, ...
             if _mixes_another_dim(target, item.idxs, produces):
+                continue
+            if target in self._grouped_inputs and not produces:
+                touched.append(self._names[target])
+                members.append((f"{self._names[target]}.weight", 1, item, produces))
                 continue
             if target in self.ignored or self._feeds_attention(target, produces):
                 return None
@@ -297,6 +331,15 @@ class StructureGraph:
             _root_indices=root_indices,
         )
 
+    def _member_index(self, item: Any, unit_of_root: dict[int, int], num_units: int) -> torch.Tensor:
+        """A member's indices by unit; a grouped conv's input columns are positions within one group."""
+        target = item.dep.target.module
+        if target in self._grouped_inputs:
+            per_group = target.in_channels // target.groups
+            local = [int(i) % per_group for i in item.idxs]
+            return _index_by_unit(local, item.root_idxs, unit_of_root, num_units)
+        return _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units)
+
     def _feeds_attention(self, module: nn.Module, produces: bool) -> bool:
         """True for the transformer residual stream: it feeds a head projection's input."""
         return module in self._head_projection and not produces
@@ -308,7 +351,7 @@ class StructureGraph:
         unit_of_root = self._units(tp_group, root, attention, shared)
         num_units = len(set(unit_of_root.values()))
         slices = [
-            TensorSlice(name, dim, _index_by_unit(item.idxs, item.root_idxs, unit_of_root, num_units), produces)
+            TensorSlice(name, dim, self._member_index(item, unit_of_root, num_units), produces)
             for name, dim, item, produces in members
         ]
         return unit_of_root, slices
@@ -348,7 +391,8 @@ class StructureGraph:
         """The unit of every root index: one channel, or every channel of one head or one conv group.
 
         Root indices that share a head, a group of a grouped convolution or GroupNorm anywhere in
-        the torch-pruning group, or one channel listed in ``shared`` (``(channel, root index)``
+        the torch-pruning group, the same position of the part convs of one splitting module (so its
+        parts keep equal widths), or one channel listed in ``shared`` (``(channel, root index)``
         pairs; GhostNet: a channel and its cheap depthwise copy, concatenated, come from one primary
         channel) are tied together (union-find); units are numbered in root order.
         """
@@ -375,6 +419,13 @@ class StructureGraph:
             per_group = _channels_per_group(layer)
             for i, r in zip(item.idxs, item.root_idxs) if per_group else ():
                 tie((layer, int(i) // per_group), int(r))
+            if layer in self._grouped_inputs:  # reached only on its input side
+                per_group = layer.in_channels // layer.groups
+                for i, r in zip(item.idxs, item.root_idxs):
+                    tie((layer, int(i) % per_group), int(r))
+            owner = self._owner_of_part.get(layer)
+            for i, r in zip(item.idxs, item.root_idxs) if owner is not None else ():
+                tie((owner, int(i)), int(r))
         for channel, r in shared:
             tie(channel, r)
         unit_ids: dict[int, int] = {}
@@ -448,12 +499,15 @@ class StructureGraph:
         """Torch-pruning's ``Group.prune``, except that grouped convolutions and GroupNorms lose whole groups."""
         regular = type(tp_group)()
         regular._DG = self._dg
-        whole_groups, extra_outputs = [], []
+        whole_groups, grouped_inputs, extra_outputs = [], [], []
         for item in tp_group:
             target = item.dep.target.module
             produces = self._dg.is_out_channel_pruning_fn(item.dep.handler)
             if target in self._head_linears:
                 continue  # sliced with its heads in apply
+            if target in self._grouped_inputs:
+                grouped_inputs.append((target, item.idxs))
+                continue
             if isinstance(target, nn.Module) and _is_whole_group_conv(target):
                 if produces:
                     whole_groups.append((target, item.idxs))
@@ -468,8 +522,14 @@ class StructureGraph:
         kept_outputs = [(module, attr, _complement(getattr(module, attr).shape[0], removed))
                         for module, attr, removed in extra_outputs]
         regular.prune(record_history=False)
+        for split, owner in self._part_splits.items():
+            # The next group's index mapping reads these; torch-pruning leaves the offsets stale.
+            split.split_sizes = [part.in_channels for part in owner.children()]
+            split.offsets = list(itertools.accumulate(split.split_sizes, initial=0))
         for conv, removed in whole_groups:
             _remove_conv_channels(conv, removed)
+        for conv, removed in grouped_inputs:
+            _remove_grouped_conv_inputs(conv, removed)
         for module, attr, kept in kept_outputs:
             _slice_parameter(module, attr, 0, kept)
         for norm, per_group in norm_group_width.items():
@@ -507,6 +567,19 @@ class _TokenConcatGraph(tp.DependencyGraph):
             if node.type == tp.ops.OPTYPE.CONCAT and not node.enable_index_mapping:
                 node.type = tp.ops.OPTYPE.ELEMENTWISE  # its pruner (a concat's) keeps no sizes: a no-op
         return module2node
+
+
+# Modules whose forward splits their input by stored sizes, one piece per child conv, and
+# concatenates the outputs; their layer kind's sync_shape derives the sizes from the children.
+_CHANNEL_SPLITTERS = ("timm.layers.mixed_conv2d.MixedConv2d",)
+
+
+def _split_parts(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """Part conv -> its :data:`_CHANNEL_SPLITTERS` module."""
+    return {
+        part: m for m in model.modules() if f"{type(m).__module__}.{type(m).__name__}" in _CHANNEL_SPLITTERS
+        for part in m.children()
+    }
 
 
 def _build_dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any) -> tp.DependencyGraph:
@@ -600,6 +673,14 @@ def _remove_conv_channels(conv: nn.modules.conv._ConvNd, removed: Sequence[int])
         _slice_parameter(conv, "bias", 0, kept)
 
 
+def _remove_grouped_conv_inputs(conv: nn.modules.conv._ConvNd, removed: Sequence[int]) -> None:
+    """Remove input channels of a grouped convolution: the same positions from every group."""
+    per_group = conv.in_channels // conv.groups
+    kept = _complement(per_group, [int(i) % per_group for i in removed])
+    _slice_parameter(conv, "weight", 1, kept)  # (out, in / groups, ...)
+    conv.in_channels = len(kept) * conv.groups
+
+
 def _slice_parameter(owner: nn.Module, name: str, dim: int, kept: Sequence[int]) -> None:
     """Replace parameter ``name`` (dotted, below ``owner``) by its ``kept`` positions along ``dim``."""
     module_name, _, attr = name.rpartition(".")
@@ -642,7 +723,7 @@ def attention_kinds(model: nn.Module, names: Sequence[str]) -> list[str]:
 
 
 def _index_by_unit(idxs, root_idxs, unit_of_root, num_units: int) -> torch.Tensor:
-    """Arrange a member's indices as a (num_units, per_unit) tensor."""
+    """Arrange a member's indices as a (num_units, per_unit) tensor, each index once per unit."""
     rows: list[list[int]] = [[] for _ in range(num_units)]
     for i, r in zip(idxs, root_idxs):
         if int(i) not in rows[unit_of_root[int(r)]]:  # roots tied by a shared channel may list it twice

@@ -233,10 +233,11 @@ def measure_profile(
     for name, shape in layers.items():
         weight = f"{name}.weight" if name else "weight"
         follows_out = "channels_per_group" in shape.signature  # a depthwise conv's inputs are its outputs
+        groups = _input_groups(shape.signature)
         grids[_table_key(shape)] = (
             shape.signature,
             _grid(shape.out_width, (weight, 0) in prunable),
-            _grid(shape.in_width, (weight, 1) in prunable and not follows_out),
+            [w * groups for w in _grid(shape.in_width // groups, (weight, 1) in prunable and not follows_out)],
         )
     bar = tqdm(total=1 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
     with bar:
@@ -270,6 +271,14 @@ def _without_layers(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> 
     for module, output in outputs.items():
         module.forward = lambda *args, _output=output, **kwargs: _output
     return stub
+
+
+def _input_groups(signature: str) -> int:
+    """Groups of a grouped conv whose channels do not go together (1 for other layers).
+
+    Its inputs shrink by the same position in every group: its weight's input dimension counts one group's.
+    """
+    return json.loads(signature).get("groups", 1)
 
 
 def _grid(width: int, prunable: bool) -> list[int]:
@@ -362,6 +371,7 @@ class _LayerTerm:
     out_shrinks: tuple
     in_shrinks: tuple
     follows_out: bool  # a depthwise conv: its input width is its output width
+    in_groups: int  # a grouped conv whose inputs shrink group by group: its in_shrinks count one group's
     activation_share: float  # per output channel: its share of the dense layers' output activations
 
 
@@ -397,8 +407,10 @@ class LatencyModel(CostModel):
             out_width = kept_size(term.out_shrinks, removed_units) if term.out_shrinks else term.out_now
             if term.follows_out:
                 in_width = out_width
+            elif term.in_shrinks:
+                in_width = kept_size(term.in_shrinks, removed_units) * term.in_groups
             else:
-                in_width = kept_size(term.in_shrinks, removed_units) if term.in_shrinks else term.in_now
+                in_width = term.in_now
             total += term.calls * term.table.at(out_width, in_width)
             kept_activations += term.activation_share * out_width
         return total + self._rest_ms * kept_activations
@@ -414,6 +426,7 @@ def _latency_terms(graph: StructureGraph, profile: LatencyProfile, now: Mapping[
         terms.append(_LayerTerm(
             shape.calls, profile.table(shape), now[name].out_width, now[name].in_width,
             shrinks.get((weight, 0), ()), shrinks.get((weight, 1), ()), "channels_per_group" in shape.signature,
+            _input_groups(shape.signature),
             shape.activations * shape.calls / total_activations / shape.out_width,
         ))
     return terms

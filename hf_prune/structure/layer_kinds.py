@@ -84,11 +84,16 @@ def _gained_conv_tensors(conv: nn.modules.conv._ConvNd, produces: bool) -> list[
 
 
 def _timm_kinds() -> tuple[LayerKind, ...]:
-    from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+    from timm.layers import MixedConv2d, ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
     from timm.models.metaformer import Scale
 
     def sync_scale(scale: nn.Module) -> None:
         scale.shape = (scale.scale.shape[0], *scale.shape[1:])  # forward: x * scale.view(shape)
+
+    def sync_mixed_conv(mixed: nn.Module) -> None:
+        convs = list(mixed.values())  # forward: torch.split(x, splits), one part per conv
+        mixed.splits = [conv.in_channels for conv in convs]
+        mixed.in_channels, mixed.out_channels = sum(mixed.splits), sum(conv.out_channels for conv in convs)
 
     conv_attributes = _TORCH_KINDS[0].shape_attributes
     # Weight standardization normalizes each filter over its input channels: a masked input
@@ -99,6 +104,8 @@ def _timm_kinds() -> tuple[LayerKind, ...]:
         LayerKind((StdConv2d, StdConv2dSame), _conv_tensors, conv_attributes, channel_dim=1, cross_channel=True,
                   macs_scale_with_widths=True),
         LayerKind(Scale, lambda m, produces: [("scale", 0)], ("shape",), channel_dim=None, sync_shape=sync_scale),
+        # MixNet: splits its input across its convs by stored sizes; it holds no tensors of its own.
+        LayerKind(MixedConv2d, lambda m, produces: [], (), channel_dim=1, sync_shape=sync_mixed_conv),
     )
 
 

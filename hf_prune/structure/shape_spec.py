@@ -93,6 +93,9 @@ def apply_shape_spec(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
         original = _lookup(params, name, "parameter")
         owner_name, _, attr = name.rpartition(".")
         setattr(modules[owner_name], attr, nn.Parameter(_empty_like(original, _sizes(shape, original.shape, name))))
+    for module in model.modules():  # attributes derived from the reshaped children (MixNet's split sizes)
+        if (kind := layer_kind(module)) is not None and kind.sync_shape is not None:
+            kind.sync_shape(module)
     families = {name: family for name, _, family in find_attention(model)}
     for name in spec.get("attention", {}):
         if name not in families:
