@@ -366,8 +366,8 @@ def summary_line(rows: list[dict[str, Any]], library: str) -> str:
     pruned = sum(r["status"] == "pruned" for r in mine)
     with_fix = sum(r["status"] == "refused; pruned with its fix" for r in mine)
     share = pruned / len(mine) if mine else 0.0
-    return (f"{library}: {pruned}/{len(mine)} prune to {TARGET:.0%} MACs and reload equal ({share:.0%}), "
-            f"{with_fix} more with the ignored_layers their refusal names")
+    line = f"{library}: {pruned}/{len(mine)} prune to {TARGET:.0%} MACs and reload equal ({share:.0%})"
+    return line + (f", {with_fix} more with the ignored_layers their refusal names" if with_fix else "")
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
