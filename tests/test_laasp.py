@@ -158,6 +158,22 @@ def test_recovery_follows_the_final_step_too(tmp_path):
     assert method.history[-1]["reduction"] >= 0.01 and plan.recovery_steps == 5  # 0.5 epochs of 10 steps
 
 
+def test_the_last_step_removes_only_what_reaching_the_target_needs(tmp_path):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.05, target_flops_reduction=0.01, laasp_prune_start=0.0)
+    context = _context(model, args)
+    context.width_multiples = {g.name: 4 for g in context.graph.groups}
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    method.on_step_end(context)
+    step = method.history[-1]
+    group = next(g for g in context.graph.groups if g.name == step["group"])
+    one_multiple = 4 * context.macs.macs_per_unit(group.name) / context.dense_macs
+    assert (group.num_units - len(step["removed"])) % 4 == 0  # still a multiple of round_to kept
+    assert 0.01 <= step["reduction"] < 0.01 + one_multiple  # a full 5 % step would overshoot
+    assert len(step["removed"]) < method.step_units(context, group.name)
+
+
 def test_recovery_that_would_round_to_no_step_runs_one_and_says_so(tmp_path, caplog):
     model = _calibrated("cifar_resnet20")
     args = _args(tmp_path, laasp_flops_step=0.02, target_flops_reduction=0.01, laasp_recover_flops=0.01,

@@ -90,10 +90,14 @@ class PruningContext:
         """The model has been pruned already (a run resumed after its prune): target checks are moot."""
         return self.macs.base_macs < self.dense_macs
 
+    @property
+    def dense_cost(self) -> float:
+        """The dense model's cost in what the target counts: MACs, or predicted latency (ms)."""
+        return self.dense_macs if self.args.target_latency_reduction is None else self.dense_latency_ms
+
     def reduction_from_dense(self) -> float:
         """The fraction of the dense model's cost (what the target counts) the model has shed so far."""
-        dense = self.dense_macs if self.args.target_latency_reduction is None else self.dense_latency_ms
-        return 1.0 - self.cost.base_cost / dense
+        return 1.0 - self.cost.base_cost / self.dense_cost
     width_multiples: dict[str, int] = field(default_factory=dict, repr=False)
     width_ties: list[list[str]] = field(default_factory=list, repr=False)
 

@@ -369,7 +369,7 @@ class LAASPPruning(PruningMethod):
         args = context.args
         result = []
         for group in context.graph.groups:
-            count = self.step_units(context, group.name)
+            count = self.units_to_target(context, group.name, self.step_units(context, group.name))
             if count == 0:
                 continue
             weights = unit_weights(context.model, group)
@@ -409,6 +409,24 @@ class LAASPPruning(PruningMethod):
         if units <= floor or group not in self.step_sizes:
             return 0  # at its floor, or removing it saves nothing
         return units - max(floor, (units - self.step_sizes[group]) // multiple * multiple)
+
+    @staticmethod
+    def units_to_target(context: PruningContext, group: str, step: int) -> int:
+        """``step``, or fewer units where fewer already reach the target (the last step, whose full size
+        would overshoot it: with ``round_to`` a step can be a quarter of a group).
+
+        Fewer means the fewest that leave a multiple of the group's width multiple kept and reach the target.
+        """
+        budget = (1.0 - context.args.target_reduction) * context.dense_cost
+        if step == 0 or context.cost.cost({group: step}) > budget:
+            return step  # not the last step
+        units = next(g.num_units for g in context.graph.groups if g.name == group)
+        multiple = context.width_multiples.get(group, 1)
+        first = units % multiple or multiple
+        for removed in range(first, step, multiple):
+            if context.cost.cost({group: removed}) <= budget:
+                return removed
+        return step
 
     def _floor(self, context: PruningContext, group: str, units: int) -> int:
         """Fewest units ``group`` keeps: ``1 - layer_prune_limit`` of its dense units, rounded up to its multiple."""
