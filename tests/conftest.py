@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from transformers import AutoModelForImageClassification, ViTConfig
 
 from hf_prune import ModelSource, PruningArguments, PruningTrainer, StructureGraph
 from hf_prune.metrics import compute_topk_metrics
+from hf_prune.structure import apply_shape_spec, export_shape_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +105,20 @@ def uniform_vit() -> tuple[torch.nn.Module, ModelSource]:
     graph = StructureGraph(model, torch.randn(1, 3, 32, 32))
     graph.apply({g.name: list(range(3 if g.kind == "head" else 96)) for g in graph.groups})
     return model, source
+
+
+def rebuilt_from_shape_spec(model: torch.nn.Module, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """What a reload does: ``build()`` reshaped by ``model``'s shape spec (through JSON), its weights loaded, in eval."""
+    fresh = build()
+    apply_shape_spec(fresh, json.loads(json.dumps(export_shape_spec(model, reference=fresh))))
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    return fresh.eval()
+
+
+@pytest.fixture
+def rebuild() -> Callable[[torch.nn.Module, Callable[[], torch.nn.Module]], torch.nn.Module]:
+    """:func:`rebuilt_from_shape_spec`: ``rebuild(model, build)``."""
+    return rebuilt_from_shape_spec
 
 
 @pytest.fixture(scope="session")

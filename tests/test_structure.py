@@ -448,7 +448,7 @@ def test_window_attention_heads_take_their_relative_position_bias_along(name):
         torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
+def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along(rebuild):
     """Swinv2: removing a head equals silencing it; its logit scale and bias-MLP output row go with it."""
     model, build, x = _build("hf_swinv2")
     graph = StructureGraph(model, x[:1])
@@ -466,10 +466,9 @@ def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
     torch.testing.assert_close(bias_mlp_output.weight.detach(), bias_rows[[0, 2, 3]])
     with torch.no_grad():
         torch.testing.assert_close(_logits(model(x)), expected, rtol=1e-4, atol=1e-5)
-    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
-    reloaded.load_state_dict(model.state_dict())
+    reloaded = rebuild(model, build)
     with torch.no_grad():
-        torch.testing.assert_close(_logits(reloaded.eval()(x)), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(_logits(reloaded(x)), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name, size, kwargs", [
@@ -478,7 +477,7 @@ def test_cosine_attention_heads_take_their_scale_and_bias_mlp_rows_along():
     # Attention biases fixed to a 7x7 grid: full input size, tiny widths.
     ("efficientformer_l1", 224, {"depths": (1, 1, 1, 2), "embed_dims": (16, 16, 16, 64), "num_vit": 1}),
 ])
-def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, size, kwargs):
+def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name, size, kwargs, rebuild):
     """TinyViT, LeViT, EfficientFormer: qkv rows per head are (q, k, v); removing a head equals silencing it."""
     torch.manual_seed(0)
 
@@ -502,10 +501,9 @@ def test_heads_split_into_q_k_v_take_their_biases_and_output_columns_along(name,
     torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
-    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
-    reloaded.load_state_dict(model.state_dict())
+    reloaded = rebuild(model, build)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(reloaded(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def _tiny_cait() -> nn.Module:
@@ -672,7 +670,7 @@ def test_token_mixing_linears_keep_their_shape_when_the_stream_loses_channels(bl
 
 
 @pytest.mark.parametrize("name", ["coatnet_nano_rw_224", "maxvit_pico_rw_256"])
-def test_maxxvit_attention_loses_whole_heads_with_their_bias_columns(name):
+def test_maxxvit_attention_loses_whole_heads_with_their_bias_columns(name, rebuild):
     """CoAtNet (qkv conv) and MaxViT (qkv linear): heads go with their bias table columns; reload is equal."""
     torch.manual_seed(0)
 
@@ -697,13 +695,12 @@ def test_maxxvit_attention_loses_whole_heads_with_their_bias_columns(name):
     torch.testing.assert_close(attention.rel_pos.relative_position_bias_table.detach(), table[:, kept])
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
-    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
-    reloaded.load_state_dict(model.state_dict())
+    reloaded = rebuild(model, build)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded.eval()(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(reloaded(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_transformers_levit_attention_loses_whole_heads_with_their_biases():
+def test_transformers_levit_attention_loses_whole_heads_with_their_biases(rebuild):
     """transformers' LeViT: qkv rows per head are (q, k, v), the projection reads one block per head."""
     torch.manual_seed(0)
     config = LevitConfig(image_size=64, hidden_sizes=[32, 48, 64], num_attention_heads=[2, 2, 4], depths=[1, 1, 1],
@@ -730,7 +727,6 @@ def test_transformers_levit_attention_loses_whole_heads_with_their_biases():
     torch.testing.assert_close(attention.attention_biases.detach(), biases[kept])
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, expected, rtol=1e-4, atol=1e-5)
-    reloaded = apply_shape_spec(build(), export_shape_spec(model, reference=build()))
-    reloaded.load_state_dict(model.state_dict())
+    reloaded = rebuild(model, build)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded.eval()(x).logits, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(reloaded(x).logits, expected, rtol=1e-4, atol=1e-5)

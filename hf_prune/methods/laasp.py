@@ -41,6 +41,7 @@ from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
 from hf_prune.plots import plot_panels
 from hf_prune.structure import (
+    ChannelGroup,
     PrefixCache,
     UnreachableTargetError,
     masking_is_exact,
@@ -369,7 +370,7 @@ class LAASPPruning(PruningMethod):
         args = context.args
         result = []
         for group in context.graph.groups:
-            count = self.units_to_target(context, group.name, self.step_units(context, group.name))
+            count = self.units_to_target(context, group, self.step_units(context, group.name))
             if count == 0:
                 continue
             weights = unit_weights(context.model, group)
@@ -411,20 +412,18 @@ class LAASPPruning(PruningMethod):
         return units - max(floor, (units - self.step_sizes[group]) // multiple * multiple)
 
     @staticmethod
-    def units_to_target(context: PruningContext, group: str, step: int) -> int:
+    def units_to_target(context: PruningContext, group: ChannelGroup, step: int) -> int:
         """``step``, or fewer units where fewer already reach the target (the last step, whose full size
         would overshoot it: with ``round_to`` a step can be a quarter of a group).
 
         Fewer means the fewest that leave a multiple of the group's width multiple kept and reach the target.
         """
         budget = (1.0 - context.args.target_reduction) * context.dense_cost
-        if step == 0 or context.cost.cost({group: step}) > budget:
+        if step == 0 or context.cost.cost({group.name: step}) > budget:
             return step  # not the last step
-        units = next(g.num_units for g in context.graph.groups if g.name == group)
-        multiple = context.width_multiples.get(group, 1)
-        first = units % multiple or multiple
-        for removed in range(first, step, multiple):
-            if context.cost.cost({group: removed}) <= budget:
+        multiple = context.width_multiples.get(group.name, 1)
+        for removed in range(group.num_units % multiple or multiple, step, multiple):
+            if context.cost.cost({group.name: removed}) <= budget:
                 return removed
         return step
 
@@ -507,6 +506,7 @@ class LAASPPruning(PruningMethod):
         groups = context.graph.groups
         removable = {g.name: max(0, g.num_units - self._floor(context, g.name, g.num_units)) for g in groups}
         return context.cost.reduction(removable)
+
     def _check_reachable(self, context: PruningContext) -> None:
         """Fail before training, as the one-shot methods do, when the floors stop the search short of the target."""
         args = context.args
