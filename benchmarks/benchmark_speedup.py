@@ -3,7 +3,9 @@
 For every model, method, target and ``round_to``, a short run through the example script prunes the
 model (widths matter here, not accuracy: a few hundred images, one epoch, a cheap LAASP search).
 Then, in this one process, the dense architecture and each slim model are timed alternately (eager,
-``batch_size`` images, ``threads`` threads), so that a load change on the machine hits both::
+``batch_size`` images, ``threads`` threads), so that a load change on the machine hits both, in each
+memory format of ``memory_formats`` (PyTorch's default NCHW, and ``channels_last``, the layout oneDNN's
+CPU convolutions run without reordering; both models in the same format)::
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_speedup.py --output_dir outputs/speedup
 
@@ -48,6 +50,15 @@ class SpeedupArguments:
     threads: int = field(default=1, metadata={"help": "Intra-op threads of every measurement."})
     rounds: int = field(default=5, metadata={"help": "Alternations of dense and slim timings; medians are reported."})
     min_run_time: float = field(default=0.5, metadata={"help": "Seconds of repeats in each timing."})
+    memory_formats: list[str] = field(
+        default_factory=lambda: ["contiguous_format", "channels_last"],
+        metadata={"help": "torch memory formats both models are timed in (a row each)."},
+    )
+
+    def __post_init__(self) -> None:
+        for name in self.memory_formats:
+            if not isinstance(getattr(torch, name, None), torch.memory_format):
+                raise ValueError(f"memory_formats: '{name}' is not a torch memory format (contiguous_format, channels_last)")
 
 
 def prune_once(model: str, size: int, method: str, target: float, round_to: str, options: SpeedupArguments) -> Path:
@@ -67,27 +78,34 @@ def prune_once(model: str, size: int, method: str, target: float, round_to: str,
     return run_dir
 
 
-def measure(run_dir: Path, options: SpeedupArguments) -> dict:
-    """MACs ratio and alternated timings of one slim model against its dense architecture (random weights)."""
+def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
+    """MACs ratio and alternated timings of one slim model against its dense architecture (random weights),
+    a row per memory format."""
     config = json.loads((run_dir / "config.json").read_text())
     input_size = tuple(config["hf_prune"]["input_size"])
     slim = AutoPrunedModel.from_pretrained(run_dir).eval()
     dense = ModelSource.from_config(config).build("cpu").eval()
     example = torch.zeros(1, *input_size)
     macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
-    dense_ms, slim_ms = median_latencies_in_turns(
-        (dense, slim), input_size, options.batch_size, options.rounds, num_threads=options.threads,
-        min_run_time=options.min_run_time,
-    )
-    return {"macs_ratio": macs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms}
+    rows = []
+    for name in options.memory_formats:
+        memory_format = getattr(torch, name)
+        dense_ms, slim_ms = median_latencies_in_turns(
+            (dense.to(memory_format=memory_format), slim.to(memory_format=memory_format)), input_size,
+            options.batch_size, options.rounds, num_threads=options.threads, min_run_time=options.min_run_time,
+            memory_format=memory_format,
+        )
+        rows.append({"memory_format": name, "macs_ratio": macs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms})
+    return rows
 
 
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | target | round_to | MACs ratio | dense ms (bs{batch_size}) | slim ms | "
-             "speed-up | speed-up ÷ MACs ratio |", "|---" * 10 + "|"]
+    lines = [f"| model | px | method | target | round_to | memory format | MACs ratio | dense ms (bs{batch_size}) | "
+             "slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 11 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
         lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['target']:.0%} | {r['round_to']} | "
+                     f"{r['memory_format']} | "
                      f"{r['macs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
                      f"{speedup / r['macs_ratio']:.2f} |")
     return "\n".join(lines)
@@ -103,7 +121,7 @@ def main(argv: list[str] | None = None) -> str:
                 for round_to in options.round_to:
                     key = {"model": model, "size": int(size), "method": method, "target": target, "round_to": round_to}
                     runs.append((key, prune_once(model, int(size), method, target, round_to, options)))
-    result = table([{**key, **measure(run_dir, options)} for key, run_dir in runs], options.batch_size)
+    result = table([{**key, **row} for key, run_dir in runs for row in measure(run_dir, options)], options.batch_size)
     report = Path(options.output_dir) / "speedup.md"
     staged = report.with_suffix(".md.tmp")
     staged.write_text(result + "\n")

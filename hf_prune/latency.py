@@ -17,6 +17,7 @@ def measure_latency_ms(
     *,
     num_threads: int | None = None,
     min_run_time: float = 0.5,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> float:
     """Median eval-mode forward time in milliseconds on random inputs of ``(batch_size, *input_size)``.
 
@@ -26,9 +27,11 @@ def measure_latency_ms(
         batch_size: images per forward.
         num_threads: intra-op threads during the measurement (default: torch's current setting).
         min_run_time: seconds of repeated runs the median is taken over (after one warm-up run).
+        memory_format: layout of the inputs, e.g. ``torch.channels_last`` for image batches (convert the
+            model's weights with ``model.to(memory_format=...)`` first).
     """
     device = next(model.parameters()).device
-    inputs = torch.randn(batch_size, *input_size, device=device)
+    inputs = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
     model.eval()
     with torch.inference_mode():
         model(inputs)  # warm-up: allocator, kernels selection, lazy init
@@ -48,6 +51,7 @@ def median_latencies_in_turns(
     *,
     num_threads: int | None = None,
     min_run_time: float = 0.5,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> list[float]:
     """Median :func:`measure_latency_ms` of each model over ``rounds`` rounds that time every model in turn,
     so that a change of machine load hits all of them alike."""
@@ -55,6 +59,7 @@ def median_latencies_in_turns(
     for _ in range(rounds):
         for model, model_times in zip(models, times):
             model_times.append(
-                measure_latency_ms(model, input_size, batch_size, num_threads=num_threads, min_run_time=min_run_time)
+                measure_latency_ms(model, input_size, batch_size, num_threads=num_threads, min_run_time=min_run_time,
+                                   memory_format=memory_format)
             )
     return [statistics.median(t) for t in times]

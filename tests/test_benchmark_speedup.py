@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
@@ -16,7 +17,7 @@ def test_dense_and_slim_are_timed_in_turns_and_the_medians_reported(monkeypatch)
     dense, slim, calls = torch.nn.Identity(), torch.nn.ReLU(), []
     timings = {dense: iter([4.0, 9.0, 5.0]), slim: iter([1.0, 2.0, 8.0])}
 
-    def fake_latency(model, input_size, batch_size, num_threads, min_run_time):
+    def fake_latency(model, input_size, batch_size, num_threads, min_run_time, memory_format):
         calls.append(model)
         return next(timings[model])
 
@@ -34,8 +35,31 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
     graph.apply({g.name: list(range(g.num_units // 2)) for g in graph.groups})
     save_pretrained(model, tmp_path, source=source, pruning={"input_size": [3, 32, 32]})
     options = script.SpeedupArguments(rounds=1, min_run_time=0.01, batch_size=2)
-    row = script.measure(tmp_path, options)
-    assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
+    rows = script.measure(tmp_path, options)
+    assert [row["memory_format"] for row in rows] == ["contiguous_format", "channels_last"]
+    for row in rows:
+        assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
     line = script.table([{"model": "m", "size": 32, "method": "ocsp", "target": 0.5, "round_to": "auto",
-                          "macs_ratio": 2.0, "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
-    assert line == "| m | 32 | ocsp | 50% | auto | 2.00x | 8.00 | 5.00 | 1.60x | 0.80 |"
+                          "memory_format": "channels_last", "macs_ratio": 2.0, "dense_ms": 8.0, "slim_ms": 5.0}],
+                        64).splitlines()[-1]
+    assert line == "| m | 32 | ocsp | 50% | auto | channels_last | 2.00x | 8.00 | 5.00 | 1.60x | 0.80 |"
+
+
+def test_an_unknown_memory_format_is_refused_by_name(load_script):
+    script = load_script("benchmarks/benchmark_speedup.py")
+    with pytest.raises(ValueError, match="'nhwc' is not a torch memory format"):
+        script.SpeedupArguments(memory_formats=["nhwc"])
+
+
+def test_inputs_are_timed_in_the_requested_memory_format():
+    layouts = []
+
+    class RecordLayout(torch.nn.Conv2d):
+        def forward(self, x):
+            layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+            return super().forward(x)
+
+    conv = RecordLayout(3, 8, 3).to(memory_format=torch.channels_last)
+    hf_prune.latency.measure_latency_ms(conv, (3, 8, 8), 4, min_run_time=0.001, memory_format=torch.channels_last)
+    hf_prune.latency.measure_latency_ms(conv, (3, 8, 8), 4, min_run_time=0.001)
+    assert layouts[0] and not layouts[-1]

@@ -46,10 +46,10 @@ def device_block(device: torch.device | str) -> int:
 def auto_channel_multiple(width: int, block: int) -> int:
     """The ``"auto"`` multiple (in channels) of a group ``width`` channels wide.
 
-    The device's block, but at most the largest power of two <= ``width / 4``, so that a small
-    group (a 16-channel CIFAR stage: 4) can still lose a quarter of its channels.
+    The device's block, but at most the largest power of two <= ``width / 2``, so that a small
+    group (a 16-channel CIFAR stage: 8) can still be halved.
     """
-    return max(1, min(block, 2 ** int(math.log2(max(width // 4, 1)))))
+    return max(1, min(block, 2 ** int(math.log2(max(width // 2, 1)))))
 
 
 def channels_per_unit(group: ChannelGroup) -> int:
