@@ -17,7 +17,7 @@ from torch import nn
 from transformers import HfArgumentParser
 
 from hf_prune import count_macs_params
-from hf_prune.latency import measure_latency_ms
+from hf_prune.latency import measure_latency_ms, memory_format_named
 
 
 @dataclass
@@ -29,13 +29,21 @@ class ConvWidthArguments:
     batch_size: int = field(default=64, metadata={"help": "Images per forward."})
     threads: int = field(default=1, metadata={"help": "Intra-op threads of every measurement."})
     min_run_time: float = field(default=1.0, metadata={"help": "Seconds of repeats each median is taken over."})
+    memory_format: str = field(
+        default="contiguous_format", metadata={"help": "torch memory format of weights and inputs, e.g. channels_last."}
+    )
+
+    def __post_init__(self) -> None:
+        memory_format_named(self.memory_format)
 
 
 def measure(resolution: int, width: int, options: ConvWidthArguments) -> dict:
-    conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
+    memory_format = memory_format_named(options.memory_format)
+    conv = nn.Conv2d(width, width, 3, padding=1, bias=False).to(memory_format=memory_format)
     macs, _ = count_macs_params(conv, torch.zeros(options.batch_size, width, resolution, resolution))
     milliseconds = measure_latency_ms(conv, (width, resolution, resolution), options.batch_size,
-                                      num_threads=options.threads, min_run_time=options.min_run_time)
+                                      num_threads=options.threads, min_run_time=options.min_run_time,
+                                      memory_format=memory_format)
     return {"resolution": resolution, "width": width, "macs": macs, "ms": milliseconds, "mmac_per_ms": macs / 1e6 / milliseconds}
 
 

@@ -25,7 +25,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, ModelSource, count_macs_params
-from hf_prune.latency import median_latencies_in_turns
+from hf_prune.latency import median_latencies_in_turns, memory_format_named
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
@@ -57,8 +57,7 @@ class SpeedupArguments:
 
     def __post_init__(self) -> None:
         for name in self.memory_formats:
-            if not isinstance(getattr(torch, name, None), torch.memory_format):
-                raise ValueError(f"memory_formats: '{name}' is not a torch memory format (contiguous_format, channels_last)")
+            memory_format_named(name)
 
 
 def prune_once(model: str, size: int, method: str, target: float, round_to: str, options: SpeedupArguments) -> Path:
@@ -89,7 +88,7 @@ def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
     rows = []
     for name in options.memory_formats:
-        memory_format = getattr(torch, name)
+        memory_format = memory_format_named(name)
         dense_ms, slim_ms = median_latencies_in_turns(
             (dense.to(memory_format=memory_format), slim.to(memory_format=memory_format)), input_size,
             options.batch_size, options.rounds, num_threads=options.threads, min_run_time=options.min_run_time,

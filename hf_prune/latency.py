@@ -10,6 +10,18 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 
+def memory_format_named(name: str) -> torch.memory_format:
+    """``torch.contiguous_format`` or ``torch.channels_last`` (etc.) from its name.
+
+    Raises:
+        ValueError: ``name`` is not a torch memory format.
+    """
+    memory_format = getattr(torch, name, None)
+    if not isinstance(memory_format, torch.memory_format):
+        raise ValueError(f"'{name}' is not a torch memory format: e.g. contiguous_format or channels_last")
+    return memory_format
+
+
 def measure_latency_ms(
     model: nn.Module,
     input_size: tuple[int, ...],
