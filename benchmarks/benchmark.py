@@ -195,7 +195,7 @@ def _latencies(output_dir: Path, threads: int) -> dict[str, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (model, method, round_to, target); latency speed-up vs the dense rows."""
+    """Mean and std (ddof 0) over seeds per (model, method, round_to, target); latency speed-up vs the dense rows."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         key = _key(row)
