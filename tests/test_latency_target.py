@@ -73,6 +73,19 @@ def _expected_ms(removed1: int, removed2: int, rest_ms: float = REST_MS, positio
     return layers + rest_ms * activations
 
 
+def test_tables_that_overestimate_the_model_are_scaled_to_the_measured_dense_latency(fake_timers, monkeypatch):
+    model, x = _TwoConvs().eval(), torch.randn(1, 3, 8, 8)
+    graph = StructureGraph(model, x)
+    monkeypatch.setattr(latency_model, "time_layer_ms", lambda *args: 2 * _fake_layer_ms(*args))  # layers alone: 2x
+    profile = measure_profile(graph, x, batch_size=4, device="cpu", disable_tqdm=True)
+    latency = LatencyModel(graph, profile, x)
+    assert profile.layer_scale == pytest.approx(0.5)
+    assert latency.base_cost == pytest.approx(profile.dense_ms) == pytest.approx(profile.predicted_dense_ms)
+    group1, group2 = sorted(graph.groups, key=lambda g: g.num_units)
+    for removed1, removed2 in ((1, 0), (5, 11)):  # the unscaled model's predictions, which the 2x tables reproduce
+        assert latency.cost({group1.name: removed1, group2.name: removed2}) == pytest.approx(_expected_ms(removed1, removed2))
+
+
 def test_latency_model_predicts_the_tables_and_drives_the_selection(fake_timers):
     model, x = _TwoConvs().eval(), torch.randn(1, 3, 8, 8)
     graph = StructureGraph(model, x)
