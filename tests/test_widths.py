@@ -19,7 +19,13 @@ from hf_prune.methods import create_method
 from hf_prune.methods.laasp import LAASPPruning
 from hf_prune.models.forward import logits_of
 from hf_prune.structure import MacsModel, StructureGraph, count_macs_params, group_saliencies, select_lowest
-from hf_prune.structure.widths import auto_channel_multiple, device_block, repeated_block_ties, width_multiples
+from hf_prune.structure.widths import (
+    auto_channel_multiple,
+    device_block,
+    produces_convolution_channels,
+    repeated_block_ties,
+    width_multiples,
+)
 
 
 class _LinearCost:
@@ -130,16 +136,22 @@ def test_grouped_units_get_their_multiple_in_units():
 
 
 def test_auto_uses_the_device_block_but_keeps_small_groups_halvable(monkeypatch):
-    assert [auto_channel_multiple(w, 16) for w in (3, 8, 16, 24, 32, 64, 512)] == [1, 4, 8, 8, 16, 16, 16]
-    assert [auto_channel_multiple(w, 8) for w in (8, 16, 32, 64)] == [4, 8, 8, 8]
+    # convolution channels two blocks wide or more can be halved; narrower ones, and linear units, quartered
+    assert [auto_channel_multiple(w, 16) for w in (3, 8, 16, 24, 32, 64, 512)] == [1, 2, 4, 4, 16, 16, 16]
+    assert [auto_channel_multiple(w, 8) for w in (8, 16, 32, 64)] == [2, 8, 8, 8]
+    assert [auto_channel_multiple(w, 8, convolution=False) for w in (16, 32, 64)] == [4, 8, 8]
     assert device_block("cuda") == 8
     for capability, block in (("AVX512", 16), ("AVX2", 8), ("DEFAULT", 8)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         assert device_block("cpu") == block
     model, x = timm.create_model("cifar_resnet20", num_classes=10), torch.randn(1, 3, 32, 32)
     graph = StructureGraph(model, x)
-    widths = {g.num_units: width_multiples(graph.groups, "auto", "cpu")[g.name] for g in graph.groups}
+    widths = {g.num_units: width_multiples(graph.groups, "auto", "cpu", model)[g.name] for g in graph.groups}
     assert widths == {16: 8, 32: 8, 64: 8}  # the last capability set ('DEFAULT'): 8 at most
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    mlp_graph = StructureGraph(mlp, torch.randn(2, 8))
+    assert not produces_convolution_channels(mlp_graph.groups[0], mlp)
+    assert width_multiples(mlp_graph.groups, "auto", "cpu", mlp) == {mlp_graph.groups[0].name: 4}
 
 
 @pytest.mark.parametrize("method", ["magnitude", "random", "tp_groupnorm", "ocsp", "laasp"])

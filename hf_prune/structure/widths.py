@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from hf_prune.structure.graph import ChannelGroup
 
@@ -43,13 +44,25 @@ def device_block(device: torch.device | str) -> int:
     return 8
 
 
-def auto_channel_multiple(width: int, block: int) -> int:
+def auto_channel_multiple(width: int, block: int, convolution: bool = True) -> int:
     """The ``"auto"`` multiple (in channels) of a group ``width`` channels wide.
 
-    The device's block, but at most the largest power of two <= ``width / 2``, so that a small
-    group (a 16-channel CIFAR stage: 8) can still be halved.
+    The device's block, but at most the largest power of two <= ``width / 2`` for convolution
+    channels at least two blocks wide, so that such a group (a 16-channel CIFAR stage on AVX2: 8)
+    can still be halved: oneDNN pads a convolution's channels to its block, so 4 or 12 of 16
+    channels run no faster than 8 or 16 (``benchmarks/benchmark_conv_widths.py``). Narrower
+    convolutions and other groups (linear layers, whose GEMMs showed no such padding) keep the
+    finer cap of ``width / 4``, so they can lose a quarter.
     """
-    return max(1, min(block, 2 ** int(math.log2(max(width // 2, 1)))))
+    halvable = convolution and width >= 2 * block
+    return max(1, min(block, 2 ** int(math.log2(max(width // (2 if halvable else 4), 1)))))
+
+
+def produces_convolution_channels(group: ChannelGroup, model: nn.Module) -> bool:
+    """Every tensor computing the group's channels is a convolution weight or a per-channel vector,
+    and at least one is a convolution weight."""
+    shapes = [model.get_parameter(piece.param_name).dim() for piece in group.slices if piece.produces]
+    return any(dims >= 3 for dims in shapes) and all(dims != 2 for dims in shapes)
 
 
 def channels_per_unit(group: ChannelGroup) -> int:
@@ -57,12 +70,16 @@ def channels_per_unit(group: ChannelGroup) -> int:
     return min(piece.index.shape[1] for piece in group.slices if piece.produces)
 
 
-def width_multiples(groups: Sequence[ChannelGroup], round_to: str | int, device: torch.device | str) -> dict[str, int]:
+def width_multiples(
+    groups: Sequence[ChannelGroup], round_to: str | int, device: torch.device | str, model: nn.Module | None = None
+) -> dict[str, int]:
     """Per group, the multiple (in units) its kept unit count is rounded to.
 
     Attention heads are whole units already: head groups get 1. A channel group gets ``round_to``
     channels, or with ``"auto"`` :func:`auto_channel_multiple` of the device's
     :func:`device_block`, converted to units (a unit of 4 channels with a multiple of 8 channels: 2).
+    ``model`` (the groups' model) tells convolution channels from others; without it every group is
+    treated as convolution channels.
     """
     fixed = parse_round_to(round_to)
     multiples = {}
@@ -71,7 +88,8 @@ def width_multiples(groups: Sequence[ChannelGroup], round_to: str | int, device:
             multiples[group.name] = 1
             continue
         per_unit = channels_per_unit(group)
-        channels = fixed or auto_channel_multiple(group.num_units * per_unit, device_block(device))
+        convolution = model is None or produces_convolution_channels(group, model)
+        channels = fixed or auto_channel_multiple(group.num_units * per_unit, device_block(device), convolution)
         multiples[group.name] = channels // math.gcd(channels, per_unit)
     return multiples
 
@@ -117,6 +135,7 @@ __all__ = [
     "channels_per_unit",
     "device_block",
     "parse_round_to",
+    "produces_convolution_channels",
     "repeated_block_ties",
     "width_multiples",
 ]

@@ -459,7 +459,7 @@ class PruningTrainer(Trainer):
     def _dense_width_multiples(self) -> dict[str, int]:
         """``round_to``'s multiple of every group of the model before any prune, logged once."""
         device = next(self.model.parameters()).device
-        multiples = width_multiples(self.structure.groups, self.args.round_to, device)
+        multiples = width_multiples(self.structure.groups, self.args.round_to, device, self.structure.model)
         rounded = {name: m for name, m in multiples.items() if m > 1}
         logger.info(
             f"round_to={self.args.round_to} on {device.type}: {len(rounded)} of {len(multiples)} groups keep multiples "
