@@ -105,7 +105,7 @@ def test_every_family_keeps_multiples_meets_the_target_and_reloads_equal(family,
     source = ModelSource.from_model(model)
     graph = StructureGraph(model, x[:1])
     macs = MacsModel(graph, x[:1])
-    multiples = width_multiples(graph.groups, round_to, "cpu")
+    multiples = width_multiples(graph.groups, round_to, "cpu", graph.model)
     assert all(multiples[g.name] == 1 for g in graph.groups if g.kind == "head")
     assert any(m > 1 for m in multiples.values())
     scores = group_saliencies(model, graph.groups)
@@ -130,7 +130,7 @@ def test_grouped_units_get_their_multiple_in_units():
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.GroupNorm(4, 16), nn.ReLU(), nn.Conv2d(16, 16, 3),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
     graph = StructureGraph(model, torch.randn(1, 3, 8, 8))
-    multiples = width_multiples(graph.groups, "8", "cpu")
+    multiples = width_multiples(graph.groups, "8", "cpu", graph.model)
     units = {g.name: g.num_units for g in graph.groups}
     assert units == {"0": 4, "3": 16} and multiples == {"0": 2, "3": 8}
 
@@ -199,7 +199,7 @@ def test_tied_groups_of_repeated_blocks_keep_equal_widths_and_meet_the_target():
     assert ["layer1.0.conv1", "layer1.1.conv1"] == ties[0][:2] and all(len(tie) == 9 for tie in ties)
     macs = MacsModel(graph, x)
     selection = select_lowest(graph.groups, group_saliencies(model, graph.groups), macs, 0.5, 0.9,
-                              multiples=width_multiples(graph.groups, "8", "cpu"), ties=ties)
+                              multiples=width_multiples(graph.groups, "8", "cpu", graph.model), ties=ties)
     units = {g.name: g.num_units for g in graph.groups}
     for tie in ties:
         assert len({len(selection.keep.get(name, range(units[name]))) for name in tie}) == 1, tie

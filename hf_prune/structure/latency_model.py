@@ -121,16 +121,19 @@ class LatencyProfile:
         cifar_resnet56 on an AVX2 CPU: tables plus rest 1.5x the model); unscaled, that error lands in
         every predicted reduction. 1 when the measurements leave no room for the layers.
         """
-        tables_ms = sum(s.calls * self.table(s).at(s.out_width, s.in_width) for s in self.layers.values())
-        layers_ms = self.dense_ms - self.rest_ms
+        tables_ms, layers_ms = self._dense_tables_ms, self.dense_ms - self.rest_ms
         return layers_ms / tables_ms if layers_ms > 0 and tables_ms > 0 else 1.0
 
     @property
     def predicted_dense_ms(self) -> float:
         """The dense model as the scaled tables see it (``dense_ms`` when ``dense_ms > rest_ms``); reductions
         are relative to it."""
-        tables_ms = sum(s.calls * self.table(s).at(s.out_width, s.in_width) for s in self.layers.values())
-        return self.rest_ms + self.layer_scale * tables_ms
+        return self.rest_ms + self.layer_scale * self._dense_tables_ms
+
+    @property
+    def _dense_tables_ms(self) -> float:
+        """The layers' table entries at their dense widths, summed over calls."""
+        return sum(s.calls * self.table(s).at(s.out_width, s.in_width) for s in self.layers.values())
 
     def table(self, shape: LayerShape) -> LatencyTable:
         return self.tables[_table_key(shape)]

@@ -71,15 +71,14 @@ def channels_per_unit(group: ChannelGroup) -> int:
 
 
 def width_multiples(
-    groups: Sequence[ChannelGroup], round_to: str | int, device: torch.device | str, model: nn.Module | None = None
+    groups: Sequence[ChannelGroup], round_to: str | int, device: torch.device | str, model: nn.Module
 ) -> dict[str, int]:
     """Per group, the multiple (in units) its kept unit count is rounded to.
 
     Attention heads are whole units already: head groups get 1. A channel group gets ``round_to``
     channels, or with ``"auto"`` :func:`auto_channel_multiple` of the device's
     :func:`device_block`, converted to units (a unit of 4 channels with a multiple of 8 channels: 2).
-    ``model`` (the groups' model) tells convolution channels from others; without it every group is
-    treated as convolution channels.
+    ``model`` (the groups' model) tells convolution channels from others.
     """
     fixed = parse_round_to(round_to)
     multiples = {}
@@ -88,8 +87,9 @@ def width_multiples(
             multiples[group.name] = 1
             continue
         per_unit = channels_per_unit(group)
-        convolution = model is None or produces_convolution_channels(group, model)
-        channels = fixed or auto_channel_multiple(group.num_units * per_unit, device_block(device), convolution)
+        channels = fixed or auto_channel_multiple(
+            group.num_units * per_unit, device_block(device), produces_convolution_channels(group, model)
+        )
         multiples[group.name] = channels // math.gcd(channels, per_unit)
     return multiples
 
