@@ -5,7 +5,8 @@ model (widths matter here, not accuracy: a few hundred images, one epoch, a chea
 Then, in this one process, the dense architecture and each slim model are timed alternately (eager,
 ``batch_size`` images, ``threads`` threads), so that a load change on the machine hits both, in each
 memory format of ``memory_formats`` (PyTorch's default NCHW, and ``channels_last``, the layout oneDNN's
-CPU convolutions run without reordering; both models in the same format)::
+CPU convolutions run without reordering; both models in the same format), and with BatchNorm as trained
+(``kept``) or ``folded`` into the convolutions before it, as an exported inference graph has it::
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_speedup.py --output_dir outputs/speedup
 
@@ -25,7 +26,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, ModelSource, count_macs_params
-from hf_prune.latency import median_latencies_in_turns, memory_format_named
+from hf_prune.latency import fold_batchnorm, median_latencies_in_turns, memory_format_named
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
@@ -54,10 +55,18 @@ class SpeedupArguments:
         default_factory=lambda: ["contiguous_format", "channels_last"],
         metadata={"help": "torch memory formats both models are timed in (a row each)."},
     )
+    batchnorm: list[str] = field(
+        default_factory=lambda: ["kept", "folded"],
+        metadata={"help": "Time both models with their BatchNorm layers kept, or folded into the layer before "
+                          "(torch.fx fuse, as in an exported inference graph); a row each."},
+    )
 
     def __post_init__(self) -> None:
         for name in self.memory_formats:
             memory_format_named(name)
+        unknown = set(self.batchnorm) - {"kept", "folded"}
+        if unknown:
+            raise ValueError(f"--batchnorm takes 'kept' and/or 'folded', not {sorted(unknown)}")
 
 
 def prune_once(model: str, size: int, method: str, target: float, round_to: str, options: SpeedupArguments) -> Path:
@@ -79,7 +88,7 @@ def prune_once(model: str, size: int, method: str, target: float, round_to: str,
 
 def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     """MACs ratio and alternated timings of one slim model against its dense architecture (random weights),
-    a row per memory format."""
+    a row per BatchNorm treatment and memory format."""
     config = json.loads((run_dir / "config.json").read_text())
     input_size = tuple(config["hf_prune"]["input_size"])
     slim = AutoPrunedModel.from_pretrained(run_dir).eval()
@@ -87,24 +96,27 @@ def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     example = torch.zeros(1, *input_size)
     macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
     rows = []
-    for name in options.memory_formats:
-        memory_format = memory_format_named(name)
-        dense_ms, slim_ms = median_latencies_in_turns(
-            (dense.to(memory_format=memory_format), slim.to(memory_format=memory_format)), input_size,
-            options.batch_size, options.rounds, num_threads=options.threads, min_run_time=options.min_run_time,
-            memory_format=memory_format,
-        )
-        rows.append({"memory_format": name, "macs_ratio": macs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms})
+    for batchnorm in options.batchnorm:
+        pair = (dense, slim) if batchnorm == "kept" else (fold_batchnorm(dense), fold_batchnorm(slim))
+        for name in options.memory_formats:
+            memory_format = memory_format_named(name)
+            dense_ms, slim_ms = median_latencies_in_turns(
+                tuple(model.to(memory_format=memory_format) for model in pair), input_size, options.batch_size,
+                options.rounds, num_threads=options.threads, min_run_time=options.min_run_time,
+                memory_format=memory_format,
+            )
+            rows.append({"batchnorm": batchnorm, "memory_format": name, "macs_ratio": macs_ratio,
+                         "dense_ms": dense_ms, "slim_ms": slim_ms})
     return rows
 
 
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | target | round_to | memory format | MACs ratio | dense ms (bs{batch_size}) | "
-             "slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 11 + "|"]
+    lines = [f"| model | px | method | target | round_to | BatchNorm | memory format | MACs ratio | "
+             f"dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 12 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
         lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['target']:.0%} | {r['round_to']} | "
-                     f"{r['memory_format']} | "
+                     f"{r['batchnorm']} | {r['memory_format']} | "
                      f"{r['macs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
                      f"{speedup / r['macs_ratio']:.2f} |")
     return "\n".join(lines)

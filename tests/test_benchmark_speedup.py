@@ -36,19 +36,53 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
     save_pretrained(model, tmp_path, source=source, pruning={"input_size": [3, 32, 32]})
     options = script.SpeedupArguments(rounds=1, min_run_time=0.01, batch_size=2)
     rows = script.measure(tmp_path, options)
-    assert [row["memory_format"] for row in rows] == ["contiguous_format", "channels_last"]
+    assert [(row["batchnorm"], row["memory_format"]) for row in rows] == [
+        ("kept", "contiguous_format"), ("kept", "channels_last"), ("folded", "contiguous_format"),
+        ("folded", "channels_last")]
     for row in rows:
         assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
     line = script.table([{"model": "m", "size": 32, "method": "ocsp", "target": 0.5, "round_to": "auto",
-                          "memory_format": "channels_last", "macs_ratio": 2.0, "dense_ms": 8.0, "slim_ms": 5.0}],
-                        64).splitlines()[-1]
-    assert line == "| m | 32 | ocsp | 50% | auto | channels_last | 2.00x | 8.00 | 5.00 | 1.60x | 0.80 |"
+                          "batchnorm": "folded", "memory_format": "channels_last", "macs_ratio": 2.0,
+                          "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
+    assert line == "| m | 32 | ocsp | 50% | auto | folded | channels_last | 2.00x | 8.00 | 5.00 | 1.60x | 0.80 |"
 
 
-def test_an_unknown_memory_format_is_refused_by_name(load_script):
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"memory_formats": ["nhwc"]}, "'nhwc' is not a torch memory format"),
+    ({"batchnorm": ["kept", "fused"]}, r"--batchnorm takes 'kept' and/or 'folded', not \['fused'\]"),
+])
+def test_unknown_timing_settings_are_refused_by_name(load_script, overrides, message):
     script = load_script("benchmarks/benchmark_speedup.py")
-    with pytest.raises(ValueError, match="'nhwc' is not a torch memory format"):
-        script.SpeedupArguments(memory_formats=["nhwc"])
+    with pytest.raises(ValueError, match=message):
+        script.SpeedupArguments(**overrides)
+
+
+def test_folding_batchnorm_removes_every_batchnorm_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    graph = StructureGraph(model, INPUT)
+    graph.apply({g.name: list(range(g.num_units // 2)) for g in graph.groups})
+    model.train()(torch.randn(16, 3, 32, 32))  # running statistics away from the identity
+    folded = hf_prune.latency.fold_batchnorm(model)
+    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # stem, two per basic block, two projection shortcuts
+    assert len(batchnorms) == 1 + 9 * 2 + 2 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    images = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(folded(images), model.eval()(images), rtol=1e-4, atol=1e-5)
+    assert count_macs_params(folded, INPUT)[0] == count_macs_params(model, INPUT)[0]
+
+
+def test_a_model_torch_fx_cannot_trace_is_refused_with_the_fix():
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.norm(self.conv(x)) if x.sum() > 0 else x
+
+    with pytest.raises(ValueError, match="DataDependent cannot be traced by torch.fx .*time it as it is instead"):
+        hf_prune.latency.fold_batchnorm(DataDependent())
 
 
 def test_inputs_are_timed_in_the_requested_memory_format():

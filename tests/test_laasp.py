@@ -156,6 +156,17 @@ def test_recovery_follows_the_final_step_too(tmp_path):
     method.on_train_begin(context)
     plan = method.on_step_end(context)  # one step reaches the 1 % target
     assert method.history[-1]["reduction"] >= 0.01 and plan.recovery_steps == 5  # 0.5 epochs of 10 steps
+    assert plan.last  # what eval_around_prune_events="last" evaluates around
+
+
+def test_only_the_step_that_reaches_the_target_is_marked_last(tmp_path):
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.01, target_flops_reduction=0.05, laasp_prune_start=0.0)
+    context = _context(model, args)
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    plan = method.on_step_end(context)
+    assert method.history[-1]["reduction"] < 0.05 and plan.continues and not plan.last
 
 
 def test_the_last_step_removes_only_what_reaching_the_target_needs(tmp_path):

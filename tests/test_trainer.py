@@ -107,6 +107,31 @@ def test_magnitude_run_reaches_the_target_and_logs_it(make_trainer, tmp_path):
 
 
 
+class _TwoSteps(PruningMethod):
+    """Prunes a quarter of the first group at steps 2 and 4 (only the second marked last), as a search would."""
+
+    name = "two_steps"
+
+    def on_step_end(self, context):
+        if context.state.global_step not in (2, 4):
+            return None
+        group = context.graph.groups[0]
+        keep = list(range(group.num_units - group.num_units // 4))
+        return PruningPlan({group.name: keep}, "step", last=context.state.global_step == 4)
+
+
+@pytest.mark.parametrize(("events", "evaluated"), [("last", [False, True]), ("all", [True, True])])
+def test_eval_around_prune_evaluates_around_the_events_asked_for(make_trainer, tmp_path, events, evaluated):
+    trainer = make_trainer(tmp_path, pruning_method="none", max_steps=5, eval_around_prune=True,
+                           eval_around_prune_events=events)
+    trainer.pruning_method = _TwoSteps()
+    trainer.train()
+    assert [e["global_step"] for e in trainer.pruning_events] == [2, 4]
+    assert [e["metrics_before"] is not None for e in trainer.pruning_events] == evaluated
+    assert [e["metrics_after"] is not None for e in trainer.pruning_events] == evaluated
+    assert all(e["metrics_after"]["eval_after_prune_top1"] >= 0 for e in trainer.pruning_events if e["metrics_after"])
+
+
 def _random_widths(make_trainer, tmp_path, seed: int) -> dict[str, list[int]]:
     trainer = make_trainer(tmp_path / str(seed), pruning_method="random", max_steps=4, seed=seed)
     trainer.train()

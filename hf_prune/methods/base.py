@@ -31,12 +31,15 @@ class PruningPlan:
             learning rate and without advancing the LR schedule or the global step.
         continues: ask the same hook again at once (for searches that prune in several steps
             before training resumes).
+        last: the method's last prune (what ``eval_around_prune_events="last"`` evaluates around); a
+            multi-step search marks only the step that reaches the target.
     """
 
     keep: dict[str, list[int]]
     reason: str = ""
     recovery_steps: int = 0
     continues: bool = False
+    last: bool = True
 
 
 @dataclass

@@ -491,6 +491,7 @@ class LAASPPruning(PruningMethod):
             f"(subset loss {loss:.4f}, dense {dense_loss:.4f})",
             recovery_steps=self._recovery_steps if recover else 0,
             continues=True,
+            last=context.cost.cost({chosen.group: count}) <= (1.0 - args.target_reduction) * context.dense_cost,
         )
 
     def _finish(self, reduction: float) -> None:

@@ -20,6 +20,7 @@ from hf_prune.methods._registry import registered_method_names, validate_method_
 from hf_prune.structure.widths import AUTO, parse_round_to
 
 OPTIMIZER_STATE_POLICIES = ("slice", "reset")
+EVAL_AROUND_PRUNE_EVENTS = ("last", "all")
 DEFAULT_TARGET_FLOPS_REDUCTION = 0.5
 
 
@@ -114,7 +115,16 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
     )
     eval_around_prune: bool = field(
         default=False,
-        metadata={"help": "Evaluate right before and right after every prune event (recorded in the event)."},
+        metadata={"help": "Evaluate right before and right after prune events (recorded in the event); which "
+                          "events: eval_around_prune_events."},
+    )
+    eval_around_prune_events: str = field(
+        default="last",
+        metadata={
+            "help": "'last' evaluates around each method's last prune only (LAASP's final search step: its other "
+            "steps would double a benchmark's wall time), 'all' around every prune event.",
+            "choices": EVAL_AROUND_PRUNE_EVENTS,
+        },
     )
     eval_after_prune_bn_batches: int = field(
         default=8,
@@ -152,6 +162,10 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             raise ValueError(
                 f"optimizer_state_after_prune must be one of {OPTIMIZER_STATE_POLICIES}, "
                 f"got '{self.optimizer_state_after_prune}'"
+            )
+        if self.eval_around_prune_events not in EVAL_AROUND_PRUNE_EVENTS:
+            raise ValueError(
+                f"eval_around_prune_events must be one of {EVAL_AROUND_PRUNE_EVENTS}, got '{self.eval_around_prune_events}'"
             )
         if self.eval_after_prune_bn_batches < 0:
             raise ValueError(f"eval_after_prune_bn_batches must be >= 0, got {self.eval_after_prune_bn_batches}")

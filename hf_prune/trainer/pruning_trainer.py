@@ -564,7 +564,7 @@ class PruningTrainer(Trainer):
         the width of every changed group, and the attention layers kept whole (of no known family).
         """
         eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
-        metrics_before = self._evaluate_for_event("before")
+        metrics_before = self._evaluate_for_event("before", plan)
         eval_seconds, eval_cpu_seconds = time.perf_counter() - eval_started, time.process_time() - eval_cpu_started
         macs_before = self.macs_model.base_macs
         params_before = _num_params(self.model)
@@ -578,7 +578,7 @@ class PruningTrainer(Trainer):
 
         macs_after = self.macs_model.base_macs
         eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
-        metrics_after = self._evaluate_for_event("after")
+        metrics_after = self._evaluate_for_event("after", plan)
         eval_seconds += time.perf_counter() - eval_started
         eval_cpu_seconds += time.process_time() - eval_cpu_started
         event = {
@@ -632,12 +632,12 @@ class PruningTrainer(Trainer):
         if self.is_world_process_zero():
             tqdm.write(line)
 
-    def _evaluate_for_event(self, when: str) -> dict[str, float] | None:
-        if not self.args.eval_around_prune or self.eval_dataset is None:
+    def _evaluate_for_event(self, when: str, plan: PruningPlan) -> dict[str, float] | None:
+        args = self.args
+        if not args.eval_around_prune or self.eval_dataset is None or (args.eval_around_prune_events == "last" and not plan.last):
             return None
         if not self.args.eval_after_prune_bn_batches:
             return self.evaluate(metric_key_prefix=f"eval_{when}_prune")
-        args = self.args
         batches = calibration_batches(
             self.train_dataset, self.data_collator, args.per_device_train_batch_size, args.eval_after_prune_bn_batches, args.seed
         )
