@@ -3,6 +3,7 @@ inference graph a deployment would time (BatchNorm folded into the layer before 
 
 from __future__ import annotations
 
+import copy
 import statistics
 from collections.abc import Sequence
 
@@ -35,7 +36,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         ValueError: ``model`` cannot be traced by ``torch.fx`` (data-dependent control flow).
     """
     try:
-        return fuse(model.eval())
+        return fuse(copy.deepcopy(model).eval(), inplace=True)  # the caller's model keeps its mode
     except Exception as error:  # fx raises several types (TraceError, TypeError, ...) for untraceable code
         raise ValueError(
             f"{type(model).__name__} cannot be traced by torch.fx to fold its BatchNorm layers ({error}); "

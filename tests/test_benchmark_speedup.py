@@ -64,6 +64,7 @@ def test_folding_batchnorm_removes_every_batchnorm_and_keeps_the_outputs():
     graph.apply({g.name: list(range(g.num_units // 2)) for g in graph.groups})
     model.train()(torch.randn(16, 3, 32, 32))  # running statistics away from the identity
     folded = hf_prune.latency.fold_batchnorm(model)
+    assert model.training  # folded on a copy
     batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     # stem, two per basic block, two projection shortcuts
     assert len(batchnorms) == 1 + 9 * 2 + 2 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())

@@ -17,12 +17,13 @@ machines; it is checked against the model before use.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import platform
+import statistics
 from collections.abc import Callable, Mapping, Sequence
-import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -98,8 +99,8 @@ class LatencyProfile:
         machine: what the device was (processor or GPU name, threads), for the record.
         batch_size: images per forward.
         input_size: one input's shape.
-        dense_ms: the whole dense model's forward.
-        rest_ms: the dense model's forward with the timed layers stubbed out.
+        dense_ms: the whole dense model's forward (median of three timings: before, midway through and after the tables).
+        rest_ms: the dense model's forward with the timed layers stubbed out (timed alongside ``dense_ms``).
         layers: every timed layer by module name.
         tables: one table per layer shape (``signature`` and dense widths).
     """
@@ -256,18 +257,28 @@ def measure_profile(
             _grid(shape.out_width, (weight, 0) in prunable),
             [w * groups for w in _grid(shape.in_width // groups, (weight, 1) in prunable and not follows_out)],
         )
-    bar = tqdm(total=1 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
-    with bar:
-        dense_ms = measure_latency_ms(model, tuple(inputs.shape[1:]), batch_size)
-        rest_ms = measure_latency_ms(_without_layers(model, inputs, batch_size), tuple(inputs.shape[1:]), batch_size)
+    stub = _without_layers(model, inputs, batch_size)
+    wholes: list[tuple[float, float]] = []  # (dense, rest) before, midway through and after the tables
+
+    def time_wholes() -> None:
+        wholes.append(tuple(measure_latency_ms(m, tuple(inputs.shape[1:]), batch_size) for m in (model, stub)))
         bar.update()
+
+    bar = tqdm(total=3 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
+    with bar:
+        time_wholes()
         tables = {}
-        for key, (signature, outs, ins) in grids.items():
+        for index, (key, (signature, outs, ins)) in enumerate(grids.items()):
+            if index == len(grids) // 2:
+                time_wholes()
             ms = []
             for out_width in outs:
                 ms.append([time_layer_ms(signature, out_width, in_width, batch_size, device) for in_width in ins])
                 bar.update(len(ins))
             tables[key] = LatencyTable(outs, ins, ms)
+        time_wholes()
+    # Medians of three spread over the minutes the tables take: one burst of machine load moves neither.
+    dense_ms, rest_ms = (statistics.median(times) for times in zip(*wholes))
     return LatencyProfile(
         device.type, _machine(device), batch_size, list(inputs.shape[1:]), dense_ms, rest_ms, layers, tables
     )
