@@ -1,4 +1,4 @@
-"""benchmarks/benchmark_speedup.py: dense and slim timed in turns, MACs ratio from independent counts."""
+"""benchmarks/benchmark_speedup.py: dense and slim timed in turns, MACs and layer outputs ratios from independent counts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,20 @@ import torch
 import hf_prune  # registers the CIFAR models
 import hf_prune.latency
 from hf_prune import ModelSource, StructureGraph, count_macs_params, save_pretrained
+from hf_prune.structure.counting import count_layer_outputs
 
 INPUT = torch.zeros(1, 3, 32, 32)
+# cifar_resnet20 at 32 px, by hand: stem and 6 convs at 16x32x32, 6 at 32x16x16 and 6 at 64x8x8, the
+# two 1x1 projection shortcuts (32x16x16, 64x8x8), 10 logits.
+RESNET20_OUTPUTS = 7 * 16 * 32 * 32 + 7 * 32 * 16 * 16 + 7 * 64 * 8 * 8 + 10
+
+
+def test_layer_outputs_count_every_convolution_and_linear_output():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 3, stride=2, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 4 * 4, 10)).train()
+    assert count_layer_outputs(model, torch.zeros(2, 3, 8, 8)) == 2 * (8 * 8 * 8 + 4 * 4 * 4 + 10)
+    assert model.training and not model[0]._forward_hooks  # mode restored, hooks removed
 
 
 def test_dense_and_slim_are_timed_in_turns_and_the_medians_reported(monkeypatch):
@@ -39,12 +51,14 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
     assert [(row["batchnorm"], row["memory_format"]) for row in rows] == [
         ("kept", "contiguous_format"), ("kept", "channels_last"), ("folded", "contiguous_format"),
         ("folded", "channels_last")]
+    halved_outputs = (RESNET20_OUTPUTS - 10) // 2 + 10  # every group halved, the logits kept
     for row in rows:
         assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
+        assert row["outputs_ratio"] == RESNET20_OUTPUTS / halved_outputs
     line = script.table([{"model": "m", "size": 32, "method": "ocsp", "target": 0.5, "round_to": "auto",
                           "batchnorm": "folded", "memory_format": "channels_last", "macs_ratio": 2.0,
-                          "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
-    assert line == "| m | 32 | ocsp | 50% | auto | folded | channels_last | 2.00x | 8.00 | 5.00 | 1.60x | 0.80 |"
+                          "outputs_ratio": 1.5, "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
+    assert line == "| m | 32 | ocsp | 50% | auto | folded | channels_last | 2.00x | 1.50x | 8.00 | 5.00 | 1.60x | 0.80 |"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -10,6 +10,7 @@ import timm
 import torch
 from torch import nn
 
+import hf_prune.latency
 import hf_prune.structure.latency_model as latency_model
 import hf_prune.trainer.latency_target as latency_target
 import hf_prune.trainer.pruning_trainer as pruning_trainer
@@ -17,6 +18,7 @@ from hf_prune.structure import LatencyModel, LatencyProfile, StructureGraph, mea
 from hf_prune.trainer.latency_target import PROFILE_NAME
 
 REST_MS = 2.0  # what the fake dense model costs beyond its layers
+AFTER_PRUNE_LOAD = 3.0  # the machine is 3x slower when the slim model is timed than when the profile was
 
 
 def _fake_layer_ms(signature: str, out_width: int, in_width: int, batch_size: int, device) -> float:
@@ -35,19 +37,25 @@ def fake_timers(monkeypatch) -> Counter:
 
     def dense_ms(model, input_size, batch_size, **kwargs):
         calls["dense"] += 1
-        if any("forward" in module.__dict__ for module in model.modules()):
-            return REST_MS  # the model with its layers stubbed out
-        shapes = latency_model.layer_shapes(model, torch.zeros(1, *input_size, device=next(model.parameters()).device))
-        return sum(s.calls * _fake_layer_ms("", s.out_width, s.in_width, 0, None) for s in shapes.values()) + REST_MS
+        return _fake_whole_ms(model, input_size)
 
-    def slim_ms(model, input_size, batch_size, **kwargs):
-        calls["slim"] += 1
-        return 1.0
+    def after_prune_ms(model, input_size, batch_size, **kwargs):
+        calls["after_prune"] += 1
+        return AFTER_PRUNE_LOAD * _fake_whole_ms(model, input_size)
 
     monkeypatch.setattr(latency_model, "time_layer_ms", layer_ms)
     monkeypatch.setattr(latency_model, "measure_latency_ms", dense_ms)
-    monkeypatch.setattr(latency_target, "measure_latency_ms", slim_ms)
+    monkeypatch.setattr(latency_target, "measure_latency_ms", after_prune_ms)  # a model without a dense source
+    monkeypatch.setattr(hf_prune.latency, "measure_latency_ms", after_prune_ms)  # slim and dense in turns
     return calls
+
+
+def _fake_whole_ms(model: nn.Module, input_size: tuple[int, ...]) -> float:
+    """The fake layers' milliseconds plus ``REST_MS`` (only ``REST_MS`` for the model with its layers stubbed out)."""
+    if any("forward" in module.__dict__ for module in model.modules()):
+        return REST_MS
+    shapes = latency_model.layer_shapes(model, torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    return sum(s.calls * _fake_layer_ms("", s.out_width, s.in_width, 0, None) for s in shapes.values()) + REST_MS
 
 
 class _TwoConvs(nn.Module):
@@ -166,22 +174,29 @@ def test_latency_target_prunes_to_the_prediction_and_reuses_the_profile(make_tra
     first = _latency_trainer(make_trainer, tmp_path / "first")
     first.train()
     measured_once = fake_timers["layer"]
-    assert measured_once > 0 and fake_timers["dense"] == 6 and fake_timers["slim"] == 1  # dense and rest, 3 times
+    # the profile: dense and rest, 3 times; after the prune: slim and the rebuilt dense architecture in 3 turns
+    assert measured_once > 0 and fake_timers["dense"] == 6 and fake_timers["after_prune"] == 6
     (event,) = first.pruning_events
     dense_ms = first.latency_profile.predicted_dense_ms
     assert dense_ms == pytest.approx(first.latency_profile.dense_ms)  # the fake layers and rest add up
     assert 0.5 <= 1 - event["latency_ms_predicted"] / dense_ms < 0.52
-    assert event["latency_ms_measured"] == 1.0
+    slim_ms = _fake_whole_ms(first.model, (3, 32, 32))
+    assert event["latency_ms_measured"] == pytest.approx(AFTER_PRUNE_LOAD * slim_ms)
+    assert event["latency_ms_dense_measured"] == pytest.approx(AFTER_PRUNE_LOAD * dense_ms)
     logged = next(h for h in first.state.log_history if "pruning/latency_ms_predicted" in h)
     assert logged["pruning/latency_ms_predicted"] == pytest.approx(event["latency_ms_predicted"])
-    assert logged["pruning/latency_ms_measured"] == 1.0
+    assert logged["pruning/latency_ms_measured"] == pytest.approx(event["latency_ms_measured"])
+    assert logged["pruning/latency_ms_dense_measured"] == pytest.approx(event["latency_ms_dense_measured"])
     summary = first.latency_summary()
-    assert summary["measured_reduction"] == pytest.approx(1 - 1.0 / dense_ms)
+    # the load hits both timings alike: the measured reduction is the fake's, not 3x slim against the profile's dense
+    assert summary["measured_reduction"] == pytest.approx(1 - slim_ms / dense_ms)
     assert summary["predicted_reduction"] == pytest.approx(1 - event["latency_ms_predicted"] / dense_ms)
     first.save_model()
     card = (tmp_path / "first" / "README.md").read_text()
     assert f"slim {event['latency_ms_predicted']:.2f} ms predicted by the latency profile" in card
-    assert "1.00 ms measured" in card and "target 50% less" in card
+    assert (f"{event['latency_ms_measured']:.2f} ms measured against {event['latency_ms_dense_measured']:.2f} ms dense "
+            f"timed in turns with it ({1 - slim_ms / dense_ms:.1%} less)") in card
+    assert "target 50% less" in card
 
     profile_path = tmp_path / "first" / PROFILE_NAME
     again = _latency_trainer(make_trainer, tmp_path / "second", latency_profile=str(profile_path))

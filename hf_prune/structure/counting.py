@@ -60,3 +60,23 @@ def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
     macs = count_module_macs(model, example_inputs)[""]
     params = sum(p.numel() for p in model.parameters())
     return macs, params
+
+
+def count_layer_outputs(model: nn.Module, example_inputs: Any) -> int:
+    """Elements written by every convolution and linear layer in one inference pass on ``example_inputs``.
+
+    The memory traffic of narrow layers grows with this count (linear in the widths), not with MACs
+    (quadratic): where convolutions are memory-bound, a slim model's speed-up tends to this ratio.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    counts = []
+    hooks = [layer.register_forward_hook(lambda _, __, output: counts.append(output.numel())) for layer in layers]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            run_model(model.eval(), example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return sum(counts)

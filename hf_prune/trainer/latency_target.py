@@ -1,8 +1,8 @@
 """Where a run's latency profile comes from: a given file, the output directory's, or a measurement.
 
 The trainer calls :func:`resolve_profile` on the main process only (the others receive the
-result by broadcast), measures the slim model with :func:`measure_slim_ms` after each prune and
-reports both with :func:`latency_summary`.
+result by broadcast), times the slim model against the dense architecture with
+:func:`measure_after_prune_ms` after each prune and reports both with :func:`latency_summary`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from hf_prune.latency import measure_latency_ms
+from hf_prune.hub import ModelSource
+from hf_prune.latency import measure_latency_ms, median_latencies_in_turns
 from hf_prune.structure import StructureGraph
 from hf_prune.structure.latency_model import LatencyModel, LatencyProfile, measure_profile
 
@@ -80,10 +81,22 @@ def _check(
     LatencyModel(graph, profile, example_inputs)  # checks every layer's shape
 
 
-def measure_slim_ms(model: nn.Module, input_size: tuple[int, ...], profile: LatencyProfile, device: torch.device) -> float:
-    """The model's eval forward latency on ``device`` at the profile's batch size, in float32 (on a copy)."""
-    twin = copy.deepcopy(model).to(device=device, dtype=torch.float32)
-    return measure_latency_ms(twin, input_size, profile.batch_size)
+def measure_after_prune_ms(
+    model: nn.Module, dense_source: ModelSource | None, input_size: tuple[int, ...], profile: LatencyProfile,
+    device: torch.device, rounds: int = 3,
+) -> tuple[float, float | None]:
+    """The slim model's and the dense architecture's eval forward latency on ``device`` at the profile's batch
+    size, in float32, timed in turns (medians of ``rounds``) so that both see the same machine load.
+
+    The slim model is timed on a copy, the dense one is built from ``dense_source`` with random weights;
+    without a source only the slim model is timed (dense: ``None``).
+    """
+    slim = copy.deepcopy(model).to(device=device, dtype=torch.float32)
+    if dense_source is None:
+        return measure_latency_ms(slim, input_size, profile.batch_size), None
+    dense = dense_source.build(device).to(torch.float32)
+    slim_ms, dense_ms = median_latencies_in_turns((slim, dense), input_size, profile.batch_size, rounds)
+    return slim_ms, dense_ms
 
 
 def latency_summary(
@@ -92,16 +105,19 @@ def latency_summary(
     """The profile's device, batch size and dense latency, and the slim model's predicted and measured
     latency after the last prune (``events[-1]``) with the reductions they make; ``None`` without a profile.
 
-    A predicted reduction is relative to the tables' dense prediction, a measured one to the measured
-    dense latency."""
+    A predicted reduction is relative to the tables' dense prediction, a measured one to the dense
+    architecture timed in turns with the slim model (``measured_dense_ms``; the profile's dense timing
+    where there was none)."""
     if profile is None:
         return None
     last = events[-1] if events else {}
     predicted, measured = last.get("latency_ms_predicted"), last.get("latency_ms_measured")
+    measured_dense = last.get("latency_ms_dense_measured") or profile.dense_ms
     return {
         "device": profile.device, "machine": profile.machine, "batch_size": profile.batch_size,
         "target_latency_reduction": target, "dense_ms": profile.dense_ms,
         "predicted_dense_ms": profile.predicted_dense_ms, "predicted_ms": predicted, "measured_ms": measured,
+        "measured_dense_ms": measured_dense,
         "predicted_reduction": None if predicted is None else 1.0 - predicted / profile.predicted_dense_ms,
-        "measured_reduction": None if measured is None else 1.0 - measured / profile.dense_ms,
+        "measured_reduction": None if measured is None else 1.0 - measured / measured_dense,
     }

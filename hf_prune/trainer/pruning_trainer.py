@@ -41,7 +41,7 @@ from hf_prune.structure import LatencyModel, LatencyProfile, MacsModel, Structur
 from hf_prune.structure.widths import repeated_block_ties, width_multiples
 from hf_prune.trainer._batch_norm import calibration_batches, recalibrated_batch_norm
 from hf_prune.trainer.card import RunFacts, card_figures, render_card, write_widths_plot
-from hf_prune.trainer.latency_target import latency_device, latency_summary, measure_slim_ms, resolve_profile
+from hf_prune.trainer.latency_target import latency_device, latency_summary, measure_after_prune_ms, resolve_profile
 from hf_prune.trainer.pruning_config import PruningArguments
 from hf_prune.trainer.pruning_state import PruningRecord, run_identity
 from hf_prune.trainer.rewiring import full_precision, rebuild_optimizer, rewrap_model
@@ -601,21 +601,24 @@ class PruningTrainer(Trainer):
         if self.latency_profile is not None:
             event.update(self._latency_after_prune())
         self.pruning_events.append(event)
-        logged = ("macs_after", "params_after", "macs_reduction", "latency_ms_predicted", "latency_ms_measured")
+        logged = ("macs_after", "params_after", "macs_reduction", "latency_ms_predicted", "latency_ms_measured",
+                  "latency_ms_dense_measured")
         self.log({f"pruning/{k}": float(event[k]) for k in logged if event.get(k) is not None})
         self._announce(event)
         return event
 
     def _latency_after_prune(self) -> dict[str, float | None]:
-        """Predicted and (on the main process) measured latency of the slim model, in ms."""
-        measured = None
+        """Predicted and (on the main process) measured latency of the slim model, and of the dense
+        architecture timed in turns with it, in ms."""
+        measured = dense = None
         if self.accelerator.is_main_process:
             with full_precision(self.model):
-                measured = measure_slim_ms(
-                    self.model, tuple(self._example_inputs().shape[1:]), self.latency_profile,
+                measured, dense = measure_after_prune_ms(
+                    self.model, self.model_source, tuple(self._example_inputs().shape[1:]), self.latency_profile,
                     latency_device(self.args, self.args.device),
                 )
-        return {"latency_ms_predicted": self.latency_model.base_cost, "latency_ms_measured": measured}
+        return {"latency_ms_predicted": self.latency_model.base_cost, "latency_ms_measured": measured,
+                "latency_ms_dense_measured": dense}
 
     def latency_summary(self) -> dict[str, Any] | None:
         """Predicted vs measured latency after the last prune (``None`` without a latency target or profile)."""
