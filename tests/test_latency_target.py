@@ -271,3 +271,15 @@ def test_the_flops_target_defaults_to_half_unless_latency_is_targeted(make_args,
     assert make_args(tmp_path, target_flops_reduction=None).target_reduction == 0.5
     latency = make_args(tmp_path, target_flops_reduction=None, target_latency_reduction=0.3)
     assert (latency.target_flops_reduction, latency.target_reduction, latency.tracks_latency) == (None, 0.3, True)
+
+
+def test_a_model_without_a_dense_source_is_measured_alone_against_the_profile(fake_timers):
+    model, x = _TwoConvs().eval(), torch.randn(1, 3, 8, 8)
+    profile = measure_profile(StructureGraph(model, x), x, batch_size=4, device="cpu", disable_tqdm=True)
+    slim_ms, dense_ms = latency_target.measure_after_prune_ms(model, None, (3, 8, 8), profile, torch.device("cpu"))
+    assert dense_ms is None and fake_timers["after_prune"] == 1
+    assert slim_ms == pytest.approx(AFTER_PRUNE_LOAD * profile.dense_ms)
+    event = {"latency_ms_predicted": 1.0, "latency_ms_measured": slim_ms, "latency_ms_dense_measured": dense_ms}
+    summary = latency_target.latency_summary(profile, [event], 0.5)
+    assert summary["measured_dense_ms"] == profile.dense_ms
+    assert summary["measured_reduction"] == pytest.approx(1 - AFTER_PRUNE_LOAD)
