@@ -2,7 +2,7 @@
 
 Eager PyTorch runs every BatchNorm, activation and residual add as its own pass over memory; their
 cost shrinks with the width, the convolutions' MACs with width squared. Folding BatchNorm into
-the convolutions (``torch.fx.experimental.optimization.fuse``, what an inference export does)
+the convolutions (``hf_prune.latency.fold_batchnorm``: torch.fx's ``fuse``, what an inference export does)
 removes one of those passes. Every saved model is loaded with ``AutoPrunedModel``::
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_latency.py \\
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.fx.experimental.optimization import fuse
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, count_macs_params
-from hf_prune.latency import measure_latency_ms
+from hf_prune.latency import fold_batchnorm, measure_latency_ms
 from hf_prune.models.forward import logits_of
 
 
@@ -40,7 +39,7 @@ def measure(model_dir: str, options: LatencyArguments) -> dict:
     model = AutoPrunedModel.from_pretrained(model_dir).eval()
     input_size = tuple(json.loads((Path(model_dir) / "config.json").read_text())["hf_prune"]["input_size"])
     example = torch.randn(2, *input_size)
-    folded = fuse(model)
+    folded = fold_batchnorm(model)
     with torch.inference_mode():
         fold_error = float((logits_of(model(example)) - logits_of(folded(example))).abs().max())
     macs, _ = count_macs_params(model, example[:1])

@@ -6,7 +6,8 @@ measures its latency profile (``latency_profile.json`` in the run's folder) and 
 predicted reduction. Then the saved slim model (loaded with ``AutoPrunedModel``) and the dense
 architecture are timed alternately in this process (batch ``latency_batch_size``, ``threads``
 threads, the median of each over ``rounds`` alternations): the measured reduction is set next to
-the target and the profile's prediction. Goal: within 5 points of the target. Accuracy is not
+the target and the profile's prediction and the run's own measurement right after its prune (the slim model against
+the rebuilt dense architecture, in turns). Goal: within 5 points of the target. Accuracy is not
 the point here (a few training steps on builtin:mnist5k)::
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_latency_target.py \\
@@ -87,17 +88,18 @@ def measure(output_dir: Path, report: dict, options: LatencyTargetArguments) -> 
     return {
         "dense_ms": dense_ms, "slim_ms": slim_ms, "measured_reduction": 1 - slim_ms / dense_ms,
         "predicted_reduction": latency["predicted_reduction"], "macs_reduction": report["macs_reduction"],
+        "in_run_reduction": latency["measured_reduction"],
     }
 
 
 def table(rows: list[dict[str, Any]], target: float) -> str:
-    lines = ["| model | px | method | MACs reduction | predicted latency reduction | measured latency reduction | "
-             "dense ms | slim ms | measured - target |", "|---" * 9 + "|"]
+    lines = ["| model | px | method | MACs reduction | predicted latency reduction | measured in the run | "
+             "measured latency reduction | dense ms | slim ms | measured - target |", "|---" * 10 + "|"]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['image_size']} | {r['method']} | {r['macs_reduction']:.1%} | "
-            f"{r['predicted_reduction']:.1%} | {r['measured_reduction']:.1%} | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | "
-            f"{100 * (r['measured_reduction'] - target):+.1f} points |"
+            f"{r['predicted_reduction']:.1%} | {r['in_run_reduction']:.1%} | {r['measured_reduction']:.1%} | "
+            f"{r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {100 * (r['measured_reduction'] - target):+.1f} points |"
         )
     return "\n".join(lines)
 

@@ -40,3 +40,12 @@ def test_table_puts_measured_speedups_next_to_the_counted_macs_ratio(load_script
     assert rows[1][2] == f"{dense_macs / slim_macs:.2f}x" and rows[0][2] == "1.00x"
     assert all(float(r[-1].rstrip(" |")) < 1e-4 for r in rows)  # folded outputs equal eager ones
     assert all(float(r[3]) > 0 and float(r[6]) > 0 for r in rows)
+
+
+def test_latency_target_table_sets_every_reduction_against_the_target(load_script):
+    script = load_script("benchmarks/benchmark_latency_target.py")
+    row = {"model": "cifar_resnet56", "image_size": 32, "method": "magnitude", "macs_reduction": 0.678,
+           "predicted_reduction": 0.504, "in_run_reduction": 0.512, "measured_reduction": 0.486,
+           "dense_ms": 339.77, "slim_ms": 174.72}
+    assert script.table([row], 0.5).splitlines()[-1] == (
+        "| cifar_resnet56 | 32 | magnitude | 67.8% | 50.4% | 51.2% | 48.6% | 339.77 | 174.72 | -1.4 points |")
