@@ -302,6 +302,8 @@ def _fmt(value, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
 
 
 def _table(report: dict) -> str:
+    from hf_prune.hub.model_card import measured_against
+
     rows = [("dense (before pruning)", report["dense"]), ("pruned (end of training)", report["pruned"])]
     lines = [
         f"{'':26} {'top-1 %':>8} {'top-5 %':>8} {'MACs (M)':>9} {'params (M)':>10}",
@@ -318,8 +320,8 @@ def _table(report: dict) -> str:
         lines.append(
             f"latency on {latency['device']} at batch {latency['batch_size']}: dense {_fmt(latency['dense_ms'])} ms, "
             f"slim {_fmt(latency['predicted_ms'])} ms predicted ({_fmt(latency['predicted_reduction'], 100, 1)} % "
-            f"less), {_fmt(latency['measured_ms'])} ms measured against {_fmt(latency['measured_dense_ms'])} ms dense "
-            f"timed in turns ({_fmt(latency['measured_reduction'], 100, 1)} % less)"
+            f"less), {_fmt(latency['measured_ms'])} ms measured against {measured_against(latency)} "
+            f"({_fmt(latency['measured_reduction'], 100, 1)} % less)"
             f"{_target(report['target_latency_reduction'])}"
         )
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import hf_prune.structure.latency_model as latency_model
 import hf_prune.trainer.latency_target as latency_target
 import hf_prune.trainer.pruning_trainer as pruning_trainer
 from hf_prune.structure import LatencyModel, LatencyProfile, StructureGraph, measure_profile, select_lowest
+from hf_prune.hub.model_card import measured_against
 from hf_prune.trainer.latency_target import PROFILE_NAME
 
 REST_MS = 2.0  # what the fake dense model costs beyond its layers
@@ -197,6 +198,10 @@ def test_latency_target_prunes_to_the_prediction_and_reuses_the_profile(make_tra
     assert (f"{event['latency_ms_measured']:.2f} ms measured against {event['latency_ms_dense_measured']:.2f} ms dense "
             f"timed in turns with it ({1 - slim_ms / dense_ms:.1%} less)") in card
     assert "target 50% less" in card
+    # a prune before the method's last (a LAASP step) times the slim model alone: no dense rebuild per step
+    timings = fake_timers["after_prune"]
+    assert first._latency_after_prune(last=False)["latency_ms_dense_measured"] is None
+    assert fake_timers["after_prune"] == timings + 1
 
     profile_path = tmp_path / "first" / PROFILE_NAME
     again = _latency_trainer(make_trainer, tmp_path / "second", latency_profile=str(profile_path))
@@ -281,5 +286,6 @@ def test_a_model_without_a_dense_source_is_measured_alone_against_the_profile(fa
     assert slim_ms == pytest.approx(AFTER_PRUNE_LOAD * profile.dense_ms)
     event = {"latency_ms_predicted": 1.0, "latency_ms_measured": slim_ms, "latency_ms_dense_measured": dense_ms}
     summary = latency_target.latency_summary(profile, [event], 0.5)
-    assert summary["measured_dense_ms"] == profile.dense_ms
+    assert summary["measured_dense_ms"] == profile.dense_ms and not summary["dense_timed_in_turns"]
+    assert measured_against(summary) == f"the profile's {profile.dense_ms:.2f} ms dense"
     assert summary["measured_reduction"] == pytest.approx(1 - AFTER_PRUNE_LOAD)

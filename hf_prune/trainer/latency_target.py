@@ -105,19 +105,21 @@ def latency_summary(
     """The profile's device, batch size and dense latency, and the slim model's predicted and measured
     latency after the last prune (``events[-1]``) with the reductions they make; ``None`` without a profile.
 
-    A predicted reduction is relative to the tables' dense prediction, a measured one to the dense
-    architecture timed in turns with the slim model (``measured_dense_ms``; the profile's dense timing
-    where there was none)."""
+    A predicted reduction is relative to the tables' dense prediction, a measured one to
+    ``measured_dense_ms``: the dense architecture timed in turns with the slim model
+    (``dense_timed_in_turns``), else the profile's dense timing."""
     if profile is None:
         return None
     last = events[-1] if events else {}
     predicted, measured = last.get("latency_ms_predicted"), last.get("latency_ms_measured")
-    measured_dense = last.get("latency_ms_dense_measured") or profile.dense_ms
+    in_turns = last.get("latency_ms_dense_measured") is not None
+    measured_dense = last["latency_ms_dense_measured"] if in_turns else profile.dense_ms
     return {
         "device": profile.device, "machine": profile.machine, "batch_size": profile.batch_size,
         "target_latency_reduction": target, "dense_ms": profile.dense_ms,
         "predicted_dense_ms": profile.predicted_dense_ms, "predicted_ms": predicted, "measured_ms": measured,
-        "measured_dense_ms": measured_dense,
+        "measured_dense_ms": measured_dense, "dense_timed_in_turns": in_turns,
         "predicted_reduction": None if predicted is None else 1.0 - predicted / profile.predicted_dense_ms,
         "measured_reduction": None if measured is None else 1.0 - measured / measured_dense,
     }
+

@@ -599,7 +599,7 @@ class PruningTrainer(Trainer):
             "kept_attention": kept_attention,
         }
         if self.latency_profile is not None:
-            event.update(self._latency_after_prune())
+            event.update(self._latency_after_prune(plan.last))
         self.pruning_events.append(event)
         logged = ("macs_after", "params_after", "macs_reduction", "latency_ms_predicted", "latency_ms_measured",
                   "latency_ms_dense_measured")
@@ -607,15 +607,16 @@ class PruningTrainer(Trainer):
         self._announce(event)
         return event
 
-    def _latency_after_prune(self) -> dict[str, float | None]:
-        """Predicted and (on the main process) measured latency of the slim model, and of the dense
-        architecture timed in turns with it, in ms."""
+    def _latency_after_prune(self, last: bool) -> dict[str, float | None]:
+        """Predicted and (on the main process) measured latency of the slim model, in ms; after the method's
+        last prune also the dense architecture's, timed in turns with it (rebuilding and timing it at every
+        LAASP step would cost seconds each for a figure only the last prune reports)."""
         measured = dense = None
         if self.accelerator.is_main_process:
             with full_precision(self.model):
                 measured, dense = measure_after_prune_ms(
-                    self.model, self.model_source, tuple(self._example_inputs().shape[1:]), self.latency_profile,
-                    latency_device(self.args, self.args.device),
+                    self.model, self.model_source if last else None, tuple(self._example_inputs().shape[1:]),
+                    self.latency_profile, latency_device(self.args, self.args.device),
                 )
         return {"latency_ms_predicted": self.latency_model.base_cost, "latency_ms_measured": measured,
                 "latency_ms_dense_measured": dense}
