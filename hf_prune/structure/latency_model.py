@@ -259,12 +259,12 @@ def measure_profile(
         )
     stub = _without_layers(model, inputs, batch_size)
     wholes: list[tuple[float, float]] = []  # (dense, rest) before, midway through and after the tables
+    bar = tqdm(total=3 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
 
     def time_wholes() -> None:
         wholes.append(tuple(measure_latency_ms(m, tuple(inputs.shape[1:]), batch_size) for m in (model, stub)))
         bar.update()
 
-    bar = tqdm(total=3 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
     with bar:
         time_wholes()
         tables = {}
