@@ -82,7 +82,8 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             "help": "Every pruned group keeps a multiple of this many channels (or all of them): kernels work on "
             "blocks of channels, so in-between widths cost as much as the next multiple. 'auto': the training "
             "device's block (16 on an AVX-512 CPU, 8 on an AVX2 CPU or CUDA), at most the largest power of two "
-            "<= a quarter of the group's width (a 16-channel group: 4). 1 keeps arbitrary widths. Attention "
+            "<= half the width of a convolution group two blocks wide or more, else <= a quarter of it (a "
+            "16-channel group: 8 on AVX2, 4 on AVX-512). 1 keeps arbitrary widths. Attention "
             "heads are whole units and never rounded."
         },
     )
