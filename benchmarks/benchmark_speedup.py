@@ -1,4 +1,4 @@
-"""Real speed-up per MACs cut: pruned widths rounded (``round_to auto``) or not (``1``), by method and target.
+"""Real speed-up per MACs cut: pruned widths rounded (``round_to auto``) or not (``1``), by method, ranking and target.
 
 For every model, method, target and ``round_to``, a short run through the example script prunes the
 model (widths matter here, not accuracy: a few hundred images, one epoch, a cheap LAASP search).
@@ -10,6 +10,9 @@ CPU convolutions run without reordering; both models in the same format), and wi
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_speedup.py --output_dir outputs/speedup
 
+With ``--rankings saliency latency`` the one-shot methods also run with ``latency_aware_ranking`` (units ranked
+by saliency per predicted millisecond saved; the runs of a model share the first one's latency profile).
+
 Runs already saved under ``<output_dir>/runs`` are reused, so a second call only re-times. The table
 (MACs ratio, layer outputs ratio, dense and slim ms, speed-up, speed-up / MACs ratio) is printed and
 written to ``<output_dir>/speedup.md``. The layer outputs ratio (elements written by convolutions and
@@ -19,8 +22,10 @@ fall with the square of the widths, the traffic only linearly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import runpy
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +50,11 @@ class SpeedupArguments:
     methods: list[str] = field(default_factory=lambda: ["magnitude", "ocsp", "laasp"])
     targets: list[float] = field(default_factory=lambda: [0.5, 0.8])
     round_to: list[str] = field(default_factory=lambda: ["1", "auto"])
+    rankings: list[str] = field(
+        default_factory=lambda: ["saliency"],
+        metadata={"help": "'saliency' (the methods' own ranking) and/or 'latency' (latency_aware_ranking; not laasp); "
+                          "the latency runs of a model share one profile, measured by the first."},
+    )
     train_samples: int = field(default=256, metadata={"help": "Training images of every run (builtin:mnist5k)."})
     laasp_args: str = field(
         default="--laasp_flops_step 0.05 --laasp_subset_size 64 --laasp_recovery_epochs 0",
@@ -70,11 +80,17 @@ class SpeedupArguments:
         unknown = set(self.batchnorm) - {"kept", "folded"}
         if unknown:
             raise ValueError(f"--batchnorm takes 'kept' and/or 'folded', not {sorted(unknown)}")
+        unknown = set(self.rankings) - {"saliency", "latency"}
+        if unknown:
+            raise ValueError(f"--rankings takes 'saliency' and/or 'latency', not {sorted(unknown)}")
 
 
-def prune_once(model: str, size: int, method: str, target: float, round_to: str, options: SpeedupArguments) -> Path:
+def prune_once(
+    model: str, size: int, method: str, target: float, round_to: str, ranking: str, options: SpeedupArguments
+) -> Path:
     """The saved slim model of one short run (trained once; reused when it is already there)."""
-    run_dir = Path(options.output_dir) / "runs" / f"{model}-{size}-{method}-{target}-{round_to}"
+    suffix = "-latency" if ranking == "latency" else ""
+    run_dir = Path(options.output_dir) / "runs" / f"{model}-{size}-{method}-{target}-{round_to}{suffix}"
     if (run_dir / "config.json").exists():
         return run_dir
     argv = ["--output_dir", str(run_dir), "--model_name_or_path", model, "--image_size", str(size),
@@ -85,7 +101,13 @@ def prune_once(model: str, size: int, method: str, target: float, round_to: str,
             "--report_to", "none", "--save_strategy", "no", "--seed", "0"]
     if method == "laasp":
         argv += options.laasp_args.split()
+    profile = Path(options.output_dir) / "profiles" / f"{model}-{size}.json"
+    if ranking == "latency":
+        argv += ["--latency_aware_ranking", "true"] + (["--latency_profile", str(profile)] if profile.exists() else [])
     run_example(argv)
+    if ranking == "latency" and not profile.exists():
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "latency_profile.json", profile)
     return run_dir
 
 
@@ -115,11 +137,11 @@ def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
 
 
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | target | round_to | BatchNorm | memory format | MACs ratio | layer outputs ratio | "
-             f"dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 13 + "|"]
+    lines = [f"| model | px | method | ranking | target | round_to | BatchNorm | memory format | MACs ratio | layer outputs ratio | "
+             f"dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 14 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
-        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['target']:.0%} | {r['round_to']} | "
+        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['ranking']} | {r['target']:.0%} | {r['round_to']} | "
                      f"{r['batchnorm']} | {r['memory_format']} | "
                      f"{r['macs_ratio']:.2f}x | {r['outputs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
                      f"{speedup / r['macs_ratio']:.2f} |")
@@ -133,9 +155,12 @@ def main(argv: list[str] | None = None) -> str:
         model, size = spec.rsplit(":", 1)
         for method in options.methods:
             for target in options.targets:
-                for round_to in options.round_to:
-                    key = {"model": model, "size": int(size), "method": method, "target": target, "round_to": round_to}
-                    runs.append((key, prune_once(model, int(size), method, target, round_to, options)))
+                for round_to, ranking in itertools.product(options.round_to, options.rankings):
+                    if ranking == "latency" and method == "laasp":
+                        continue  # laasp ranks candidates by subset loss
+                    key = {"model": model, "size": int(size), "method": method, "ranking": ranking, "target": target,
+                           "round_to": round_to}
+                    runs.append((key, prune_once(model, int(size), method, target, round_to, ranking, options)))
     result = table([{**key, **row} for key, run_dir in runs for row in measure(run_dir, options)], options.batch_size)
     report = Path(options.output_dir) / "speedup.md"
     staged = report.with_suffix(".md.tmp")

@@ -55,15 +55,16 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
     for row in rows:
         assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
         assert row["outputs_ratio"] == RESNET20_OUTPUTS / halved_outputs
-    line = script.table([{"model": "m", "size": 32, "method": "ocsp", "target": 0.5, "round_to": "auto",
+    line = script.table([{"model": "m", "size": 32, "method": "ocsp", "ranking": "latency", "target": 0.5, "round_to": "auto",
                           "batchnorm": "folded", "memory_format": "channels_last", "macs_ratio": 2.0,
                           "outputs_ratio": 1.5, "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
-    assert line == "| m | 32 | ocsp | 50% | auto | folded | channels_last | 2.00x | 1.50x | 8.00 | 5.00 | 1.60x | 0.80 |"
+    assert line == "| m | 32 | ocsp | latency | 50% | auto | folded | channels_last | 2.00x | 1.50x | 8.00 | 5.00 | 1.60x | 0.80 |"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"memory_formats": ["nhwc"]}, "'nhwc' is not a torch memory format"),
     ({"batchnorm": ["kept", "fused"]}, r"--batchnorm takes 'kept' and/or 'folded', not \['fused'\]"),
+    ({"rankings": ["saliency", "speed"]}, r"--rankings takes 'saliency' and/or 'latency', not \['speed'\]"),
 ])
 def test_unknown_timing_settings_are_refused_by_name(load_script, overrides, message):
     script = load_script("benchmarks/benchmark_speedup.py")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -14,7 +16,9 @@ import hf_prune.latency
 import hf_prune.structure.latency_model as latency_model
 import hf_prune.trainer.latency_target as latency_target
 import hf_prune.trainer.pruning_trainer as pruning_trainer
-from hf_prune.structure import LatencyModel, LatencyProfile, StructureGraph, measure_profile, select_lowest
+from hf_prune.structure import (
+    LatencyModel, LatencyProfile, StructureGraph, measure_profile, scores_per_cost, select_lowest,
+)
 from hf_prune.hub.model_card import measured_against
 from hf_prune.trainer.latency_target import PROFILE_NAME
 
@@ -289,3 +293,52 @@ def test_a_model_without_a_dense_source_is_measured_alone_against_the_profile(fa
     assert summary["measured_dense_ms"] == profile.dense_ms and not summary["dense_timed_in_turns"]
     assert measured_against(summary) == f"the profile's {profile.dense_ms:.2f} ms dense"
     assert summary["measured_reduction"] == pytest.approx(1 - AFTER_PRUNE_LOAD)
+
+
+class _LinearCost:
+    """A cost of 100 that removing a unit of 'a' lowers by 2, of 'b' by 0.5, of 'c' not at all."""
+
+    base_cost = 100.0
+
+    def cost(self, removed: dict[str, int]) -> float:
+        return self.base_cost - 2 * removed.get("a", 0) - 0.5 * removed.get("b", 0)
+
+
+def test_scores_per_cost_divide_by_what_one_unit_saves():
+    groups = [SimpleNamespace(name=name, num_units=4) for name in "abc"]
+    scores = {name: torch.tensor([1.0, 2.0]) for name in "abc"}
+    ranked = scores_per_cost(scores, groups, _LinearCost(), multiples={"a": 2})
+    assert torch.equal(ranked["a"], torch.tensor([0.5, 1.0]))  # a multiple of 2 saves 4: 2 per unit
+    assert torch.equal(ranked["b"], torch.tensor([2.0, 4.0]))
+    assert torch.equal(ranked["c"], torch.tensor([1.0, 2.0]) / 1e-4)  # saves nothing: a millionth of 100
+
+
+def _slow_first_stage_ms(signature: str, out_width: int, in_width: int, batch_size: int, device) -> float:
+    """Milliseconds proportional to the layer's MACs, ten times as many per MAC on 32x32 inputs (narrow,
+    memory-bound layers)."""
+    spatial = json.loads(signature)["spatial"]  # [] for a linear layer
+    positions = math.prod(spatial)
+    return (10.0 if spatial[-1:] == [32] else 1.0) * out_width * in_width * positions / 1e5
+
+
+def test_latency_aware_ranking_meets_the_macs_target_with_a_faster_model(make_trainer, fake_timers, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(latency_model, "time_layer_ms", _slow_first_stage_ms)
+    settings = dict(pruning_method="magnitude", max_steps=4, card_latency=False)
+    aware = make_trainer(tmp_path / "aware", latency_aware_ranking=True, **settings)
+    aware.train()
+    profile = str(tmp_path / "aware" / PROFILE_NAME)  # a MACs target, but the ranking needed a profile
+    plain = make_trainer(tmp_path / "plain", latency_profile=profile, **settings)  # same tables, saliency alone
+    plain.train()
+    (fast,), (slow,) = aware.pruning_events, plain.pruning_events
+    assert 0.5 <= fast["macs_reduction"] < 0.52 and 0.5 <= slow["macs_reduction"] < 0.52
+    assert fast["latency_ms_predicted"] < 0.8 * slow["latency_ms_predicted"]
+    first_stage = [name for name in fast["widths"] if name.startswith(("conv1", "layer1"))]
+    assert first_stage and all(fast["widths"][name][1] <= 8 for name in first_stage)  # of 16
+    aware.save_model()
+    assert "latency_aware_ranking" in (tmp_path / "aware" / "README.md").read_text()
+
+
+def test_laasp_refuses_latency_aware_ranking(make_args, tmp_path):
+    with pytest.raises(ValueError, match="pruning_method='laasp' cannot rank units by latency"):
+        make_args(tmp_path, pruning_method="laasp", latency_aware_ranking=True)

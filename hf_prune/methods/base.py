@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 from transformers import TrainerState, TrainingArguments
 
 from hf_prune.methods._registry import register_method
-from hf_prune.structure import CostModel, LatencyModel, MacsModel, StructureGraph
+from hf_prune.structure import CostModel, LatencyModel, MacsModel, StructureGraph, scores_per_cost
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,15 @@ class PruningContext:
     def reduction_from_dense(self) -> float:
         """The fraction of the dense model's cost (what the target counts) the model has shed so far."""
         return 1.0 - self.cost.base_cost / self.dense_cost
+
+    def ranking_scores(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``scores`` as the selection ranks them: per predicted millisecond saved under
+        ``latency_aware_ranking`` (:func:`~hf_prune.structure.scores_per_cost`), else unchanged."""
+        if not self.args.latency_aware_ranking:
+            return scores
+        if self.latency is None:
+            raise ValueError("latency_aware_ranking is set but the context has no latency model")
+        return scores_per_cost(scores, self.graph.groups, self.latency, self.width_multiples)
     width_multiples: dict[str, int] = field(default_factory=dict, repr=False)
     width_ties: list[list[str]] = field(default_factory=list, repr=False)
 
@@ -135,6 +145,8 @@ class PruningMethod:
     is_dense: ClassVar[bool] = False
     #: the method's selection honours ``PruningContext.width_ties`` (``uniform_widths``)
     supports_uniform_widths: ClassVar[bool] = True
+    #: the method ranks its scores through ``PruningContext.ranking_scores`` (``latency_aware_ranking``)
+    supports_latency_aware_ranking: ClassVar[bool] = True
 
     @classmethod
     def validate_arguments(cls, args: TrainingArguments) -> None:

@@ -162,6 +162,7 @@ class LAASPPruning(PruningMethod):
     arguments = LAASPArguments
     figures = (("LAASP search", SEARCH_PLOT_NAME),)
     supports_uniform_widths = False  # one group per step
+    supports_latency_aware_ranking = False  # it ranks candidates by subset loss, not unit scores
 
     @classmethod
     def validate_arguments(cls, args) -> None:

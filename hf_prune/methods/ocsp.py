@@ -356,7 +356,7 @@ class OCSPruning(PruningMethod):
         if context.args.ocsp_flops_weighting:
             scores = flops_weighted_scores(scores, groups, context.macs)
         return select_lowest(
-            groups, scores, context.cost, context.args.target_reduction, context.args.layer_prune_limit,
+            groups, context.ranking_scores(scores), context.cost, context.args.target_reduction, context.args.layer_prune_limit,
             multiples=context.width_multiples, ties=context.width_ties,
         )
 

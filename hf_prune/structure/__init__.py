@@ -10,6 +10,7 @@ from hf_prune.structure.selection import (
     UnreachableTargetError,
     group_saliencies,
     min_units_kept,
+    scores_per_cost,
     select_lowest,
     unit_saliency,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "measure_profile",
     "masking_is_exact",
     "min_units_kept",
+    "scores_per_cost",
     "select_lowest",
     "unit_output_masks",
     "unit_saliency",

@@ -50,6 +50,26 @@ def _saliency(params: Mapping[str, torch.Tensor], group: ChannelGroup, fan_power
     return total / max(count, 1)
 
 
+def scores_per_cost(
+    scores: Mapping[str, torch.Tensor], groups: Sequence[ChannelGroup], cost: CostModel,
+    multiples: Mapping[str, int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Each group's unit scores divided by the cost one of its units saves now.
+
+    The saving is that of removing one multiple of the group (``multiples``, default 1) divided by
+    the multiple: with a :class:`~hf_prune.structure.LatencyModel` the milliseconds a unit is worth,
+    so that ranking the quotients removes the units that cost the most time for their saliency
+    (a greedy knapsack, as HALP does with latency tables). A group whose removal saves nothing
+    (or less, in a noisy table) counts a saving of a millionth of the model's cost: its units go last.
+    """
+    floor = 1e-6 * cost.base_cost
+    per_unit = {}
+    for group in groups:
+        multiple = min((multiples or {}).get(group.name, 1), group.num_units)
+        per_unit[group.name] = max((cost.base_cost - cost.cost({group.name: multiple})) / multiple, floor)
+    return {name: values / per_unit[name] for name, values in scores.items()}
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which units every group keeps, and the MACs reduction that gives."""
