@@ -36,7 +36,8 @@ def _context(model, x, target, **arg_overrides):
     macs = MacsModel(graph, x)
     args = PruningArguments(output_dir="unused", report_to=[], target_flops_reduction=target, **arg_overrides)
     return types.SimpleNamespace(model=model, graph=graph, macs=macs, cost=macs, args=args, learning_rate=0.1,
-                                 log=lambda record: None, width_multiples={}, width_ties=[], is_pruned=False)
+                                 log=lambda record: None, width_multiples={}, width_ties=[], is_pruned=False,
+                                 ranking_scores=lambda scores: scores)  # latency_aware_ranking is off
 
 
 def _vit():
