@@ -33,6 +33,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, ModelSource, count_macs_params
+from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.latency import fold_batchnorm, median_latencies_in_turns, memory_format_named
 from hf_prune.structure.counting import count_layer_outputs
 
@@ -162,10 +163,7 @@ def main(argv: list[str] | None = None) -> str:
                            "round_to": round_to}
                     runs.append((key, prune_once(model, int(size), method, target, round_to, ranking, options)))
     result = table([{**key, **row} for key, run_dir in runs for row in measure(run_dir, options)], options.batch_size)
-    report = Path(options.output_dir) / "speedup.md"
-    staged = report.with_suffix(".md.tmp")
-    staged.write_text(result + "\n")
-    staged.replace(report)
+    write_text_atomic(Path(options.output_dir) / "speedup.md", result + "\n")
     print(result)
     return result
 

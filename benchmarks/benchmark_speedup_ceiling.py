@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from hf_prune import AutoPrunedModel, StructureGraph, count_macs_params
+from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.latency import measure_latency_ms, median_latencies_in_turns
 from hf_prune.models.loader import load_model
 from hf_prune.structure.cost import MacsModel
@@ -116,9 +118,7 @@ def best_allocations(
     reduction lies in ``[target, target + tolerance]``, best predicted speed-up ÷ MACs ratio first."""
     found = []
     combos = itertools.product(*(s.widths for s in stacks))
-    total = 1
-    for stack in stacks:
-        total *= len(stack.widths)
+    total = math.prod(len(s.widths) for s in stacks)
     for widths in tqdm(combos, total=total, desc="allocations", leave=False):
         removed = removed_units(stacks, widths, graph)
         reduction = macs.reduction(removed)
@@ -229,10 +229,8 @@ def main(argv: list[str] | None = None) -> str:
     result = table(rows, options.batch_size)
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("ceiling.md", result + "\n"), ("ceiling.json", json.dumps(rows, indent=1))):
-        staged = out / f"{name}.tmp"
-        staged.write_text(text)
-        staged.replace(out / name)
+    write_text_atomic(out / "ceiling.md", result + "\n")
+    write_text_atomic(out / "ceiling.json", json.dumps(rows, indent=1))
     print(result)
     return result
 
