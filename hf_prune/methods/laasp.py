@@ -132,7 +132,8 @@ class LAASPArguments:
         default=0.0625,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
-            "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
+            "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset (so does "
+            "latency_aware_ranking, whose pick is not the lowest loss)."
         },
     )
     laasp_screen_keep: int = field(
@@ -143,7 +144,8 @@ class LAASPArguments:
         metadata={
             "help": "LAASP: score the candidates left after screening batch by batch and drop one once its loss "
             "trails the leader's by more than this many standard errors of their per-batch differences (from the "
-            "third batch on); stops when one is left. 0 scores them all on the whole subset."
+            "third batch on); stops when one is left. 0 scores them all on the whole subset (so does "
+            "latency_aware_ranking)."
         },
     )
 
@@ -154,7 +156,8 @@ class LAASPPruning(PruningMethod):
 
     Settings are the ``laasp_*`` fields of :class:`~hf_prune.PruningArguments`, plus
     ``target_flops_reduction`` (or ``target_latency_reduction``: steps go on until the predicted
-    latency reduction reaches it; step sizes stay in MACs) and ``layer_prune_limit`` (every group
+    latency reduction reaches it; step sizes stay in MACs), ``latency_aware_ranking`` (the pick is
+    the lowest loss increase per predicted millisecond saved, see :meth:`ranking`) and ``layer_prune_limit`` (every group
     keeps at least ``1 - layer_prune_limit`` of its dense units; a group at that floor is no candidate).
     """
 
@@ -162,7 +165,6 @@ class LAASPPruning(PruningMethod):
     arguments = LAASPArguments
     figures = (("LAASP search", SEARCH_PLOT_NAME),)
     supports_uniform_widths = False  # one group per step
-    supports_latency_aware_ranking = False  # it ranks candidates by subset loss, not unit scores
 
     @classmethod
     def validate_arguments(cls, args) -> None:
@@ -280,11 +282,15 @@ class LAASPPruning(PruningMethod):
             self._announce_size(context, candidates)
         started, cpu_started = time.perf_counter(), time.process_time()
         rescored = self.to_rescore(candidates, args.laasp_rescore_top)
-        losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
+        # screening and the race compare raw losses: a ranking per millisecond scores every candidate in full
+        losses, dense_loss = self.evaluate(
+            context, [candidates[i] for i in rescored], screen=not args.latency_aware_ranking
+        )
         for i, loss in zip(rescored, losses):
             if math.isfinite(loss):  # screened-out candidates keep their last score
                 self.loss_increase.update({f"{candidates[i].group}/{c}": loss - dense_loss for c in candidates[i].criteria})
-        best = min(range(len(rescored)), key=lambda j: (losses[j], rescored[j]))
+        ranks = self.ranking(context, [candidates[i] for i in rescored], losses, dense_loss)
+        best = min(range(len(rescored)), key=lambda j: (ranks[j], rescored[j]))
         chosen = candidates[rescored[best]]
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         audit = self._audit(context, candidates, chosen) if args.laasp_audit else {}
@@ -339,6 +345,26 @@ class LAASPPruning(PruningMethod):
         if context.args.process_index == 0:
             tqdm.write(line)
 
+    @staticmethod
+    def ranking(
+        context: PruningContext, candidates: list[Candidate], losses: list[float], dense_loss: float
+    ) -> list[tuple[float, ...]]:
+        """Sort key of every candidate, lowest best: its subset loss, or under ``latency_aware_ranking`` its
+        loss increase per predicted millisecond saved, then the most milliseconds saved.
+
+        An increase at or below zero counts as zero (removing those units costs nothing), so among candidates
+        that do not hurt the loss the one that saves the most time goes first.
+        """
+        if not context.args.latency_aware_ranking:
+            return [(loss,) for loss in losses]
+        latency = context.latency
+        floor = 1e-6 * latency.base_cost
+        keys = []
+        for candidate, loss in zip(candidates, losses):
+            saved = max(latency.base_cost - latency.cost({candidate.group: len(candidate.removed)}), floor)
+            keys.append((max(loss - dense_loss, 0.0) / saved, -saved))
+        return keys
+
     def to_rescore(self, candidates: list[Candidate], top: int) -> list[int]:
         """Indices of the candidates this step scores: all, or (lazy) the leaders, the group pruned last and new ones."""
         known = [self._known_increase(c) for c in candidates]
@@ -358,8 +384,9 @@ class LAASPPruning(PruningMethod):
         """The exhaustive search's choice (every candidate on the whole subset) on the same model, and whether
         the chosen one agrees."""
         cpu_started = time.process_time()
-        losses, _ = self.evaluate(context, candidates, screen=False)
-        best = candidates[min(range(len(candidates)), key=lambda i: (losses[i], i))]
+        losses, dense_loss = self.evaluate(context, candidates, screen=False)
+        ranks = self.ranking(context, candidates, losses, dense_loss)
+        best = candidates[min(range(len(candidates)), key=lambda i: (ranks[i], i))]
         return {
             "exhaustive_group": best.group, "exhaustive_criterion": best.criteria[0],
             "agrees": best.group == chosen.group and best.removed == chosen.removed,
