@@ -10,6 +10,9 @@ CPU convolutions run without reordering; both models in the same format), and wi
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_speedup.py --output_dir outputs/speedup
 
+On a GPU, ``--device cuda --dtypes float32 bfloat16 float16 --batch_size 128`` times both models there in
+each precision (the pruning runs still train on the CPU; ``torch.utils.benchmark`` synchronizes CUDA).
+
 With ``--rankings saliency latency`` the one-shot methods also run with ``latency_aware_ranking`` (units ranked
 by saliency per predicted millisecond saved; the runs of a model share the first one's latency profile).
 
@@ -22,6 +25,7 @@ fall with the square of the widths, the traffic only linearly.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import runpy
@@ -74,6 +78,15 @@ class SpeedupArguments:
         metadata={"help": "Time both models with their BatchNorm layers kept, or folded into the layer before "
                           "(torch.fx fuse, as in an exported inference graph); a row each."},
     )
+    device: str = field(
+        default="cpu",
+        metadata={"help": "Where both models are timed, e.g. cuda (the short pruning runs train on the CPU)."},
+    )
+    dtypes: list[str] = field(
+        default_factory=lambda: ["float32"],
+        metadata={"help": "Precisions both models are timed in (float32, bfloat16, float16: weights and inputs "
+                          "cast); a row each."},
+    )
 
     def __post_init__(self) -> None:
         for name in self.memory_formats:
@@ -81,6 +94,11 @@ class SpeedupArguments:
         unknown = set(self.batchnorm) - {"kept", "folded"}
         if unknown:
             raise ValueError(f"--batchnorm takes 'kept' and/or 'folded', not {sorted(unknown)}")
+        for name in self.dtypes:
+            if not isinstance(getattr(torch, name, None), torch.dtype) or not getattr(torch, name).is_floating_point:
+                raise ValueError(f"--dtypes takes torch floating-point dtypes such as float32 bfloat16 float16, not '{name}'")
+        if torch.device(self.device).type != "cpu" and not torch.accelerator.is_available():
+            raise ValueError(f"--device {self.device}: this machine has no accelerator; time on --device cpu")
         unknown = set(self.rankings) - {"saliency", "latency"}
         if unknown:
             raise ValueError(f"--rankings takes 'saliency' and/or 'latency', not {sorted(unknown)}")
@@ -114,7 +132,7 @@ def prune_once(
 
 def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     """MACs ratio and alternated timings of one slim model against its dense architecture (random weights),
-    a row per BatchNorm treatment and memory format."""
+    a row per BatchNorm treatment, memory format and dtype."""
     config = json.loads((run_dir / "config.json").read_text())
     input_size = tuple(config["hf_prune"]["input_size"])
     slim = AutoPrunedModel.from_pretrained(run_dir).eval()
@@ -123,27 +141,27 @@ def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
     outputs_ratio = count_layer_outputs(dense, example) / count_layer_outputs(slim, example)
     rows = []
-    for batchnorm in options.batchnorm:
+    for batchnorm, name, dtype in itertools.product(options.batchnorm, options.memory_formats, options.dtypes):
         pair = (dense, slim) if batchnorm == "kept" else (fold_batchnorm(dense), fold_batchnorm(slim))
-        for name in options.memory_formats:
-            memory_format = memory_format_named(name)
-            dense_ms, slim_ms = median_latencies_in_turns(
-                tuple(model.to(memory_format=memory_format) for model in pair), input_size, options.batch_size,
-                options.rounds, num_threads=options.threads, min_run_time=options.min_run_time,
-                memory_format=memory_format,
-            )
-            rows.append({"batchnorm": batchnorm, "memory_format": name, "macs_ratio": macs_ratio,
-                         "outputs_ratio": outputs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms})
+        memory_format = memory_format_named(name)
+        cast = [copy.deepcopy(model).to(options.device, getattr(torch, dtype), memory_format=memory_format)
+                for model in pair]
+        dense_ms, slim_ms = median_latencies_in_turns(
+            cast, input_size, options.batch_size, options.rounds, num_threads=options.threads,
+            min_run_time=options.min_run_time, memory_format=memory_format,
+        )
+        rows.append({"batchnorm": batchnorm, "memory_format": name, "device": options.device, "dtype": dtype,
+                     "macs_ratio": macs_ratio, "outputs_ratio": outputs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms})
     return rows
 
 
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | ranking | target | round_to | BatchNorm | memory format | MACs ratio | layer outputs ratio | "
-             f"dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 14 + "|"]
+    lines = [f"| model | px | method | ranking | target | round_to | BatchNorm | memory format | device | dtype | MACs ratio | "
+             f"layer outputs ratio | dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 16 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
         lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['ranking']} | {r['target']:.0%} | {r['round_to']} | "
-                     f"{r['batchnorm']} | {r['memory_format']} | "
+                     f"{r['batchnorm']} | {r['memory_format']} | {r['device']} | {r['dtype']} | "
                      f"{r['macs_ratio']:.2f}x | {r['outputs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
                      f"{speedup / r['macs_ratio']:.2f} |")
     return "\n".join(lines)

@@ -56,7 +56,8 @@ def measure_latency_ms(
     """Median eval-mode forward time in milliseconds on random inputs of ``(batch_size, *input_size)``.
 
     Args:
-        model: any module; it is put in eval mode and runs on its own device.
+        model: any module; it is put in eval mode and runs on its own device, with inputs in the dtype of
+            its first parameter (cast it with ``model.to(torch.bfloat16)`` etc. to time another precision).
         input_size: one input's shape, e.g. ``(3, 224, 224)``.
         batch_size: images per forward.
         num_threads: intra-op threads during the measurement (default: torch's current setting).
@@ -64,8 +65,9 @@ def measure_latency_ms(
         memory_format: layout of the inputs, e.g. ``torch.channels_last`` for image batches (convert the
             model's weights with ``model.to(memory_format=...)`` first).
     """
-    device = next(model.parameters()).device
-    inputs = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
+    parameter = next(model.parameters())
+    inputs = torch.randn(batch_size, *input_size, device=parameter.device, dtype=parameter.dtype)
+    inputs = inputs.contiguous(memory_format=memory_format)
     model.eval()
     with torch.inference_mode():
         model(inputs)  # warm-up: allocator, kernels selection, lazy init

@@ -56,15 +56,41 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
         assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
         assert row["outputs_ratio"] == RESNET20_OUTPUTS / halved_outputs
     line = script.table([{"model": "m", "size": 32, "method": "ocsp", "ranking": "latency", "target": 0.5, "round_to": "auto",
-                          "batchnorm": "folded", "memory_format": "channels_last", "macs_ratio": 2.0,
-                          "outputs_ratio": 1.5, "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
-    assert line == "| m | 32 | ocsp | latency | 50% | auto | folded | channels_last | 2.00x | 1.50x | 8.00 | 5.00 | 1.60x | 0.80 |"
+                          "batchnorm": "folded", "memory_format": "channels_last", "device": "cuda", "dtype": "bfloat16",
+                          "macs_ratio": 2.0, "outputs_ratio": 1.5, "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
+    assert line == ("| m | 32 | ocsp | latency | 50% | auto | folded | channels_last | cuda | bfloat16 | 2.00x | 1.50x | "
+                    "8.00 | 5.00 | 1.60x | 0.80 |")
+
+
+def test_each_dtype_times_both_models_cast_to_it(load_script, tmp_path, monkeypatch):
+    script = load_script("benchmarks/benchmark_speedup.py")
+    model = timm.create_model("cifar_resnet20", num_classes=10).eval()
+    source = ModelSource.from_model(model)
+    graph = StructureGraph(model, INPUT)
+    graph.apply({g.name: list(range(g.num_units // 2)) for g in graph.groups})
+    save_pretrained(model, tmp_path, source=source, pruning={"input_size": [3, 32, 32]})
+    timed = []
+
+    def fake_turns(models, input_size, batch_size, rounds, **kwargs):
+        timed.append([{p.dtype for p in m.parameters()} for m in models])
+        return [4.0, 2.0]
+
+    monkeypatch.setattr(script, "median_latencies_in_turns", fake_turns)
+    options = script.SpeedupArguments(batchnorm=["kept"], memory_formats=["contiguous_format"],
+                                      dtypes=["float32", "bfloat16"])
+    rows = script.measure(tmp_path, options)
+    assert [(row["device"], row["dtype"]) for row in rows] == [("cpu", "float32"), ("cpu", "bfloat16")]
+    assert timed == [[{torch.float32}] * 2, [{torch.bfloat16}] * 2]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the casts were copies
+    conv = torch.nn.Conv2d(3, 4, 3).to(torch.bfloat16)  # inputs follow the model's dtype (a float32 batch would fail)
+    assert hf_prune.latency.measure_latency_ms(conv, (3, 8, 8), 2, min_run_time=0.001) > 0
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"memory_formats": ["nhwc"]}, "'nhwc' is not a torch memory format"),
     ({"batchnorm": ["kept", "fused"]}, r"--batchnorm takes 'kept' and/or 'folded', not \['fused'\]"),
     ({"rankings": ["saliency", "speed"]}, r"--rankings takes 'saliency' and/or 'latency', not \['speed'\]"),
+    ({"dtypes": ["float32", "int8"]}, "--dtypes takes torch floating-point dtypes .* not 'int8'"),
 ])
 def test_unknown_timing_settings_are_refused_by_name(load_script, overrides, message):
     script = load_script("benchmarks/benchmark_speedup.py")
@@ -113,3 +139,10 @@ def test_inputs_are_timed_in_the_requested_memory_format():
     hf_prune.latency.measure_latency_ms(conv, (3, 8, 8), 4, min_run_time=0.001, memory_format=torch.channels_last)
     hf_prune.latency.measure_latency_ms(conv, (3, 8, 8), 4, min_run_time=0.001)
     assert layouts[0] and not layouts[-1]
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="the refusal is for machines without an accelerator")
+def test_an_accelerator_device_is_refused_on_a_machine_without_one(load_script):
+    script = load_script("benchmarks/benchmark_speedup.py")
+    with pytest.raises(ValueError, match="--device cuda: this machine has no accelerator; time on --device cpu"):
+        script.SpeedupArguments(device="cuda")
