@@ -353,7 +353,8 @@ class LAASPPruning(PruningMethod):
         loss increase per predicted millisecond saved, then the most milliseconds saved.
 
         An increase at or below zero counts as zero (removing those units costs nothing), so among candidates
-        that do not hurt the loss the one that saves the most time goes first.
+        that do not hurt the loss the one that saves the most time goes first. (The lazy search,
+        ``laasp_rescore_top``, still picks the leaders it re-scores by loss increase alone.)
         """
         if not context.args.latency_aware_ranking:
             return [(loss,) for loss in losses]
