@@ -341,16 +341,18 @@ def test_latency_aware_ranking_meets_the_macs_target_with_a_faster_model(make_tr
 
 
 def test_laasp_ranks_candidates_by_loss_increase_per_millisecond_saved():
-    args = SimpleNamespace(latency_aware_ranking=True)
-    context = SimpleNamespace(args=args, latency=_LinearCost())  # a unit of a saves 2 ms, of b 0.5, of c nothing
+    context = SimpleNamespace(args=SimpleNamespace(latency_aware_ranking=True), latency=_LinearCost())
     candidates = [SimpleNamespace(group=g, removed=(0, 1)) for g in "abbc"]
+    savings = LAASPPruning.savings(context, candidates)  # a unit of a saves 2 ms, of b 0.5, of c nothing
+    assert savings == [4.0, 1.0, 1.0, pytest.approx(1e-4)]
     losses = [1.2, 1.1, 0.9, 1.0]  # increases over 1.0: 0.2 for 4 ms, 0.1 for 1 ms, -0.1 for 1 ms, 0 for nothing
-    ranks = LAASPPruning.ranking(context, candidates, losses, dense_loss=1.0)
+    ranks = LAASPPruning.ranking(losses, 1.0, savings)
     assert ranks == [(pytest.approx(0.05), -4.0), (pytest.approx(0.1), -1.0), (0.0, -1.0), (0.0, pytest.approx(-1e-4))]
     # free ones first (the most time saved first), then the larger increase that buys four times the milliseconds
     assert sorted(range(4), key=lambda i: (ranks[i], i)) == [2, 3, 0, 1]
-    args.latency_aware_ranking = False
-    assert LAASPPruning.ranking(context, candidates, losses, 1.0) == [(loss,) for loss in losses]
+    context.args.latency_aware_ranking = False
+    assert LAASPPruning.savings(context, candidates) is None
+    assert LAASPPruning.ranking(losses, 1.0, None) == [(loss,) for loss in losses]
 
 
 def test_latency_aware_laasp_meets_the_macs_target_with_a_faster_model(make_trainer, fake_timers, tmp_path,

@@ -93,8 +93,8 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             "help": "Rank units by saliency per millisecond that removing a unit of their group saves (the latency "
             "profile's prediction; measured at the start of the run like target_latency_reduction's, or "
             "latency_profile), instead of by saliency alone: the target is met by removing the units that cost "
-            "the most time for what they are worth, which buys more speed per MACs cut. laasp picks the candidate with the "
-            "lowest subset-loss increase per millisecond saved (scoring every candidate on the whole subset). A "
+            "the most time for what they are worth, which buys more speed per MACs cut. laasp picks the candidate "
+            "with the lowest subset-loss increase per millisecond saved (screening by it, without the race). A "
             "departure from the papers' criteria, off by default."
         },
     )
