@@ -313,6 +313,7 @@ class LAASPPruning(PruningMethod):
             "pruning/laasp_candidate_images_per_step": float(forwards),
         })
         groups = len({c.group for c in candidates})
+        race = "off (latency_aware_ranking)" if args.latency_aware_ranking else f"{args.laasp_race:g}"
         self._say(
             context,
             f"[hf_prune] LAASP search from step {context.state.global_step}: about {self._estimated_steps(args)} steps "
@@ -320,7 +321,7 @@ class LAASPPruning(PruningMethod):
             f"candidates ({groups} groups x {len(args.laasp_criteria)} criteria, identical unit sets merged) on "
             f"{images} training images: at most {forwards} candidate-image forwards per step (laasp_screen_fraction="
             f"{args.laasp_screen_fraction:g}, laasp_screen_keep={args.laasp_screen_keep}, laasp_race="
-            f"{args.laasp_race:g}); training waits meanwhile",
+            f"{race}); training waits meanwhile",
         )
 
     def _announce_duration(self, context: PruningContext, seconds: float) -> None:
