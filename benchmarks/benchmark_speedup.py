@@ -16,7 +16,9 @@ each precision (the pruning runs still train on the CPU; ``torch.utils.benchmark
 With ``--rankings saliency latency`` the one-shot methods also run with ``latency_aware_ranking`` (units ranked
 by saliency per predicted millisecond saved; the runs of a model share the first one's latency profile).
 
-Runs already saved under ``<output_dir>/runs`` are reused, so a second call only re-times. The table
+Runs already saved under ``<output_dir>/runs`` are reused, so a second call only re-times. ``--run_dirs``
+times slim models saved elsewhere instead (e.g. ``benchmark.py``'s runs, trained for real: the short runs here
+train too little for LAASP's subset losses to mean much, so their widths say little about a real run's). The table
 (MACs ratio, layer outputs ratio, dense and slim ms, speed-up, speed-up / MACs ratio) is printed and
 written to ``<output_dir>/speedup.md``. The layer outputs ratio (elements written by convolutions and
 linear layers, dense / slim) is where the speed-up tends when narrow layers are memory-bound: MACs
@@ -40,6 +42,7 @@ from hf_prune import AutoPrunedModel, ModelSource, count_macs_params
 from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.latency import fold_batchnorm, median_latencies_in_turns, memory_format_named
 from hf_prune.structure.counting import count_layer_outputs
+from hf_prune.trainer.pruning_state import TRAINING_ARGS_NAME
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prune_image_classification.py"
 run_example = runpy.run_path(str(EXAMPLE_SCRIPT))["main"]
@@ -77,6 +80,12 @@ class SpeedupArguments:
         default_factory=lambda: ["kept", "folded"],
         metadata={"help": "Time both models with their BatchNorm layers kept, or folded into the layer before "
                           "(torch.fx fuse, as in an exported inference graph); a row each."},
+    )
+    run_dirs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Saved slim models to time instead of pruning short runs (e.g. benchmark.py's runs/*, whose "
+                          "widths come from real training); rows are labelled from their config.json and "
+                          "training_args.json."},
     )
     device: str = field(
         default="cpu",
@@ -155,12 +164,27 @@ def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     return rows
 
 
+def saved_run_key(run_dir: Path) -> dict:
+    """The row labels of a slim model a training run saved (its ``config.json`` and ``training_args.json``):
+    model, input pixels, method, ranking, target, round_to and seed."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        args = json.loads((run_dir / TRAINING_ARGS_NAME).read_text())
+        model, size = ModelSource.from_config(config).architecture, config["hf_prune"]["input_size"][-1]
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{run_dir} is not the output_dir of a finished pruning run ({error})") from None
+    return {"model": model, "size": size, "method": args["pruning_method"],
+            "ranking": "latency" if args["latency_aware_ranking"] else "saliency",
+            "target": args["target_latency_reduction"] or args["target_flops_reduction"],
+            "round_to": args["round_to"], "seed": args["seed"]}
+
+
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | ranking | target | round_to | BatchNorm | memory format | device | dtype | MACs ratio | "
-             f"layer outputs ratio | dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 16 + "|"]
+    lines = [f"| model | px | method | ranking | target | round_to | seed | BatchNorm | memory format | device | dtype | MACs ratio | "
+             f"layer outputs ratio | dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 17 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
-        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['ranking']} | {r['target']:.0%} | {r['round_to']} | "
+        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['ranking']} | {r['target']:.0%} | {r['round_to']} | {r['seed']} | "
                      f"{r['batchnorm']} | {r['memory_format']} | {r['device']} | {r['dtype']} | "
                      f"{r['macs_ratio']:.2f}x | {r['outputs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
                      f"{speedup / r['macs_ratio']:.2f} |")
@@ -169,14 +193,14 @@ def table(rows: list[dict], batch_size: int) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     (options,) = HfArgumentParser(SpeedupArguments).parse_args_into_dataclasses(args=argv)
-    runs = []
-    for spec in options.models:
+    runs = [(saved_run_key(Path(run_dir)), Path(run_dir)) for run_dir in options.run_dirs]
+    for spec in options.models if not runs else ():
         model, size = spec.rsplit(":", 1)
         for method in options.methods:
             for target in options.targets:
                 for round_to, ranking in itertools.product(options.round_to, options.rankings):
                     key = {"model": model, "size": int(size), "method": method, "ranking": ranking, "target": target,
-                           "round_to": round_to}
+                           "round_to": round_to, "seed": 0}
                     runs.append((key, prune_once(model, int(size), method, target, round_to, ranking, options)))
     result = table([{**key, **row} for key, run_dir in runs for row in measure(run_dir, options)], options.batch_size)
     write_text_atomic(Path(options.output_dir) / "speedup.md", result + "\n")

@@ -56,10 +56,24 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
         assert row["macs_ratio"] == dense_macs / count_macs_params(model, INPUT)[0] and row["macs_ratio"] > 2
         assert row["outputs_ratio"] == RESNET20_OUTPUTS / halved_outputs
     line = script.table([{"model": "m", "size": 32, "method": "ocsp", "ranking": "latency", "target": 0.5, "round_to": "auto",
-                          "batchnorm": "folded", "memory_format": "channels_last", "device": "cuda", "dtype": "bfloat16",
-                          "macs_ratio": 2.0, "outputs_ratio": 1.5, "dense_ms": 8.0, "slim_ms": 5.0}], 64).splitlines()[-1]
-    assert line == ("| m | 32 | ocsp | latency | 50% | auto | folded | channels_last | cuda | bfloat16 | 2.00x | 1.50x | "
+                          "seed": 2, "batchnorm": "folded", "memory_format": "channels_last", "device": "cuda",
+                          "dtype": "bfloat16", "macs_ratio": 2.0, "outputs_ratio": 1.5, "dense_ms": 8.0,
+                          "slim_ms": 5.0}], 64).splitlines()[-1]
+    assert line == ("| m | 32 | ocsp | latency | 50% | auto | 2 | folded | channels_last | cuda | bfloat16 | 2.00x | 1.50x | "
                     "8.00 | 5.00 | 1.60x | 0.80 |")
+
+
+def test_a_saved_training_run_is_labelled_from_its_own_files(load_script, make_trainer, tmp_path):
+    script = load_script("benchmarks/benchmark_speedup.py")
+    trainer = make_trainer(tmp_path / "run", pruning_method="magnitude", max_steps=2, seed=3, round_to="4",
+                           target_flops_reduction=0.4)
+    trainer.train()
+    trainer.save_model()
+    assert script.saved_run_key(tmp_path / "run") == {
+        "model": "cifar_resnet20", "size": 32, "method": "magnitude", "ranking": "saliency", "target": 0.4,
+        "round_to": "4", "seed": 3}
+    with pytest.raises(ValueError, match="is not the output_dir of a finished pruning run"):
+        script.saved_run_key(tmp_path)
 
 
 def test_each_dtype_times_both_models_cast_to_it(load_script, tmp_path, monkeypatch):
