@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> str:
                            "round_to": round_to, "seed": 0}
                     runs.append((key, prune_once(model, int(size), method, target, round_to, ranking, options)))
     result = table([{**key, **row} for key, run_dir in runs for row in measure(run_dir, options)], options.batch_size)
+    Path(options.output_dir).mkdir(parents=True, exist_ok=True)  # with --run_dirs nothing has made it yet
     write_text_atomic(Path(options.output_dir) / "speedup.md", result + "\n")
     print(result)
     return result

@@ -63,7 +63,8 @@ def test_measure_counts_the_macs_ratio_against_the_rebuilt_dense_architecture(lo
                     "8.00 | 5.00 | 1.60x | 0.80 |")
 
 
-def test_a_saved_training_run_is_labelled_from_its_own_files(load_script, make_trainer, tmp_path):
+def test_saved_training_runs_are_labelled_from_their_own_files_and_timed(load_script, make_trainer, tmp_path,
+                                                                               monkeypatch):
     script = load_script("benchmarks/benchmark_speedup.py")
     trainer = make_trainer(tmp_path / "run", pruning_method="magnitude", max_steps=2, seed=3, round_to="4",
                            target_flops_reduction=0.4)
@@ -74,6 +75,12 @@ def test_a_saved_training_run_is_labelled_from_its_own_files(load_script, make_t
         "round_to": "4", "seed": 3}
     with pytest.raises(ValueError, match="is not the output_dir of a finished pruning run"):
         script.saved_run_key(tmp_path)
+    monkeypatch.setattr(script, "median_latencies_in_turns", lambda models, *args, **kwargs: [4.0, 2.0])
+    script.main(["--output_dir", str(tmp_path / "new" / "table"), "--run_dirs", str(tmp_path / "run"),
+                 "--memory_formats", "contiguous_format", "--batchnorm", "kept"])
+    (row,) = (tmp_path / "new" / "table" / "speedup.md").read_text().splitlines()[2:]  # a fresh output_dir is made
+    assert row.startswith("| cifar_resnet20 | 32 | magnitude | saliency | 40% | 4 | 3 | kept | contiguous_format | cpu |")
+    assert " 4.00 | 2.00 | 2.00x |" in row
 
 
 def test_each_dtype_times_both_models_cast_to_it(load_script, tmp_path, monkeypatch):
