@@ -321,18 +321,6 @@ def test_race_drops_a_clearly_worse_candidate_early_and_keeps_close_ones_exact()
     assert lead.calls[-1][1] == [2] and len(lead.calls) == 3  # 3 batches seen, then 1 is left
 
 
-def test_screening_with_savings_keeps_the_lowest_loss_increases_per_saving():
-    # dense loss 0 per image: the table's losses are the increases; candidate 2 lowers the loss
-    table = torch.tensor([[0.4] * 4, [0.1] * 4, [-0.2] * 4, [0.3] * 4])
-    savings = [8.0, 1.0, 0.5, 1.0]  # per saving: 0.05, 0.1, free, 0.3
-    screened = _TableLoss(table)
-    losses = screened.mean_losses([0, 1, 2, 3], screen_fraction=0.25, screen_keep=2, savings=savings)
-    assert losses == pytest.approx([0.4, math.inf, -0.2, math.inf])  # by raw loss it would keep 2 and 1
-    assert screened.calls == [([0, 1, 2, 3], [0]), ([2, 0], [1, 2, 3])]  # the survivors, best first
-    with pytest.raises(ValueError, match="the race compares raw losses: with savings, pass race=0"):
-        _TableLoss(table).mean_losses([0, 1], race=2.0, savings=savings[:2])
-
-
 # ---------------------------------------------------------------------------------------------- runs
 def _mnist_trainer(tmp_path, **overrides) -> PruningTrainer:
     torch.manual_seed(0)  # before the model is built: its init must not depend on earlier tests

@@ -16,7 +16,6 @@ import hf_prune.latency
 import hf_prune.structure.latency_model as latency_model
 import hf_prune.trainer.latency_target as latency_target
 import hf_prune.trainer.pruning_trainer as pruning_trainer
-from hf_prune.methods import LAASPPruning
 from hf_prune.structure import (
     LatencyModel, LatencyProfile, StructureGraph, measure_profile, scores_per_cost, select_lowest,
 )
@@ -340,32 +339,6 @@ def test_latency_aware_ranking_meets_the_macs_target_with_a_faster_model(make_tr
     assert "latency_aware_ranking" in (tmp_path / "aware" / "README.md").read_text()
 
 
-def test_laasp_ranks_candidates_by_loss_increase_per_millisecond_saved():
-    context = SimpleNamespace(args=SimpleNamespace(latency_aware_ranking=True), latency=_LinearCost())
-    candidates = [SimpleNamespace(group=g, removed=(0, 1)) for g in "abbc"]
-    savings = LAASPPruning.savings(context, candidates)  # a unit of a saves 2 ms, of b 0.5, of c nothing
-    assert savings == [4.0, 1.0, 1.0, pytest.approx(1e-4)]
-    losses = [1.2, 1.1, 0.9, 1.0]  # increases over 1.0: 0.2 for 4 ms, 0.1 for 1 ms, -0.1 for 1 ms, 0 for nothing
-    ranks = LAASPPruning.ranking(losses, 1.0, savings)
-    assert ranks == [(pytest.approx(0.05), -4.0), (pytest.approx(0.1), -1.0), (0.0, -1.0), (0.0, pytest.approx(-1e-4))]
-    # free ones first (the most time saved first), then the larger increase that buys four times the milliseconds
-    assert sorted(range(4), key=lambda i: (ranks[i], i)) == [2, 3, 0, 1]
-    context.args.latency_aware_ranking = False
-    assert LAASPPruning.savings(context, candidates) is None
-    assert LAASPPruning.ranking(losses, 1.0, None) == [(loss,) for loss in losses]
-
-
-def test_latency_aware_laasp_meets_the_macs_target_with_a_faster_model(make_trainer, fake_timers, tmp_path,
-                                                                       monkeypatch):
-    monkeypatch.setattr(latency_model, "time_layer_ms", _slow_first_stage_ms)
-    settings = dict(pruning_method="laasp", max_steps=4, card_latency=False, laasp_prune_start=0.0,
-                    laasp_flops_step=0.1, laasp_subset_size=32, laasp_batch_size=16, laasp_recovery_epochs=0.0)
-    aware = make_trainer(tmp_path / "aware", latency_aware_ranking=True, **settings)
-    aware.train()
-    profile = str(tmp_path / "aware" / PROFILE_NAME)
-    plain = make_trainer(tmp_path / "plain", latency_profile=profile, **settings)  # same tables, lowest loss
-    plain.train()
-    (*_, fast), (*_, slow) = aware.pruning_events, plain.pruning_events
-    assert 0.5 <= fast["macs_reduction"] < 0.6 and 0.5 <= slow["macs_reduction"] < 0.6
-    assert fast["latency_ms_predicted"] < 0.9 * slow["latency_ms_predicted"]  # 111.0 vs 130.6 ms
-    assert aware.pruning_method.step_sizes == plain.pruning_method.step_sizes  # steps stay sized in MACs
+def test_laasp_refuses_latency_aware_ranking(make_args, tmp_path):
+    with pytest.raises(ValueError, match="pruning_method='laasp' cannot rank units by latency"):
+        make_args(tmp_path, pruning_method="laasp", latency_aware_ranking=True)

@@ -145,6 +145,8 @@ class PruningMethod:
     is_dense: ClassVar[bool] = False
     #: the method's selection honours ``PruningContext.width_ties`` (``uniform_widths``)
     supports_uniform_widths: ClassVar[bool] = True
+    #: the method ranks its scores through ``PruningContext.ranking_scores`` (``latency_aware_ranking``)
+    supports_latency_aware_ranking: ClassVar[bool] = True
 
     @classmethod
     def validate_arguments(cls, args: TrainingArguments) -> None:

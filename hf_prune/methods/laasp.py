@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from hf_prune.methods._registry import register_method
-from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset, increase_per_saving
+from hf_prune.methods.subset_loss import MaskedCandidate, SubsetLoss, build_loss_subset
 from hf_prune.methods.base import PruningContext, PruningMethod, PruningPlan
 from hf_prune.methods.criteria import get_criterion, unit_weights
 from hf_prune.plots import plot_panels
@@ -132,8 +132,7 @@ class LAASPArguments:
         default=0.0625,
         metadata={
             "help": "LAASP: score all candidates on this leading fraction of the subset first and only the best "
-            "laasp_screen_keep on all of it (with latency_aware_ranking: the lowest loss increases per millisecond "
-            "saved); 0 scores every candidate on the whole subset."
+            "laasp_screen_keep on all of it; 0 scores every candidate on the whole subset."
         },
     )
     laasp_screen_keep: int = field(
@@ -144,8 +143,7 @@ class LAASPArguments:
         metadata={
             "help": "LAASP: score the candidates left after screening batch by batch and drop one once its loss "
             "trails the leader's by more than this many standard errors of their per-batch differences (from the "
-            "third batch on); stops when one is left. 0 scores them all on the whole subset (so does "
-            "latency_aware_ranking, whose pick is not the lowest loss)."
+            "third batch on); stops when one is left. 0 scores them all on the whole subset."
         },
     )
 
@@ -156,8 +154,7 @@ class LAASPPruning(PruningMethod):
 
     Settings are the ``laasp_*`` fields of :class:`~hf_prune.PruningArguments`, plus
     ``target_flops_reduction`` (or ``target_latency_reduction``: steps go on until the predicted
-    latency reduction reaches it; step sizes stay in MACs), ``latency_aware_ranking`` (the pick is
-    the lowest loss increase per predicted millisecond saved, see :meth:`ranking`; no race) and ``layer_prune_limit`` (every group
+    latency reduction reaches it; step sizes stay in MACs) and ``layer_prune_limit`` (every group
     keeps at least ``1 - layer_prune_limit`` of its dense units; a group at that floor is no candidate).
     """
 
@@ -165,6 +162,7 @@ class LAASPPruning(PruningMethod):
     arguments = LAASPArguments
     figures = (("LAASP search", SEARCH_PLOT_NAME),)
     supports_uniform_widths = False  # one group per step
+    supports_latency_aware_ranking = False  # it ranks candidates by subset loss, not unit scores
 
     @classmethod
     def validate_arguments(cls, args) -> None:
@@ -282,14 +280,11 @@ class LAASPPruning(PruningMethod):
             self._announce_size(context, candidates)
         started, cpu_started = time.perf_counter(), time.process_time()
         rescored = self.to_rescore(candidates, args.laasp_rescore_top)
-        scored = [candidates[i] for i in rescored]
-        savings = self.savings(context, scored)
-        losses, dense_loss = self.evaluate(context, scored, savings=savings)
+        losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
         for i, loss in zip(rescored, losses):
             if math.isfinite(loss):  # screened-out candidates keep their last score
                 self.loss_increase.update({f"{candidates[i].group}/{c}": loss - dense_loss for c in candidates[i].criteria})
-        ranks = self.ranking(losses, dense_loss, savings)
-        best = min(range(len(rescored)), key=lambda j: (ranks[j], rescored[j]))
+        best = min(range(len(rescored)), key=lambda j: (losses[j], rescored[j]))
         chosen = candidates[rescored[best]]
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         audit = self._audit(context, candidates, chosen) if args.laasp_audit else {}
@@ -313,7 +308,6 @@ class LAASPPruning(PruningMethod):
             "pruning/laasp_candidate_images_per_step": float(forwards),
         })
         groups = len({c.group for c in candidates})
-        race = "off (latency_aware_ranking)" if args.latency_aware_ranking else f"{args.laasp_race:g}"
         self._say(
             context,
             f"[hf_prune] LAASP search from step {context.state.global_step}: about {self._estimated_steps(args)} steps "
@@ -321,7 +315,7 @@ class LAASPPruning(PruningMethod):
             f"candidates ({groups} groups x {len(args.laasp_criteria)} criteria, identical unit sets merged) on "
             f"{images} training images: at most {forwards} candidate-image forwards per step (laasp_screen_fraction="
             f"{args.laasp_screen_fraction:g}, laasp_screen_keep={args.laasp_screen_keep}, laasp_race="
-            f"{race}); training waits meanwhile",
+            f"{args.laasp_race:g}); training waits meanwhile",
         )
 
     def _announce_duration(self, context: PruningContext, seconds: float) -> None:
@@ -345,27 +339,6 @@ class LAASPPruning(PruningMethod):
         if context.args.process_index == 0:
             tqdm.write(line)
 
-    @staticmethod
-    def savings(context: PruningContext, candidates: list[Candidate]) -> list[float] | None:
-        """Under ``latency_aware_ranking``, the predicted milliseconds each candidate saves (at least a
-        millionth of the model's); else ``None``."""
-        if not context.args.latency_aware_ranking:
-            return None
-        latency = context.latency
-        floor = 1e-6 * latency.base_cost
-        return [max(latency.base_cost - latency.cost({c.group: len(c.removed)}), floor) for c in candidates]
-
-    @staticmethod
-    def ranking(losses: list[float], dense_loss: float, savings: list[float] | None) -> list[tuple[float, ...]]:
-        """Sort key of every candidate, lowest best: its subset loss, or with ``savings`` (latency-aware) its
-        :func:`~hf_prune.methods.subset_loss.increase_per_saving`: the loss increase per millisecond saved,
-        an increase at or below zero counting as zero, then the most milliseconds saved. (The lazy search,
-        ``laasp_rescore_top``, still picks the leaders it re-scores by loss increase alone.)
-        """
-        if savings is None:
-            return [(loss,) for loss in losses]
-        return [increase_per_saving(loss - dense_loss, saved) for loss, saved in zip(losses, savings)]
-
     def to_rescore(self, candidates: list[Candidate], top: int) -> list[int]:
         """Indices of the candidates this step scores: all, or (lazy) the leaders, the group pruned last and new ones."""
         known = [self._known_increase(c) for c in candidates]
@@ -385,10 +358,8 @@ class LAASPPruning(PruningMethod):
         """The exhaustive search's choice (every candidate on the whole subset) on the same model, and whether
         the chosen one agrees."""
         cpu_started = time.process_time()
-        savings = self.savings(context, candidates)
-        losses, dense_loss = self.evaluate(context, candidates, screen=False)
-        ranks = self.ranking(losses, dense_loss, savings)
-        best = candidates[min(range(len(candidates)), key=lambda i: (ranks[i], i))]
+        losses, _ = self.evaluate(context, candidates, screen=False)
+        best = candidates[min(range(len(candidates)), key=lambda i: (losses[i], i))]
         return {
             "exhaustive_group": best.group, "exhaustive_criterion": best.criteria[0],
             "agrees": best.group == chosen.group and best.removed == chosen.removed,
@@ -464,14 +435,11 @@ class LAASPPruning(PruningMethod):
         return aligned_floor(dense, limit, context.width_multiples.get(group, 1))
 
     def evaluate(
-        self, context: PruningContext, candidates: list[Candidate], screen: bool = True,
-        savings: list[float] | None = None,
+        self, context: PruningContext, candidates: list[Candidate], screen: bool = True
     ) -> tuple[list[float], float]:
         """Mean subset loss of every candidate (``inf`` if screened out), and the dense model's loss.
 
-        ``screen=False`` scores every candidate on the whole subset (no screening, no race). With
-        ``savings`` (latency-aware) the screening keeps the lowest loss increases per millisecond and
-        there is no race (it compares raw losses).
+        ``screen=False`` scores every candidate on the whole subset (no screening, no race).
         """
         args = context.args
         subset = self._loss_subset(context)
@@ -479,9 +447,8 @@ class LAASPPruning(PruningMethod):
         masked = [MaskedCandidate(unit_output_masks(context.model, groups[c.group], c.removed)) for c in candidates]
         prefix = PrefixCache(context.model, subset[0]["pixel_values"][:1])
         evaluator = SubsetLoss(context.model, subset, prefix, disable_tqdm=self._quiet(context))
-        race = args.laasp_race if savings is None else 0.0
-        shortcuts = (args.laasp_screen_fraction, args.laasp_screen_keep, race) if screen else ()
-        losses = evaluator.mean_losses(masked, *shortcuts, savings=savings if screen else None)
+        shortcuts = (args.laasp_screen_fraction, args.laasp_screen_keep, args.laasp_race) if screen else ()
+        losses = evaluator.mean_losses(masked, *shortcuts)
         return losses, evaluator.dense_loss
 
     def _loss_subset(self, context: PruningContext) -> list[dict[str, torch.Tensor]]:

@@ -139,23 +139,16 @@ class SubsetLoss:
         screen_fraction: float = 0.0,
         screen_keep: int = 0,
         race: float = 0.0,
-        savings: Sequence[float] | None = None,
     ) -> list[float]:
         """Mean loss of every candidate still in the running at the end; ``inf`` for the others.
 
         With ``screen_fraction > 0`` all candidates are first scored on that leading fraction of
         the subset (at least one batch), and only the best ``screen_keep`` (ties: lower index
-        first) go on: the lowest losses, or with ``savings`` (what removing each candidate saves)
-        the lowest :func:`increase_per_saving`. With ``race > 0`` the rest is scored batch by batch,
-        and from the third batch on a candidate is dropped once its mean per-batch loss exceeds the
-        leader's by more than ``race`` standard errors of their paired differences; the race ends
-        when one is left. The losses that remain, and ``dense_loss``, cover the same batches.
-
-        Raises:
-            ValueError: both ``savings`` and ``race`` (the race compares raw losses).
+        first) go on. With ``race > 0`` the rest is scored batch by batch, and from the third batch
+        on a candidate is dropped once its mean per-batch loss exceeds the leader's by more than
+        ``race`` standard errors of their paired differences; the race ends when one is left.
+        The losses that remain, and ``dense_loss``, cover the same batches.
         """
-        if savings is not None and race:
-            raise ValueError("the race compares raw losses: with savings, pass race=0")
         num_batches = len(self.batches)
         sums = torch.zeros(len(candidates), num_batches, dtype=torch.float64)
         dense, counts = torch.zeros(num_batches, dtype=torch.float64), torch.zeros(num_batches, dtype=torch.float64)
@@ -171,7 +164,7 @@ class SubsetLoss:
             )
             seen = end
             if seen == split:
-                alive = sorted(alive, key=self._screen_key(sums, dense, counts, seen, savings))[:screen_keep]
+                alive = sorted(alive, key=lambda i: (float(sums[i].sum()), i))[:screen_keep]
             if race and seen >= 3:
                 alive = _race(alive, sums[:, :seen] / counts[:seen].clamp(min=1), race)
         count = float(counts.sum().clamp(min=1))
@@ -180,16 +173,6 @@ class SubsetLoss:
         for i in alive:
             losses[i] = float(sums[i].sum()) / count
         return losses
-
-    @staticmethod
-    def _screen_key(
-        sums: torch.Tensor, dense: torch.Tensor, counts: torch.Tensor, seen: int, savings: Sequence[float] | None
-    ) -> Callable[[int], tuple[float, ...]]:
-        """Sort key of a candidate after the screening pass (its first ``seen`` batches), ties by index."""
-        if savings is None:
-            return lambda i: (float(sums[i].sum()), i)
-        images, dense_sum = float(counts[:seen].sum().clamp(min=1)), float(dense[:seen].sum())
-        return lambda i: (*increase_per_saving((float(sums[i, :seen].sum()) - dense_sum) / images, savings[i]), i)
 
     def candidate_images(self, num_candidates: int, screen_fraction: float = 0.0, screen_keep: int = 0) -> int:
         """Images :meth:`mean_losses` forwards for ``num_candidates`` candidates (this rank's, besides the dense
@@ -248,13 +231,6 @@ class SubsetLoss:
                 return _loss_sum(self.model, batch)
         with self.prefix.replaying({n: self._outputs[n] for n in frontier}), mask_units(self.model, candidate.masks):
             return _loss_sum(self.model, batch)
-
-
-def increase_per_saving(increase: float, saving: float) -> tuple[float, float]:
-    """Sort key of a candidate that raises the loss by ``increase`` and saves ``saving`` (> 0), lowest best:
-    the increase per unit saved, an increase at or below zero counting as zero (removing those units
-    costs nothing), then the largest saving."""
-    return max(increase, 0.0) / saving, -saving
 
 
 def _race(alive: list[int], batch_means: torch.Tensor, margin: float) -> list[int]:

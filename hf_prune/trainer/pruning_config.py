@@ -93,9 +93,8 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             "help": "Rank units by saliency per millisecond that removing a unit of their group saves (the latency "
             "profile's prediction; measured at the start of the run like target_latency_reduction's, or "
             "latency_profile), instead of by saliency alone: the target is met by removing the units that cost "
-            "the most time for what they are worth, which buys more speed per MACs cut. laasp picks the candidate "
-            "with the lowest subset-loss increase per millisecond saved (screening by it, without the race). A "
-            "departure from the papers' criteria, off by default."
+            "the most time for what they are worth, which buys more speed per MACs cut. A departure from the "
+            "papers' criteria, off by default. Not with laasp, which chooses by subset loss per step."
         },
     )
     uniform_widths: bool = field(
@@ -186,6 +185,12 @@ class PruningArguments(TrainingArguments, GroupNormArguments, LAASPArguments, OC
             raise ValueError(
                 f"pruning_method='{self.pruning_method}' cannot keep widths uniform (uniform_widths=True): use "
                 f"one of {[m for m in list_methods() if method_class(m).supports_uniform_widths]}, or drop uniform_widths"
+            )
+        if self.latency_aware_ranking and not method_class(self.pruning_method).supports_latency_aware_ranking:
+            raise ValueError(
+                f"pruning_method='{self.pruning_method}' cannot rank units by latency (latency_aware_ranking=True): use "
+                f"one of {[m for m in list_methods() if method_class(m).supports_latency_aware_ranking]}, or drop "
+                "latency_aware_ranking (target_latency_reduction works with every method)"
             )
         validate_method_arguments(self)
         if self.fsdp or self.fsdp_config or self.deepspeed:
