@@ -105,7 +105,9 @@ class SpeedupArguments:
             raise ValueError(f"--batchnorm takes 'kept' and/or 'folded', not {sorted(unknown)}")
         for name in self.dtypes:
             if not isinstance(getattr(torch, name, None), torch.dtype) or not getattr(torch, name).is_floating_point:
-                raise ValueError(f"--dtypes takes torch floating-point dtypes such as float32 bfloat16 float16, not '{name}'")
+                raise ValueError(
+                    f"--dtypes takes torch floating-point dtypes such as float32 bfloat16 float16, not '{name}'"
+                )
         if torch.device(self.device).type != "cpu" and not torch.accelerator.is_available():
             raise ValueError(f"--device {self.device}: this machine has no accelerator; time on --device cpu")
         unknown = set(self.rankings) - {"saliency", "latency"}
@@ -150,17 +152,19 @@ def measure(run_dir: Path, options: SpeedupArguments) -> list[dict]:
     macs_ratio = count_macs_params(dense, example)[0] / count_macs_params(slim, example)[0]
     outputs_ratio = count_layer_outputs(dense, example) / count_layer_outputs(slim, example)
     rows = []
-    for batchnorm, name, dtype in itertools.product(options.batchnorm, options.memory_formats, options.dtypes):
+    for batchnorm in options.batchnorm:
         pair = (dense, slim) if batchnorm == "kept" else (fold_batchnorm(dense), fold_batchnorm(slim))
-        memory_format = memory_format_named(name)
-        cast = [copy.deepcopy(model).to(options.device, getattr(torch, dtype), memory_format=memory_format)
-                for model in pair]
-        dense_ms, slim_ms = median_latencies_in_turns(
-            cast, input_size, options.batch_size, options.rounds, num_threads=options.threads,
-            min_run_time=options.min_run_time, memory_format=memory_format,
-        )
-        rows.append({"batchnorm": batchnorm, "memory_format": name, "device": options.device, "dtype": dtype,
-                     "macs_ratio": macs_ratio, "outputs_ratio": outputs_ratio, "dense_ms": dense_ms, "slim_ms": slim_ms})
+        for name, dtype in itertools.product(options.memory_formats, options.dtypes):
+            memory_format = memory_format_named(name)
+            cast = [copy.deepcopy(model).to(options.device, getattr(torch, dtype), memory_format=memory_format)
+                    for model in pair]
+            dense_ms, slim_ms = median_latencies_in_turns(
+                cast, input_size, options.batch_size, options.rounds, num_threads=options.threads,
+                min_run_time=options.min_run_time, memory_format=memory_format,
+            )
+            rows.append({"batchnorm": batchnorm, "memory_format": name, "device": options.device, "dtype": dtype,
+                         "macs_ratio": macs_ratio, "outputs_ratio": outputs_ratio, "dense_ms": dense_ms,
+                         "slim_ms": slim_ms})
     return rows
 
 
@@ -180,30 +184,39 @@ def saved_run_key(run_dir: Path) -> dict:
 
 
 def table(rows: list[dict], batch_size: int) -> str:
-    lines = [f"| model | px | method | ranking | target | round_to | seed | BatchNorm | memory format | device | dtype | MACs ratio | "
-             f"layer outputs ratio | dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |", "|---" * 17 + "|"]
+    lines = [f"| model | px | method | ranking | target | round_to | seed | BatchNorm | memory format | device | dtype | "
+             f"MACs ratio | layer outputs ratio | dense ms (bs{batch_size}) | slim ms | speed-up | speed-up ÷ MACs ratio |",
+             "|---" * 17 + "|"]
     for r in rows:
         speedup = r["dense_ms"] / r["slim_ms"]
-        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['ranking']} | {r['target']:.0%} | {r['round_to']} | {r['seed']} | "
-                     f"{r['batchnorm']} | {r['memory_format']} | {r['device']} | {r['dtype']} | "
-                     f"{r['macs_ratio']:.2f}x | {r['outputs_ratio']:.2f}x | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} | {speedup:.2f}x | "
-                     f"{speedup / r['macs_ratio']:.2f} |")
+        lines.append(f"| {r['model']} | {r['size']} | {r['method']} | {r['ranking']} | {r['target']:.0%} | "
+                     f"{r['round_to']} | {r['seed']} | {r['batchnorm']} | {r['memory_format']} | {r['device']} | "
+                     f"{r['dtype']} | {r['macs_ratio']:.2f}x | {r['outputs_ratio']:.2f}x | {r['dense_ms']:.2f} | "
+                     f"{r['slim_ms']:.2f} | {speedup:.2f}x | {speedup / r['macs_ratio']:.2f} |")
     return "\n".join(lines)
+
+
+def short_runs(options: SpeedupArguments) -> list[tuple[dict, Path]]:
+    """Row labels and saved slim model of every short run of the grid (pruned here, or reused)."""
+    runs = []
+    for spec in options.models:
+        model, size = spec.rsplit(":", 1)
+        for method, target in itertools.product(options.methods, options.targets):
+            for round_to, ranking in itertools.product(options.round_to, options.rankings):
+                if ranking == "latency" and method == "laasp":
+                    continue  # laasp ranks candidates by subset loss
+                key = {"model": model, "size": int(size), "method": method, "ranking": ranking, "target": target,
+                       "round_to": round_to, "seed": 0}
+                runs.append((key, prune_once(model, int(size), method, target, round_to, ranking, options)))
+    return runs
 
 
 def main(argv: list[str] | None = None) -> str:
     (options,) = HfArgumentParser(SpeedupArguments).parse_args_into_dataclasses(args=argv)
-    runs = [(saved_run_key(Path(run_dir)), Path(run_dir)) for run_dir in options.run_dirs]
-    for spec in options.models if not runs else ():
-        model, size = spec.rsplit(":", 1)
-        for method in options.methods:
-            for target in options.targets:
-                for round_to, ranking in itertools.product(options.round_to, options.rankings):
-                    if ranking == "latency" and method == "laasp":
-                        continue  # laasp ranks candidates by subset loss
-                    key = {"model": model, "size": int(size), "method": method, "ranking": ranking, "target": target,
-                           "round_to": round_to, "seed": 0}
-                    runs.append((key, prune_once(model, int(size), method, target, round_to, ranking, options)))
+    if options.run_dirs:
+        runs = [(saved_run_key(Path(run_dir)), Path(run_dir)) for run_dir in options.run_dirs]
+    else:
+        runs = short_runs(options)
     result = table([{**key, **row} for key, run_dir in runs for row in measure(run_dir, options)], options.batch_size)
     Path(options.output_dir).mkdir(parents=True, exist_ok=True)  # with --run_dirs nothing has made it yet
     write_text_atomic(Path(options.output_dir) / "speedup.md", result + "\n")

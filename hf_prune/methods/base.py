@@ -79,6 +79,8 @@ class PruningContext:
     example_inputs: Any = field(default=None, repr=False)
     latency: LatencyModel | None = field(default=None, repr=False)
     dense_latency_ms: float | None = None
+    width_multiples: dict[str, int] = field(default_factory=dict, repr=False)
+    width_ties: list[list[str]] = field(default_factory=list, repr=False)
 
     @property
     def cost(self) -> CostModel:
@@ -111,8 +113,6 @@ class PruningContext:
         if self.latency is None:
             raise ValueError("latency_aware_ranking is set but the context has no latency model")
         return scores_per_cost(scores, self.graph.groups, self.latency, self.width_multiples)
-    width_multiples: dict[str, int] = field(default_factory=dict, repr=False)
-    width_ties: list[list[str]] = field(default_factory=list, repr=False)
 
     @property
     def steps_per_epoch(self) -> float:

@@ -47,8 +47,9 @@ class MagnitudePruning(PruningMethod):
 
     def _select(self, context: PruningContext):
         return select_lowest(
-            context.graph.groups, context.ranking_scores(self.unit_scores(context)), context.cost, context.args.target_reduction,
-            context.args.layer_prune_limit, multiples=context.width_multiples, ties=context.width_ties,
+            context.graph.groups, context.ranking_scores(self.unit_scores(context)), context.cost,
+            context.args.target_reduction, context.args.layer_prune_limit, multiples=context.width_multiples,
+            ties=context.width_ties,
         )
 
     def state_dict(self) -> dict[str, Any]:

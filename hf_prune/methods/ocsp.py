@@ -356,8 +356,8 @@ class OCSPruning(PruningMethod):
         if context.args.ocsp_flops_weighting:
             scores = flops_weighted_scores(scores, groups, context.macs)
         return select_lowest(
-            groups, context.ranking_scores(scores), context.cost, context.args.target_reduction, context.args.layer_prune_limit,
-            multiples=context.width_multiples, ties=context.width_ties,
+            groups, context.ranking_scores(scores), context.cost, context.args.target_reduction,
+            context.args.layer_prune_limit, multiples=context.width_multiples, ties=context.width_ties,
         )
 
     def _log(self, context: PruningContext, selection: Selection) -> None:

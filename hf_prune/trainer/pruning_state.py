@@ -26,7 +26,8 @@ TRAINING_ARGS_NAME = "training_args.json"
 _EVENT_SUMMARY_KEYS = ("global_step", "epoch", "reason", "macs_after", "params_after", "macs_reduction")
 # The arguments, besides the method's own, that decide what is pruned and when.
 _SHAPING_ARGUMENTS = ("target_flops_reduction", "target_latency_reduction", "layer_prune_limit", "round_to",
-                      "latency_aware_ranking", "uniform_widths", "prune_epoch", "ignored_layers", "num_train_epochs", "max_steps")
+                      "latency_aware_ranking", "uniform_widths", "prune_epoch", "ignored_layers", "num_train_epochs",
+                      "max_steps")
 
 
 @dataclass
