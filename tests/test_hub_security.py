@@ -27,7 +27,7 @@ from transformers import (
 import hf_prune.hub.model_dir as model_dir_module
 import hf_prune.hub.pretrained as pretrained_module
 from hf_prune import AutoPrunedModel, ModelSource, StructureGraph, save_pretrained
-from hf_prune.hub import PrunedModelError
+from hf_prune.hub import PrunedModelError, PrunedModelForImageClassification
 from hf_prune.hub.model_dir import write_text_atomic
 from hf_prune.hub.trust import check_transformers_config
 from hf_prune.models import load_model
@@ -121,6 +121,8 @@ def test_the_auto_classes_refuse_arguments_that_would_change_the_model(saved_dir
         AutoModelForImageClassification.from_pretrained(saved_dir, num_labels=3)
     with pytest.raises(TypeError, match=r"the arguments \['drop_rate'\] are not supported"):
         AutoModelForImageClassification.from_pretrained(saved_dir, drop_rate=0.5)
+    with pytest.raises(TypeError, match=r"the arguments \['subfolder'\] are not supported"):  # only its default passes
+        PrunedModelForImageClassification.from_pretrained(saved_dir, subfolder="elsewhere", proxies=None)
     with torch.no_grad():  # what only places or casts the model is accepted
         model = AutoModelForImageClassification.from_pretrained(saved_dir, dtype=torch.float64, device_map="cpu")
         assert model(INPUTS.double()).logits.dtype == torch.float64

@@ -28,6 +28,8 @@ _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_down
 # Passed by transformers' Auto classes and pipeline; they choose nothing about the model.
 _FRAMEWORK_KWARGS = frozenset({"trust_remote_code", "use_safetensors", "adapter_kwargs", "code_revision"})
 # Config fields transformers fills from where it loaded and the loading arguments: no part of the model.
+# Download settings transformers (>= 5.25) forwards with their defaults: accepted only when unset or empty.
+_UNSET_ONLY_KWARGS = ("proxies", "subfolder")
 _LOADING_CONFIG_FIELDS = frozenset({"_name_or_path", "dtype", "torch_dtype"})
 
 
@@ -82,6 +84,9 @@ class PrunedModelForImageClassification(PreTrainedModel):
             TypeError: an argument that would change the model (e.g. ``num_labels``, ``drop_rate``).
         """
         hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
+        for key in _UNSET_ONLY_KWARGS:
+            if not kwargs.get(key):
+                kwargs.pop(key, None)
         device = kwargs.pop("device_map", None) or "cpu"
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         unknown = sorted(k for k in kwargs if not k.startswith("_") and k not in _FRAMEWORK_KWARGS)
