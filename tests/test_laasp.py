@@ -23,7 +23,7 @@ from hf_prune.methods.subset_loss import SubsetLoss, dataset_labels, stratified_
 from hf_prune.methods.criteria import unit_weights
 from hf_prune.metrics import compute_topk_metrics
 from hf_prune.models import load_model
-from hf_prune.structure import MacsModel, StructureGraph, UnreachableTargetError
+from hf_prune.structure import TARGET_TOLERANCE, MacsModel, StructureGraph, UnreachableTargetError
 
 
 X = torch.randn(1, 3, 32, 32)
@@ -183,6 +183,39 @@ def test_the_last_step_removes_only_what_reaching_the_target_needs(tmp_path):
     assert (group.num_units - len(step["removed"])) % 4 == 0  # still a multiple of round_to kept
     assert 0.01 <= step["reduction"] < 0.01 + one_multiple  # a full 5 % step would overshoot
     assert len(step["removed"]) < method.step_units(context, group.name)
+
+
+def _rigged_last_step(tmp_path, multiple: int, target: float) -> tuple[LAASPPruning, PruningContext, list[float]]:
+    """One search step where the candidate that removes the most MACs scores the lowest subset loss.
+
+    Returns the method after the step, its context and every candidate's reduction.
+    """
+    model = _calibrated("cifar_resnet20")
+    args = _args(tmp_path, laasp_flops_step=0.05, target_flops_reduction=target, laasp_prune_start=0.0)
+    context = _context(model, args)
+    context.width_multiples = {g.name: multiple for g in context.graph.groups}
+    method = LAASPPruning()
+    method.on_train_begin(context)
+    reductions = [context.macs.reduction({c.group: len(c.removed)}) for c in method.candidates(context)]
+    # Loss falls with the MACs a candidate removes: by loss alone the coarsest step wins.
+    method.evaluate = lambda context, candidates, screen=True: (
+        [-context.macs.reduction({c.group: len(c.removed)}) for c in candidates], 0.0
+    )
+    method.on_step_end(context)
+    return method, context, reductions
+
+
+def test_the_last_step_prefers_a_candidate_that_does_not_overshoot_the_target(tmp_path):
+    method, _, reductions = _rigged_last_step(tmp_path, multiple=4, target=0.01)
+    assert max(reductions) > 0.01 + TARGET_TOLERANCE  # a 4-channel step of a 16-channel stage: about 3 %
+    assert any(0.01 <= r <= 0.01 + TARGET_TOLERANCE for r in reductions)
+    assert 0.01 <= method.history[-1]["reduction"] <= 0.01 + TARGET_TOLERANCE
+
+
+def test_when_every_candidate_overshoots_the_lowest_loss_still_wins(tmp_path):
+    method, _, reductions = _rigged_last_step(tmp_path, multiple=16, target=0.005)
+    assert min(reductions) > 0.005 + TARGET_TOLERANCE
+    assert method.history[-1]["reduction"] == pytest.approx(max(reductions))
 
 
 def test_recovery_that_would_round_to_no_step_runs_one_and_says_so(tmp_path, caplog):

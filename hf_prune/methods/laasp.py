@@ -42,6 +42,7 @@ from hf_prune.methods.criteria import get_criterion, unit_weights
 from hf_prune.plots import plot_panels
 from hf_prune.structure import (
     ChannelGroup,
+    TARGET_TOLERANCE,
     PrefixCache,
     UnreachableTargetError,
     masking_is_exact,
@@ -278,6 +279,7 @@ class LAASPPruning(PruningMethod):
             return self._finish(reduction)
         if not self.history:
             self._announce_size(context, candidates)
+        candidates = self.without_overshoot(context, candidates)
         started, cpu_started = time.perf_counter(), time.process_time()
         rescored = self.to_rescore(candidates, args.laasp_rescore_top)
         losses, dense_loss = self.evaluate(context, [candidates[i] for i in rescored])
@@ -382,6 +384,20 @@ class LAASPPruning(PruningMethod):
                 proposals.setdefault(removed, []).append(criterion)
             result += [Candidate(group.name, tuple(criteria), removed) for removed, criteria in proposals.items()]
         return result
+
+    @staticmethod
+    def without_overshoot(context: PruningContext, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates that overshoot the target by at most ``TARGET_TOLERANCE``, or all if none does.
+
+        Near the target, a group with a coarse width multiple (16 of 64 channels with ``round_to``)
+        can only remove several % of the MACs at once; picked by loss alone it would overshoot the
+        target by that much. A candidate that lands closer (or one that falls short, followed by
+        one more step) goes first, as the one-shot selections give back what overshoots.
+        """
+        args = context.args
+        least_cost = (1.0 - args.target_reduction - TARGET_TOLERANCE) * context.dense_cost
+        close = [c for c in candidates if context.cost.cost({c.group: len(c.removed)}) >= least_cost]
+        return close or candidates
 
     @staticmethod
     def dense_step_sizes(context: PruningContext) -> dict[str, int]:

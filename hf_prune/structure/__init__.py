@@ -6,6 +6,7 @@ from hf_prune.structure.graph import ChannelGroup, StructureGraph, TensorSlice, 
 from hf_prune.structure.latency_model import LatencyModel, LatencyProfile, ProfileMismatchError, measure_profile
 from hf_prune.structure.masking import PrefixCache, mask_units, masking_is_exact, unit_output_masks
 from hf_prune.structure.selection import (
+    TARGET_TOLERANCE,
     Selection,
     UnreachableTargetError,
     group_saliencies,
@@ -17,6 +18,7 @@ from hf_prune.structure.selection import (
 from hf_prune.structure.shape_spec import ShapeSpecError, apply_shape_spec, export_shape_spec
 
 __all__ = [
+    "TARGET_TOLERANCE",
     "ChannelGroup",
     "CostModel",
     "LatencyModel",

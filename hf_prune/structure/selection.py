@@ -14,6 +14,9 @@ from hf_prune.structure.cost import CostModel
 from hf_prune.structure.graph import ChannelGroup
 from hf_prune.structure.widths import aligned_floor, aligned_removal
 
+# How far past the target a selection may land (a fraction of the dense cost) before it gives units back.
+TARGET_TOLERANCE = 0.005
+
 
 class UnreachableTargetError(ValueError):
     """The MACs-reduction target cannot be met without emptying groups past their floor."""
@@ -89,7 +92,7 @@ def select_lowest(
     macs_model: CostModel,
     target_reduction: float,
     max_prune_ratio: float,
-    tolerance: float = 0.005,
+    tolerance: float = TARGET_TOLERANCE,
     multiples: Mapping[str, int] | None = None,
     ties: Sequence[Sequence[str]] = (),
 ) -> Selection:
