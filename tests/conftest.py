@@ -69,6 +69,8 @@ def toy_trainer(output_dir, model=None, **overrides) -> PruningTrainer:
 @functools.cache
 def _load_by_path(relative_path: str) -> ModuleType:
     path = ROOT / relative_path
+    if str(path.parent) not in sys.path:  # as when run: a program imports its neighbours by name
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules

@@ -140,7 +140,7 @@ def test_latency_model_predicts_the_tables_and_drives_the_selection(fake_timers)
 
 def test_the_rest_is_timed_on_the_model_with_its_layers_stubbed_out():
     model, x = _TwoConvs().eval(), torch.randn(1, 3, 8, 8)
-    stub = latency_model._without_layers(model, x, batch_size=4)
+    stub = latency_model.without_timed_layers(model, x, batch_size=4)
     with torch.inference_mode():
         expected = model(x.expand(4, -1, -1, -1))
         torch.testing.assert_close(stub(torch.zeros(4, 3, 8, 8)), expected)  # the layers ignore their inputs

@@ -257,7 +257,7 @@ def measure_profile(
             _grid(shape.out_width, (weight, 0) in prunable),
             [w * groups for w in _grid(shape.in_width // groups, (weight, 1) in prunable and not follows_out)],
         )
-    stub = _without_layers(model, inputs, batch_size)
+    stub = without_timed_layers(model, inputs, batch_size)
     wholes: list[tuple[float, float]] = []  # (dense, rest) before, midway through and after the tables
     bar = tqdm(total=3 + sum(len(o) * len(i) for _, o, i in grids.values()), desc="latency profile", disable=disable_tqdm)
 
@@ -284,7 +284,7 @@ def measure_profile(
     )
 
 
-def _without_layers(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> nn.Module:
+def without_timed_layers(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> nn.Module:
     """A copy of ``model`` whose timed layers return their outputs of one real forward, computing nothing."""
     stub = copy.deepcopy(model).eval()
     outputs: dict[nn.Module, torch.Tensor] = {}
