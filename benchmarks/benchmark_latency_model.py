@@ -5,14 +5,17 @@ widths) + rest_ms x (share of the dense layers' output activations kept)``. Each
 assumption; this script measures each on saved slim models (e.g. ``benchmark.py``'s ``runs/*``)
 against the dense model's profile:
 
-- *tables*: the tables interpolated at the slim widths, against the slim layers timed alone at
-  those widths (interpolation error);
-- *in-model scale*: (whole forward - rest) / layers timed alone, dense and slim (the profile
+- *tables*: the tables interpolated at the slim widths ÷ the slim layers timed alone at those
+  widths, beside the same ratio at the dense widths (which holds the drift of the machine since
+  the profile): a gap between the two is interpolation error;
+- *in-model scale*: (whole forward - rest) ÷ layers timed alone, dense and slim (the profile
   assumes the dense model's ratio holds at every width);
-- *rest*: the rest predicted from the activations kept, against the slim model timed with its
-  layers stubbed out.
+- *rest*: the share of the dense rest the slim model keeps, predicted from the activations kept,
+  against the slim and dense models timed with their layers stubbed out;
+- and the whole: the latency reduction predicted against the one measured.
 
-Dense and slim are timed in turns (whole and stubbed forwards), the layers alone once each::
+Ratios, so that the machine's drift since the profile cancels. Dense and slim are timed in turns
+(whole and stubbed forwards), the layers alone once each::
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/benchmark_latency_model.py \\
         --profile outputs/ceiling/profiles/cifar_resnet56-32.json --run_dirs outputs/benchmark/runs/*
@@ -44,14 +47,14 @@ COLUMNS = {
     "ranking": "ranking",
     "target": "target",
     "seed": "seed",
-    "predicted_ms": "predicted ms",
-    "measured_ms": "measured ms",
-    "tables_ms": "tables at slim widths ms",
-    "alone_ms": "layers alone ms",
-    "dense_scale": "in-model scale dense",
-    "slim_scale": "in-model scale slim",
-    "rest_predicted_ms": "rest predicted ms",
-    "rest_measured_ms": "rest measured ms",
+    "reduction_predicted": "latency reduction predicted",
+    "reduction_measured": "measured",
+    "tables_dense": "tables ÷ alone, dense",
+    "tables_slim": "slim",
+    "scale_dense": "in model ÷ alone, dense",
+    "scale_slim": "slim",
+    "rest_kept_predicted": "rest kept predicted",
+    "rest_kept_measured": "measured",
 }
 
 
@@ -83,22 +86,23 @@ def diagnose(run_dir: Path, profile: LatencyProfile, options: LatencyModelArgume
     slim = AutoPrunedModel.from_pretrained(run_dir).eval()
     predictor = LatencyModel(StructureGraph(slim, example), profile, example)
     slim_tables, slim_alone = tables_and_alone_ms(slim, profile, example)
-    _, dense_alone = tables_and_alone_ms(dense, profile, example)
+    dense_tables, dense_alone = tables_and_alone_ms(dense, profile, example)
     stubs = [without_timed_layers(model, example, profile.batch_size) for model in (dense, slim)]
     dense_ms, slim_ms, dense_rest, slim_rest = median_latencies_in_turns(
         [dense, slim, *stubs], tuple(profile.input_size), profile.batch_size, options.rounds,
         min_run_time=options.min_run_time,
     )
+    rest_predicted = predictor.base_cost - profile.layer_scale * slim_tables
     return {
         **{key: str(value) for key, value in saved_run_key(run_dir).items()},
-        "predicted_ms": predictor.base_cost,
-        "measured_ms": slim_ms,
-        "tables_ms": slim_tables,
-        "alone_ms": slim_alone,
-        "dense_scale": (dense_ms - dense_rest) / dense_alone,
-        "slim_scale": (slim_ms - slim_rest) / slim_alone,
-        "rest_predicted_ms": predictor.base_cost - profile.layer_scale * slim_tables,
-        "rest_measured_ms": slim_rest,
+        "reduction_predicted": 1 - predictor.base_cost / profile.predicted_dense_ms,
+        "reduction_measured": 1 - slim_ms / dense_ms,
+        "tables_dense": dense_tables / dense_alone,
+        "tables_slim": slim_tables / slim_alone,
+        "scale_dense": (dense_ms - dense_rest) / dense_alone,
+        "scale_slim": (slim_ms - slim_rest) / slim_alone,
+        "rest_kept_predicted": rest_predicted / profile.rest_ms,
+        "rest_kept_measured": slim_rest / dense_rest,
     }
 
 

@@ -49,12 +49,16 @@ def test_terms_are_read_at_the_slim_widths_and_split_as_predicted(load_script, m
     options = script.LatencyModelArguments(profile="unused", run_dirs=[str(tmp_path / "run")])
     row = script.diagnose(tmp_path / "run", profile, options)
     dense_layers = sum(s.calls * _bilinear_ms(s.out_width, s.in_width) for s in profile.layers.values())
-    assert row["tables_ms"] == pytest.approx(expected) and row["alone_ms"] == pytest.approx(expected)
+    assert script.tables_and_alone_ms(slim, profile, INPUT) == pytest.approx((expected, expected))
     assert expected < dense_layers
-    assert row["slim_scale"] == pytest.approx((6.0 - 1.5) / expected)
-    assert row["dense_scale"] == pytest.approx((10.0 - 2.0) / dense_layers)
-    assert row["rest_predicted_ms"] + profile.layer_scale * expected == pytest.approx(row["predicted_ms"])
-    assert 0 < row["rest_predicted_ms"] < profile.rest_ms  # the rest shrinks with the activations kept
+    assert row["tables_slim"] == pytest.approx(1.0) and row["tables_dense"] == pytest.approx(1.0)
+    assert row["scale_slim"] == pytest.approx((6.0 - 1.5) / expected)
+    assert row["scale_dense"] == pytest.approx((10.0 - 2.0) / dense_layers)
+    assert row["rest_kept_measured"] == 1.5 / 2.0 and row["reduction_measured"] == 1 - 6.0 / 10.0
+    rest_predicted = row["rest_kept_predicted"] * profile.rest_ms
+    predicted = profile.predicted_dense_ms * (1 - row["reduction_predicted"])
+    assert rest_predicted + profile.layer_scale * expected == pytest.approx(predicted)
+    assert 0 < row["rest_kept_predicted"] < 1  # the rest shrinks with the activations kept
     assert (row["method"], row["target"]) == ("magnitude", "0.5")
     dense_stub, slim_stub = timed[0][2:]  # their layers return stored outputs: the logits ignore the input
     with torch.no_grad():
