@@ -24,6 +24,7 @@ Ratios, so that the machine's drift since the profile cancels. Dense and slim ar
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,19 +64,34 @@ class LatencyModelArguments:
     profile: str = field(metadata={"help": "The dense model's latency profile (latency_profile.json of a run)."})
     run_dirs: list[str] = field(metadata={"help": "Saved slim models of the profiled architecture and input size."})
     output_dir: str = field(default="outputs/latency_model", metadata={"help": "Where latency_model.md goes."})
-    rounds: int = field(default=5, metadata={"help": "Turns of dense/slim (whole and stubbed) timings."})
+    rounds: int = field(default=5, metadata={"help": "Turns of dense/slim timings (whole, stubbed and layers alone)."})
     min_run_time: float = field(default=0.5, metadata={"help": "Seconds of repeats behind each timing."})
 
 
-def tables_and_alone_ms(model: torch.nn.Module, profile: LatencyProfile, example: torch.Tensor) -> tuple[float, float]:
-    """The model's layers: the profile's tables at their widths now (unscaled), and timed alone at them."""
-    tables = alone = 0.0
-    for name, shape in layer_shapes(model, example).items():
-        tables += shape.calls * profile.table(profile.layers[name]).at(shape.out_width, shape.in_width)
-        alone += shape.calls * time_layer_ms(
-            shape.signature, shape.out_width, shape.in_width, profile.batch_size, torch.device("cpu")
-        )
-    return tables, alone
+def tables_ms(model: torch.nn.Module, profile: LatencyProfile, example: torch.Tensor) -> float:
+    """The profile's tables at the model's layer widths now, summed over calls (unscaled)."""
+    return sum(
+        shape.calls * profile.table(profile.layers[name]).at(shape.out_width, shape.in_width)
+        for name, shape in layer_shapes(model, example).items()
+    )
+
+
+def layers_alone_ms(
+    models: list[torch.nn.Module], profile: LatencyProfile, example: torch.Tensor, rounds: int
+) -> list[float]:
+    """Each model's layers timed alone at their widths now, summed over calls: medians of rounds that time
+    every model's layers in turn."""
+    shapes = [layer_shapes(model, example).values() for model in models]
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for model_shapes, model_times in zip(shapes, times):
+            model_times.append(sum(
+                shape.calls * time_layer_ms(
+                    shape.signature, shape.out_width, shape.in_width, profile.batch_size, torch.device("cpu")
+                )
+                for shape in model_shapes
+            ))
+    return [statistics.median(t) for t in times]
 
 
 def diagnose(run_dir: Path, profile: LatencyProfile, options: LatencyModelArguments) -> dict:
@@ -85,8 +101,8 @@ def diagnose(run_dir: Path, profile: LatencyProfile, options: LatencyModelArgume
     dense = ModelSource.from_config(config).build("cpu").eval()
     slim = AutoPrunedModel.from_pretrained(run_dir).eval()
     predictor = LatencyModel(StructureGraph(slim, example), profile, example)
-    slim_tables, slim_alone = tables_and_alone_ms(slim, profile, example)
-    dense_tables, dense_alone = tables_and_alone_ms(dense, profile, example)
+    slim_tables, dense_tables = tables_ms(slim, profile, example), tables_ms(dense, profile, example)
+    dense_alone, slim_alone = layers_alone_ms([dense, slim], profile, example, options.rounds)
     stubs = [without_timed_layers(model, example, profile.batch_size) for model in (dense, slim)]
     dense_ms, slim_ms, dense_rest, slim_rest = median_latencies_in_turns(
         [dense, slim, *stubs], tuple(profile.input_size), profile.batch_size, options.rounds,

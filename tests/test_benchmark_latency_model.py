@@ -49,7 +49,8 @@ def test_terms_are_read_at_the_slim_widths_and_split_as_predicted(load_script, m
     options = script.LatencyModelArguments(profile="unused", run_dirs=[str(tmp_path / "run")])
     row = script.diagnose(tmp_path / "run", profile, options)
     dense_layers = sum(s.calls * _bilinear_ms(s.out_width, s.in_width) for s in profile.layers.values())
-    assert script.tables_and_alone_ms(slim, profile, INPUT) == pytest.approx((expected, expected))
+    assert script.tables_ms(slim, profile, INPUT) == pytest.approx(expected)
+    assert script.layers_alone_ms([slim], profile, INPUT, rounds=2) == pytest.approx([expected])
     assert expected < dense_layers
     assert row["tables_slim"] == pytest.approx(1.0) and row["tables_dense"] == pytest.approx(1.0)
     assert row["scale_slim"] == pytest.approx((6.0 - 1.5) / expected)
