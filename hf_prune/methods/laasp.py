@@ -387,17 +387,19 @@ class LAASPPruning(PruningMethod):
 
     @staticmethod
     def without_overshoot(context: PruningContext, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates that overshoot the target by at most ``TARGET_TOLERANCE``, or all if none does.
+        """The candidates that reach the target without overshooting it by more than ``TARGET_TOLERANCE``,
+        if there are any; else all of them.
 
         Near the target, a group with a coarse width multiple (16 of 64 channels with ``round_to``)
         can only remove several % of the MACs at once; picked by loss alone it would overshoot the
-        target by that much. A candidate that lands closer (or one that falls short, followed by
-        one more step) goes first, as the one-shot selections give back what overshoots.
+        target by that much when another candidate ends the search within the tolerance. Only then:
+        deferring a coarse step to take finer ones can leave a gap that only a coarse step fills.
         """
         args = context.args
-        least_cost = (1.0 - args.target_reduction - TARGET_TOLERANCE) * context.dense_cost
-        close = [c for c in candidates if context.cost.cost({c.group: len(c.removed)}) >= least_cost]
-        return close or candidates
+        budget = (1.0 - args.target_reduction) * context.dense_cost
+        least_cost = budget - TARGET_TOLERANCE * context.dense_cost
+        finishers = [c for c in candidates if least_cost <= context.cost.cost({c.group: len(c.removed)}) <= budget]
+        return finishers or candidates
 
     @staticmethod
     def dense_step_sizes(context: PruningContext) -> dict[str, int]:
