@@ -387,19 +387,20 @@ class LAASPPruning(PruningMethod):
 
     @staticmethod
     def without_overshoot(context: PruningContext, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates that reach the target without overshooting it by more than ``TARGET_TOLERANCE``,
-        if there are any; else all of them.
+        """The candidates that do not overshoot the target by more than ``TARGET_TOLERANCE``; if every one
+        does, the one that overshoots it least.
 
         Near the target, a group with a coarse width multiple (16 of 64 channels with ``round_to``)
         can only remove several % of the MACs at once; picked by loss alone it would overshoot the
-        target by that much when another candidate ends the search within the tolerance. Only then:
-        deferring a coarse step to take finer ones can leave a gap that only a coarse step fills.
+        target by that much. A candidate that lands closer (or falls short, and one more step runs)
+        goes first; when that leaves only overshooting candidates, the least overshoot ends the search,
+        as the one-shot selections give back what overshoots.
         """
         args = context.args
-        budget = (1.0 - args.target_reduction) * context.dense_cost
-        least_cost = budget - TARGET_TOLERANCE * context.dense_cost
-        finishers = [c for c in candidates if least_cost <= context.cost.cost({c.group: len(c.removed)}) <= budget]
-        return finishers or candidates
+        least_cost = (1.0 - args.target_reduction - TARGET_TOLERANCE) * context.dense_cost
+        costs = [context.cost.cost({c.group: len(c.removed)}) for c in candidates]
+        close = [c for c, cost in zip(candidates, costs) if cost >= least_cost]
+        return close or [candidates[max(range(len(candidates)), key=lambda i: (costs[i], -i))]]
 
     @staticmethod
     def dense_step_sizes(context: PruningContext) -> dict[str, int]:
