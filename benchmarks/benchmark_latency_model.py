@@ -139,6 +139,10 @@ def table(rows: list[dict], profile: LatencyProfile) -> str:
 def main(argv: list[str] | None = None) -> str:
     (options,) = HfArgumentParser(LatencyModelArguments).parse_args_into_dataclasses(args=argv)
     profile = LatencyProfile.load(options.profile)
+    if profile.device != "cpu":  # the layers alone and the whole models are timed here, on the CPU
+        raise ValueError(
+            f"{options.profile} was measured on '{profile.device}', but this script times on the CPU: pass a CPU profile"
+        )
     rows = [diagnose(Path(run_dir), profile, options) for run_dir in options.run_dirs]
     text = table(rows, profile)
     Path(options.output_dir).mkdir(parents=True, exist_ok=True)

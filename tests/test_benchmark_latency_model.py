@@ -65,3 +65,14 @@ def test_terms_are_read_at_the_slim_widths_and_split_as_predicted(load_script, m
     with torch.no_grad():
         assert torch.equal(slim_stub(torch.randn(2, 3, 32, 32)), slim_stub(torch.randn(2, 3, 32, 32)))
     assert dense_stub.conv1.out_channels > slim_stub.conv1.out_channels
+
+
+def test_a_profile_of_another_device_is_refused_by_name(load_script, tmp_path):
+    script = load_script("benchmarks/benchmark_latency_model.py")
+    profile = _bilinear_profile(10)
+    profile.device = "cuda"
+    profile.save(str(tmp_path / "profile.json"))
+    with pytest.raises(ValueError, match="measured on 'cuda', but this script times on the CPU"):
+        script.main(["--profile", str(tmp_path / "profile.json"), "--run_dirs", str(tmp_path),
+                     "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
